@@ -1,0 +1,46 @@
+"""The one record the analysis works on: the header fields of a TCP or UDP packet.
+
+Readers and capture backends produce these; the conversation analysis consumes them.
+Only fields the conversation model needs are decoded, so building one is cheap.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple, Optional
+
+TCP = 6
+UDP = 17
+
+FIN = 0x01
+SYN = 0x02
+RST = 0x04
+PSH = 0x08
+ACK = 0x10
+URG = 0x20
+ECE = 0x40
+CWR = 0x80
+
+FLAG_LETTERS = ((SYN, "SYN"), (FIN, "FIN"), (RST, "RST"), (PSH, "PSH"), (ACK, "ACK"),
+                (URG, "URG"), (ECE, "ECE"), (CWR, "CWR"))
+
+
+def flag_names(flags: int) -> str:
+    """Flags as Wireshark lists them in its Info column, e.g. 'SYN, ACK'."""
+    return ", ".join(name for bit, name in FLAG_LETTERS if flags & bit) or "<none>"
+
+
+class Packet(NamedTuple):
+    frame: int                 # 1-based position in the capture, as Wireshark numbers frames
+    time: float                # seconds since the epoch
+    src: str                   # IP address, textual (IPv4 dotted quad or compressed IPv6)
+    dst: str
+    proto: int                 # TCP or UDP
+    sport: int
+    dport: int
+    payload_len: int           # transport payload length on the wire, even if the capture truncated it
+    payload: bytes             # captured payload bytes (may be shorter than payload_len)
+    seq: int = 0               # TCP only from here on
+    ack: int = 0
+    flags: int = 0
+    window: int = 0            # raw window field, unscaled
+    mss: Optional[int] = None  # MSS option, decoded on SYN segments only
+    wscale: Optional[int] = None  # window-scale option, decoded on SYN segments only
