@@ -1,0 +1,30 @@
+"""Capture backends behind one interface; see session.py for the completeness protocol."""
+from harness.capture.session import (Capture, CaptureError, CaptureIncomplete, CaptureResult,
+                                     CaptureUnavailable, partial_path)
+
+BACKENDS = ("dumpcap", "scapy")
+
+
+def make_capture(backend: str, path, **kwargs) -> Capture:
+    if backend == "dumpcap":
+        from harness.capture.dumpcap import DumpcapCapture
+        return DumpcapCapture(path, **kwargs)
+    if backend == "scapy":
+        from harness.capture.scapy_backend import ScapyCapture
+        return ScapyCapture(path, **kwargs)
+    raise CaptureError(f"unknown capture backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+
+
+def capture_unavailable_reason(backend: str, interface: str = "lo"):
+    """None when the backend can capture on the interface here, else why not (one line)."""
+    if backend == "dumpcap":
+        from harness.capture.dumpcap import probe_dumpcap
+        return probe_dumpcap(interface)
+    if backend == "scapy":
+        from harness.capture.scapy_backend import probe_scapy
+        return probe_scapy(interface)
+    return f"unknown capture backend {backend!r}"
+
+
+__all__ = ["BACKENDS", "Capture", "CaptureError", "CaptureIncomplete", "CaptureResult",
+           "CaptureUnavailable", "capture_unavailable_reason", "make_capture", "partial_path"]

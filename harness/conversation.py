@@ -1,0 +1,147 @@
+"""Packets to conversations: who opened, who is who, relative sequence numbers. Pure code.
+
+Rules (the same ones Wireshark's "relative sequence numbers" and Zeek's conn.log follow):
+
+1. A conversation is identified by its two endpoints, regardless of direction.
+2. TCP: the originator is the sender of a SYN without ACK. If the capture began mid-stream
+   (no SYN seen), the sender of the first packet seen is taken as the originator, and
+   `Conversation.began_mid_stream` says so.
+3. TCP: a SYN without ACK on a pair that already has a conversation starts a NEW conversation
+   when its sequence number differs from that conversation's initial one (port reuse); a SYN with
+   the same sequence number is a retransmission and stays in the old one.
+4. Relative sequence numbers are taken per direction from the first sequence number seen in that
+   direction (the ISN when the SYN was captured, so the SYN is seq 0 and the first data byte is 1).
+   A relative ACK is the raw ACK minus the base of the other direction; it is None on segments
+   without the ACK flag, or when the other direction has not been seen yet.
+5. UDP: the originator is the sender of the first datagram. Datagrams carry no sequence numbers.
+6. Anything that is neither TCP nor UDP never reaches here (the decoder drops it).
+
+Nothing here opens files, sockets or processes: the input is any iterable of `Packet`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, Iterable, List, NamedTuple, Optional, Tuple
+
+from harness.packet import ACK, SYN, TCP, UDP, Packet
+
+SEQ_MODULO = 1 << 32
+
+
+class Endpoint(NamedTuple):
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+class Segment(NamedTuple):
+    """One packet as seen inside its conversation."""
+
+    packet: Packet
+    outbound: bool               # originator -> responder
+    rel_seq: Optional[int]       # None for UDP
+    rel_ack: Optional[int]       # None without ACK flag, or for UDP
+
+    @property
+    def flags(self) -> int:
+        return self.packet.flags
+
+    @property
+    def length(self) -> int:
+        return self.packet.payload_len
+
+    @property
+    def payload(self) -> bytes:
+        return self.packet.payload
+
+
+@dataclass
+class Conversation:
+    index: int                   # 1-based, in order of first packet
+    proto: int                   # TCP or UDP
+    orig: Endpoint
+    resp: Endpoint
+    began_mid_stream: bool = False
+    segments: List[Segment] = field(default_factory=list)
+    # Per direction (True = outbound) base for relative numbers, and the originator's ISN.
+    _seq_base: Dict[bool, int] = field(default_factory=dict, repr=False)
+    _orig_isn: Optional[int] = field(default=None, repr=False)
+
+    @property
+    def proto_name(self) -> str:
+        return {TCP: "tcp", UDP: "udp"}.get(self.proto, str(self.proto))
+
+    def describe(self) -> str:
+        opener = "first seen" if self.began_mid_stream else "originator"
+        return f"{self.proto_name} {self.orig} ({opener}) <-> {self.resp}"
+
+    def from_side(self, outbound: bool) -> List[Segment]:
+        return [s for s in self.segments if s.outbound == outbound]
+
+    def _add(self, packet: Packet) -> None:
+        outbound = (packet.src, packet.sport) == self.orig
+        if self.proto != TCP:
+            self.segments.append(Segment(packet, outbound, None, None))
+            return
+        base = self._seq_base.setdefault(outbound, packet.seq)
+        rel_seq = (packet.seq - base) % SEQ_MODULO
+        rel_ack = None
+        peer_base = self._seq_base.get(not outbound)
+        if packet.flags & ACK:
+            if peer_base is None and packet.flags & SYN:
+                # A SYN-ACK acknowledges ISN+1 of a SYN we may not have captured.
+                peer_base = self._seq_base.setdefault(not outbound, (packet.ack - 1) % SEQ_MODULO)
+            if peer_base is not None:
+                rel_ack = (packet.ack - peer_base) % SEQ_MODULO
+        self.segments.append(Segment(packet, outbound, rel_seq, rel_ack))
+
+
+Key = Tuple[Tuple[str, int], Tuple[str, int], int]
+
+
+def _key(packet: Packet) -> Key:
+    a, b = (packet.src, packet.sport), (packet.dst, packet.dport)
+    return (a, b, packet.proto) if a <= b else (b, a, packet.proto)
+
+
+class ConversationTracker:
+    """Feed packets in capture order; read `conversations` at any time."""
+
+    def __init__(self) -> None:
+        self.conversations: List[Conversation] = []
+        self._current: Dict[Key, Conversation] = {}
+
+    def feed(self, packet: Packet) -> Conversation:
+        key = _key(packet)
+        conv = self._current.get(key)
+        is_open = packet.proto == TCP and packet.flags & (SYN | ACK) == SYN
+        if conv is not None and is_open and conv._orig_isn is not None and conv._orig_isn != packet.seq:
+            conv = None  # rule 3: port reuse
+        if conv is None:
+            conv = self._start(packet, is_open)
+            self._current[key] = conv
+        conv._add(packet)
+        return conv
+
+    def _start(self, packet: Packet, is_open: bool) -> Conversation:
+        src, dst = Endpoint(packet.src, packet.sport), Endpoint(packet.dst, packet.dport)
+        began_mid_stream = False
+        if packet.proto == TCP and not is_open:
+            if packet.flags & SYN:      # SYN-ACK first: its receiver opened
+                src, dst = dst, src
+            else:
+                began_mid_stream = True
+        conv = Conversation(len(self.conversations) + 1, packet.proto, src, dst, began_mid_stream)
+        if is_open:
+            conv._orig_isn = packet.seq
+        self.conversations.append(conv)
+        return conv
+
+
+def conversations(packets: Iterable[Packet]) -> List[Conversation]:
+    tracker = ConversationTracker()
+    for packet in packets:
+        tracker.feed(packet)
+    return tracker.conversations

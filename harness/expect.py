@@ -1,0 +1,347 @@
+"""Expectations about a conversation, and the checks that hold the wire to them. Pure code.
+
+An expectation is a list of steps (expected segments, in order) plus named semantic checks.
+Its text form, one step per line, `#` starts a comment:
+
+    C>S SYN                 seq=0
+    S>C SYN,ACK             seq=0 ack=1
+    C>S PSH,ACK   len=2     ack=1 data="yp"
+    ...                     (any number of segments, possibly none)
+    S>C RST|RST,ACK         (alternatives)
+    check graceful-close
+
+Rules:
+- C is the originator (the client), S the responder (the server).
+- TCP flags are compared exactly on SYN, FIN, RST and ACK; PSH, URG, ECE and CWR only when the step
+  names them. A step without flags, or with `UDP`, expects a UDP datagram.
+- `len`, `seq`, `ack` (relative numbers) and `data` (a quoted string, Python escapes) are checked
+  only when given.
+- Without `...` lines the wire must show exactly the steps, one segment each, nothing more.
+- `check NAME` adds a semantic check from CHECKS; every one that fails is reported.
+"""
+from __future__ import annotations
+
+import ast
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
+
+from harness.conversation import Conversation, Segment
+from harness.packet import ACK, CWR, ECE, FIN, PSH, RST, SYN, TCP, URG, flag_names
+
+_FLAG_BITS = {"SYN": SYN, "FIN": FIN, "RST": RST, "PSH": PSH, "ACK": ACK, "URG": URG, "ECE": ECE,
+              "CWR": CWR}
+_ALWAYS_COMPARED = SYN | FIN | RST | ACK
+ANY_SEGMENTS = "..."
+_WORD = re.compile(r'\S+?="(?:[^"\\]|\\.)*"|\S+')
+
+EXPECTATIONS_DIR = Path(__file__).parent / "expectations"
+
+
+class SpecError(ValueError):
+    """A malformed expectation; str() is one line naming the source and the line."""
+
+
+class Step(NamedTuple):
+    outbound: bool
+    flag_choices: Optional[Tuple[int, ...]]   # None: a UDP datagram
+    length: Optional[int] = None
+    seq: Optional[int] = None
+    ack: Optional[int] = None
+    data: Optional[bytes] = None
+    line: int = 0
+
+    def describe(self) -> str:
+        parts = ["C>S" if self.outbound else "S>C"]
+        if self.flag_choices is None:
+            parts.append("UDP")
+        else:
+            parts.append("|".join(",".join(n for n, b in _FLAG_BITS.items() if f & b)
+                                  for f in self.flag_choices))
+        for name in ("length", "seq", "ack"):
+            value = getattr(self, name)
+            if value is not None:
+                parts.append(f"{'len' if name == 'length' else name}={value}")
+        if self.data is not None:
+            parts.append(f"data={self.data!r}")
+        return " ".join(parts)
+
+    def mismatches(self, segment: Segment, proto: int) -> List[str]:
+        """What differs between this step and a segment, field by field (empty: it matches)."""
+        diffs = []
+        if segment.outbound != self.outbound:
+            diffs.append(f"direction: expected {'C>S' if self.outbound else 'S>C'}, "
+                         f"wire {'C>S' if segment.outbound else 'S>C'}")
+        if (self.flag_choices is None) != (proto != TCP):
+            diffs.append(f"protocol: expected {'UDP' if self.flag_choices is None else 'TCP'}")
+            return diffs
+        if self.flag_choices is not None and not any(_flags_match(want, segment.flags)
+                                                     for want in self.flag_choices):
+            wanted = " or ".join(flag_names(f) for f in self.flag_choices)
+            diffs.append(f"flags: expected {wanted}, wire {flag_names(segment.flags)}")
+        for name, wire in (("length", segment.length), ("seq", segment.rel_seq), ("ack", segment.rel_ack)):
+            want = getattr(self, name)
+            if want is not None and want != wire:
+                diffs.append(f"{'len' if name == 'length' else name}: expected {want}, wire {wire}")
+        if self.data is not None and segment.payload != self.data:
+            diffs.append(f"data: expected {self.data!r}, wire {segment.payload!r}")
+        return diffs
+
+
+def _flags_match(wanted: int, actual: int) -> bool:
+    compared = _ALWAYS_COMPARED | (wanted & ~_ALWAYS_COMPARED)
+    return actual & compared == wanted
+
+
+@dataclass
+class Expectation:
+    name: str
+    steps: List[Optional[Step]]          # None stands for `...`
+    checks: List[str] = field(default_factory=list)
+    source: str = "<string>"
+
+    @classmethod
+    def parse(cls, text: str, name: str = "expectation", source: str = "<string>") -> "Expectation":
+        steps: List[Optional[Step]] = []
+        checks: List[str] = []
+        for number, raw in enumerate(text.splitlines(), 1):
+            line = _strip_comment(raw)
+            if not line:
+                continue
+            try:
+                if line == ANY_SEGMENTS:
+                    steps.append(None)
+                elif line.startswith("check "):
+                    check = line[len("check "):].strip()
+                    if check not in CHECKS:
+                        raise SpecError(f"unknown check {check!r}; known: {', '.join(sorted(CHECKS))}")
+                    checks.append(check)
+                else:
+                    steps.append(_parse_step(line, number))
+            except SpecError as error:
+                raise SpecError(f"{source}:{number}: {error}") from None
+        return cls(name, steps, checks, source)
+
+    @classmethod
+    def load(cls, path) -> "Expectation":
+        path = Path(path)
+        return cls.parse(path.read_text(encoding="utf-8"), path.stem, str(path))
+
+    @classmethod
+    def builtin(cls, name: str) -> "Expectation":
+        """One of the expectations shipped in harness/expectations (e.g. 'tcp_lab')."""
+        return cls.load(EXPECTATIONS_DIR / f"{name}.txt")
+
+    def problems(self, conversation: Conversation) -> List[str]:
+        found = _match_steps(self.steps, conversation)
+        for check in self.checks:
+            found += [f"{check}: {p}" for p in CHECKS[check](conversation)]
+        return found
+
+
+def _strip_comment(raw: str) -> str:
+    in_quote = False
+    for i, ch in enumerate(raw):
+        if ch == '"' and (i == 0 or raw[i - 1] != "\\"):
+            in_quote = not in_quote
+        elif ch == "#" and not in_quote:
+            return raw[:i].strip()
+    return raw.strip()
+
+
+def _parse_step(line: str, number: int) -> Step:
+    words = _WORD.findall(line)
+    if "".join(words).count('"') % 2:
+        raise SpecError("unterminated quote")
+    direction, rest = words[0], words[1:]
+    if direction not in ("C>S", "S>C"):
+        raise SpecError(f"a step starts with C>S or S>C, not {direction!r}")
+    flag_choices: Optional[Tuple[int, ...]] = None
+    if rest and "=" not in rest[0]:
+        token = rest.pop(0)
+        if token != "UDP":
+            flag_choices = tuple(_parse_flags(choice) for choice in token.split("|"))
+    fields: Dict[str, object] = {}
+    for word in rest:
+        key, sep, value = word.partition("=")
+        if not sep or key not in ("len", "seq", "ack", "data"):
+            raise SpecError(f"expected len=, seq=, ack= or data=, got {word!r}")
+        if key == "data":
+            try:
+                text = ast.literal_eval(value)
+            except (ValueError, SyntaxError):
+                raise SpecError(f"data must be a quoted string, got {value}") from None
+            fields["data"] = text.encode("utf-8") if isinstance(text, str) else bytes(text)
+        else:
+            if not value.isdigit():
+                raise SpecError(f"{key} must be a whole number, got {value!r}")
+            fields["length" if key == "len" else key] = int(value)
+    if flag_choices is None and ("seq" in fields or "ack" in fields):
+        raise SpecError("a UDP step has no seq or ack")
+    return Step(direction == "C>S", flag_choices, line=number, **fields)
+
+
+def _parse_flags(token: str) -> int:
+    bits = 0
+    for name in token.split(","):
+        if name not in _FLAG_BITS:
+            raise SpecError(f"unknown TCP flag {name!r}; known: {', '.join(_FLAG_BITS)}")
+        bits |= _FLAG_BITS[name]
+    return bits
+
+
+def _match_steps(steps: Sequence[Optional[Step]], conversation: Conversation) -> List[str]:
+    segments = conversation.segments
+    proto = conversation.proto
+    memo: Dict[Tuple[int, int], bool] = {}
+
+    def matches(i: int, j: int) -> bool:
+        if (i, j) in memo:
+            return memo[i, j]
+        if i == len(steps):
+            result = j == len(segments)
+        elif steps[i] is None:
+            result = matches(i + 1, j) or (j < len(segments) and matches(i, j + 1))
+        else:
+            result = j < len(segments) and not steps[i].mismatches(segments[j], proto) and matches(i + 1, j + 1)
+        memo[i, j] = result
+        return result
+
+    if matches(0, 0):
+        return []
+    if None not in steps:
+        return _positional_differences(steps, segments, proto)
+    return [_first_unmatched(steps, segments, proto)]
+
+
+def _positional_differences(steps: Sequence[Step], segments: Sequence[Segment], proto: int) -> List[str]:
+    diffs = []
+    for position, (step, segment) in enumerate(zip(steps, segments), 1):
+        for diff in step.mismatches(segment, proto):
+            diffs.append(f"segment {position} (frame {segment.packet.frame}), step `{step.describe()}`: {diff}")
+    if len(segments) != len(steps):
+        diffs.append(f"expected {len(steps)} segments, the wire has {len(segments)}")
+        for step in steps[len(segments):]:
+            diffs.append(f"missing: `{step.describe()}`")
+        for segment in segments[len(steps):]:
+            diffs.append(f"unexpected: frame {segment.packet.frame} {_describe_segment(segment, proto)}")
+    return diffs
+
+
+def _first_unmatched(steps: Sequence[Optional[Step]], segments: Sequence[Segment], proto: int) -> str:
+    """The step the wire could not reach, scanning greedily: a hint, not a proof."""
+    j = 0
+    for step in steps:
+        if step is None:
+            continue
+        while j < len(segments) and step.mismatches(segments[j], proto):
+            j += 1
+        if j == len(segments):
+            return f"no segment matches step `{step.describe()}` (line {step.line}) in order"
+        j += 1
+    return f"{len(segments) - j} segment(s) after the last step, from frame {segments[j].packet.frame}"
+
+
+def _describe_segment(segment: Segment, proto: int) -> str:
+    direction = "C>S" if segment.outbound else "S>C"
+    if proto != TCP:
+        return f"{direction} UDP len={segment.length}"
+    return (f"{direction} {flag_names(segment.flags)} seq={segment.rel_seq} ack={segment.rel_ack} "
+            f"len={segment.length}")
+
+
+# --- Named semantic checks: each returns what is wrong, in words, or nothing. -----------------
+
+def check_handshake(conversation: Conversation) -> List[str]:
+    if conversation.proto != TCP:
+        return ["not a TCP conversation"]
+    segs = conversation.segments
+    if len(segs) < 3:
+        return [f"a handshake needs 3 segments, the conversation has {len(segs)}"]
+    syn, syn_ack, ack = segs[:3]
+    problems = []
+    if not (syn.outbound and syn.flags & (SYN | ACK) == SYN):
+        problems.append(f"frame {syn.packet.frame} should be the client's SYN, is {_describe_segment(syn, TCP)}")
+    else:
+        if syn.packet.window <= 0:
+            problems.append(f"the SYN (frame {syn.packet.frame}) advertises no window")
+        if syn.packet.mss is None:
+            problems.append(f"the SYN (frame {syn.packet.frame}) carries no MSS option")
+    if not (not syn_ack.outbound and syn_ack.flags & (SYN | ACK) == SYN | ACK):
+        problems.append(f"frame {syn_ack.packet.frame} should be the server's SYN-ACK, "
+                        f"is {_describe_segment(syn_ack, TCP)}")
+    elif syn_ack.rel_ack != 1:
+        problems.append(f"the SYN-ACK (frame {syn_ack.packet.frame}) acknowledges {syn_ack.rel_ack}, "
+                        f"not the client's ISN+1")
+    if not (ack.outbound and ack.flags & (SYN | ACK | RST) == ACK and ack.rel_ack == 1):
+        problems.append(f"frame {ack.packet.frame} should be the client's ACK=1, is {_describe_segment(ack, TCP)}")
+    return problems
+
+
+def check_graceful_close(conversation: Conversation) -> List[str]:
+    """Both sides sent FIN, each FIN was acknowledged, and nobody reset: any close order, 3 or 4 segments."""
+    if conversation.proto != TCP:
+        return ["not a TCP conversation"]
+    problems = []
+    for segment in conversation.segments:
+        if segment.flags & RST:
+            problems.append(f"{_side(segment.outbound)} sent RST at frame {segment.packet.frame} "
+                            f"(an abortive close, not a graceful one)")
+    for outbound in (True, False):
+        fins = [s for s in conversation.segments if s.outbound == outbound and s.flags & FIN]
+        if not fins:
+            problems.append(f"the {_side(outbound)} never sent FIN")
+            continue
+        fin = fins[0]
+        fin_end = (fin.rel_seq + fin.length + 1) % (1 << 32)
+        acked = [s for s in conversation.segments if s.outbound != outbound and s.rel_ack is not None
+                 and s.packet.frame > fin.packet.frame and _seq_ge(s.rel_ack, fin_end)]
+        if not acked:
+            problems.append(f"the {_side(outbound)}'s FIN (frame {fin.packet.frame}) was never acknowledged "
+                            f"(no ACK={fin_end} from the {_side(not outbound)})")
+    return problems
+
+
+def check_sequence_consistent(conversation: Conversation) -> List[str]:
+    """Every segment starts where its side left off and acknowledges nothing unsent; SYN and FIN take one."""
+    if conversation.proto != TCP:
+        return ["not a TCP conversation"]
+    next_seq: Dict[bool, Optional[int]] = {True: None, False: None}
+    problems = []
+    for segment in conversation.segments:
+        side = segment.outbound
+        expected = next_seq[side]
+        if expected is not None and segment.rel_seq != expected and not segment.flags & RST:
+            problems.append(f"frame {segment.packet.frame}: {_side(side)} seq={segment.rel_seq}, "
+                            f"expected {expected}")
+        consumed = segment.length + bool(segment.flags & SYN) + bool(segment.flags & FIN)
+        end = (segment.rel_seq + consumed) % (1 << 32)
+        if expected is None or _seq_ge(end, expected):
+            next_seq[side] = end
+        peer_next = next_seq[not side]
+        if segment.rel_ack is not None and peer_next is not None and not _seq_ge(peer_next, segment.rel_ack):
+            problems.append(f"frame {segment.packet.frame}: {_side(side)} acknowledges {segment.rel_ack}, "
+                            f"but the {_side(not side)} has only sent up to {peer_next}")
+    return problems
+
+
+def check_no_data_from_server(conversation: Conversation) -> List[str]:
+    return [f"the server sent {s.length} bytes at frame {s.packet.frame}"
+            for s in conversation.segments if not s.outbound and s.length]
+
+
+def _side(outbound: bool) -> str:
+    return "client" if outbound else "server"
+
+
+def _seq_ge(a: int, b: int) -> bool:
+    return (a - b) % (1 << 32) < (1 << 31)
+
+
+CHECKS: Dict[str, Callable[[Conversation], List[str]]] = {
+    "handshake": check_handshake,
+    "graceful-close": check_graceful_close,
+    "sequence-consistent": check_sequence_consistent,
+    "no-data-from-server": check_no_data_from_server,
+}

@@ -1,0 +1,50 @@
+"""A conversation drawn as a ladder in text: one row per packet, time flowing down.
+
+    frame      time  client 127.0.0.1:40312          server 127.0.0.1:8080
+        1  0.000000  ---- SYN          seq=0 ack=-  len=0 --->
+        2  0.000021  <--- SYN, ACK     seq=0 ack=1  len=0 ----
+"""
+from __future__ import annotations
+
+from typing import Dict, Iterable, Optional
+
+from harness.conversation import Conversation, Segment
+from harness.packet import TCP, flag_names
+
+
+def _label(segment: Segment, proto: int) -> str:
+    if proto != TCP:
+        text = f"UDP len={segment.length}"
+    else:
+        ack = "-" if segment.rel_ack is None else segment.rel_ack
+        text = f"{flag_names(segment.flags):<13} seq={segment.rel_seq:<4} ack={ack:<4} len={segment.length}"
+    if segment.payload and segment.length <= 24:
+        text += f" {segment.payload[:24]!r}"
+    return text
+
+
+def render(conversation: Conversation, pcap: Optional[str] = None,
+           notes: Optional[Dict[int, str]] = None, width: int = 58) -> str:
+    """The ladder as text. `notes` maps frame numbers to a verdict shown at the row's end."""
+    notes = notes or {}
+    start = conversation.segments[0].packet.time if conversation.segments else 0.0
+    lines = []
+    if pcap:
+        lines.append(f"pcap: {pcap}")
+    lines.append(f"conversation {conversation.index}: {conversation.describe()}")
+    client, server = f"client {conversation.orig}", f"server {conversation.resp}"
+    lines.append(f"{'frame':>6} {'time':>9}  {client:<{width - len(server) + 8}}{server}")
+    for segment in conversation.segments:
+        body = f" {_label(segment, conversation.proto)} "
+        if segment.outbound:
+            arrow = f"----{body:-<{width}}-->"
+        else:
+            arrow = f"<---{body:-<{width}}---"
+        note = notes.get(segment.packet.frame)
+        row = f"{segment.packet.frame:>6} {segment.packet.time - start:>9.6f}  {arrow}"
+        lines.append(f"{row}  << {note}" if note else row)
+    return "\n".join(lines)
+
+
+def render_all(conversations: Iterable[Conversation], pcap: Optional[str] = None) -> str:
+    return "\n\n".join(render(c, pcap) for c in conversations)
