@@ -1,0 +1,162 @@
+"""A scenario: server up, capture proven live, client runs, everything settles, capture proven complete,
+then the wire is held to an expectation.
+
+The order matters. The server starts first because its port (0 = any free one) decides the capture
+filter; it sends nothing while it listens. The capture is proven live before the client starts and
+proven complete only after the kernel has nothing left to send on the port (settle.py).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+from harness import ladder
+from harness.capture import CaptureError, CaptureResult, make_capture
+from harness.conversation import Conversation
+from harness.expect import Expectation
+from harness.process import Subject, SubjectError
+from harness.settle import wait_tcp_settled
+from harness.trace import Trace, load_trace
+
+LOOPBACK = "127.0.0.1"
+READY_LINE = r"listening on (?P<host>\S+):(?P<port>\d+)"
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    server_ready: float = 10.0
+    client_done: float = 10.0
+    server_done: float = 10.0
+    settle: float = 5.0
+    capture_start: float = 10.0
+    capture_stop: float = 10.0
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    proto: str                        # "tcp" or "udp"
+    server_module: str
+    client_module: str
+    client_args: Sequence[str]
+    expectation: str                  # a built-in expectation's name, or a path to a spec file
+    server_args: Sequence[str] = ("--count", "1")
+    client_must_succeed: bool = True
+    description: str = ""
+
+    def load_expectation(self) -> Expectation:
+        if "/" in self.expectation or self.expectation.endswith(".txt"):
+            return Expectation.load(self.expectation)
+        return Expectation.builtin(self.expectation)
+
+
+LAB_SCENARIOS: Dict[str, Scenario] = {s.name: s for s in (
+    Scenario("tcp-lab", "tcp", "harness.lab.tcp_server", "harness.lab.tcp_client", ["yp"], "tcp_lab",
+             description="the report's TCP lab: 11 segments, server closes first, 4-segment close"),
+    Scenario("udp-lab", "udp", "harness.lab.udp_server", "harness.lab.udp_client", ["YP", "nihao"], "udp_lab",
+             server_args=("--count", "2"),
+             description="the report's UDP lab: YP and nihao out, 'thank you !' back twice"),
+    Scenario("tcp-broken-server", "tcp", "harness.lab.broken_tcp_server", "harness.lab.tcp_client", ["yp"],
+             "tcp_broken_server", server_args=(), client_must_succeed=False,
+             description="the report's first server: accept() not unpacked, the connection is reset"),
+)}
+
+
+@dataclass
+class ScenarioResult:
+    scenario: Scenario
+    expectation: Expectation
+    capture: CaptureResult
+    trace: Trace
+    port: int
+    problems: List[str]
+    server: Subject
+    client: Subject
+    phases: Dict[str, float] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    @property
+    def conversation(self) -> Optional[Conversation]:
+        return self.trace.conversations[0] if self.trace.conversations else None
+
+    def verdict(self) -> str:
+        word = "PASS" if self.ok else "FAIL"
+        return f"{word} {self.scenario.name}: {self.expectation.name} against {self.capture.path}"
+
+    def report(self) -> str:
+        lines = [self.verdict()]
+        if self.problems:
+            lines.append(f"expected ({self.expectation.source}) against what the wire showed:")
+            lines += [f"  - {problem}" for problem in self.problems]
+        for conversation in self.trace.conversations:
+            lines.append(ladder.render(conversation, str(self.capture.path)))
+        lines.append(f"capture: {self.capture.describe()}")
+        return "\n".join(lines)
+
+
+class ScenarioFailed(AssertionError):
+    def __init__(self, result: ScenarioResult):
+        self.result = result
+        super().__init__(result.report())
+
+
+def run_scenario(scenario: Scenario, pcap: Path, backend: str = "dumpcap",
+                 timeouts: Timeouts = Timeouts(), host: str = LOOPBACK) -> ScenarioResult:
+    """Run it once and judge it. Raises CaptureError/SubjectError when it could not be run at all."""
+    expectation = scenario.load_expectation()
+    phases: Dict[str, float] = {}
+    began = time.monotonic()
+
+    def phase(name: str) -> None:
+        phases[name] = time.monotonic() - began - sum(phases.values())
+
+    server = Subject.python_module(f"{scenario.proto} server ({scenario.server_module})", scenario.server_module,
+                                   ["--host", host, "--port", "0", *scenario.server_args])
+    client = None
+    capture = None
+    try:
+        server.start()
+        port = int(server.wait_for_line(READY_LINE, timeouts.server_ready).group("port"))
+        phase("server ready")
+        capture = make_capture(backend, pcap, bpf=f"{scenario.proto} port {port}", probe_host=host,
+                               start_timeout=timeouts.capture_start, stop_timeout=timeouts.capture_stop)
+        capture.start()
+        phase("capture start proven")
+        client = Subject.python_module(f"{scenario.proto} client ({scenario.client_module})", scenario.client_module,
+                                       ["--host", host, "--port", str(port), *scenario.client_args]).start()
+        client_status = client.wait(timeouts.client_done, "to finish its exchange")
+        server.wait(timeouts.server_done, "to exit after serving the client")
+        if scenario.proto == "tcp":
+            wait_tcp_settled(port, timeouts.settle)
+        phase("traffic")
+        capture_result = capture.stop()
+        phase("capture end proven")
+    except BaseException:
+        if capture is not None:
+            capture.abort()
+        raise
+    finally:
+        for subject in (client, server):
+            if subject is not None:
+                subject.stop()
+
+    trace = load_trace(capture_result.path)
+    phase("analysis")
+    problems = [f"{w}" for w in trace.warnings]
+    if scenario.client_must_succeed and client_status != 0:
+        problems.append(f"the client exited with status {client_status}: {' / '.join(client.stderr_lines[-2:])}")
+    if len(trace.conversations) != 1:
+        problems.append(f"expected one conversation on port {port}, the wire has {len(trace.conversations)}")
+    if trace.conversations:
+        problems += expectation.problems(trace.conversations[0])
+    phase("assertions")
+    return ScenarioResult(scenario, expectation, capture_result, trace, port, problems, server, client, phases)
+
+
+__all__ = ["LAB_SCENARIOS", "CaptureError", "Scenario", "ScenarioFailed", "ScenarioResult", "SubjectError",
+           "Timeouts", "run_scenario"]

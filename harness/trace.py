@@ -1,0 +1,57 @@
+"""A capture file to packets and conversations: the reader and the decoder, with their warnings.
+
+Packets that cannot be decoded are skipped with a warning rather than stopping the analysis;
+a damaged file stops it, but only after everything before the damage has been analysed.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterator, List, Optional
+
+from harness.conversation import Conversation, ConversationTracker
+from harness.decode import PacketDecodeError, check_linktype, decode
+from harness.packet import Packet
+from harness.pcapfile import CaptureFormatError, open_capture
+
+
+def read_packets(path, warnings: Optional[List[str]] = None) -> Iterator[Packet]:
+    """TCP and UDP packets of a capture, in file order; frames number every record, as Wireshark does."""
+    checked = set()
+    with open_capture(path) as capture:
+        for frame, record in enumerate(capture, 1):
+            if record.linktype not in checked:
+                check_linktype(record.linktype)
+                checked.add(record.linktype)
+            try:
+                packet = decode(record, frame)
+            except PacketDecodeError as error:
+                if warnings is not None:
+                    warnings.append(f"{path}: {error}; skipped")
+                continue
+            if packet is not None:
+                yield packet
+
+
+@dataclass
+class Trace:
+    path: str
+    conversations: List[Conversation]
+    packets: int
+    warnings: List[str] = field(default_factory=list)
+    damage: Optional[CaptureFormatError] = None   # set when the file ended in damage
+
+
+def load_trace(path) -> Trace:
+    """Every conversation of a capture; a damaged file yields what came before the damage."""
+    tracker = ConversationTracker()
+    warnings: List[str] = []
+    count = 0
+    damage = None
+    try:
+        for packet in read_packets(path, warnings):
+            tracker.feed(packet)
+            count += 1
+    except CaptureFormatError as error:
+        damage = error
+        warnings.append(f"{error}; the analysis covers only what came before")
+    return Trace(str(path), tracker.conversations, count, warnings, damage)
