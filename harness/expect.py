@@ -64,7 +64,7 @@ class Step(NamedTuple):
             if value is not None:
                 parts.append(f"{'len' if name == 'length' else name}={value}")
         if self.data is not None:
-            parts.append(f"data={self.data!r}")
+            parts.append(f"data={_quote(self.data)}")
         return " ".join(parts)
 
     def mismatches(self, segment: Segment, proto: int) -> List[str]:
@@ -85,8 +85,13 @@ class Step(NamedTuple):
             if want is not None and want != wire:
                 diffs.append(f"{'len' if name == 'length' else name}: expected {want}, wire {wire}")
         if self.data is not None and segment.payload != self.data:
-            diffs.append(f"data: expected {self.data!r}, wire {segment.payload!r}")
+            diffs.append(f"data: expected {_quote(self.data)}, wire {_quote(segment.payload)}")
         return diffs
+
+
+def _quote(data: bytes) -> str:
+    text = data.decode("utf-8", "backslashreplace")
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def _flags_match(wanted: int, actual: int) -> bool:
@@ -152,8 +157,6 @@ def _strip_comment(raw: str) -> str:
 
 def _parse_step(line: str, number: int) -> Step:
     words = _WORD.findall(line)
-    if "".join(words).count('"') % 2:
-        raise SpecError("unterminated quote")
     direction, rest = words[0], words[1:]
     if direction not in ("C>S", "S>C"):
         raise SpecError(f"a step starts with C>S or S>C, not {direction!r}")
@@ -171,7 +174,7 @@ def _parse_step(line: str, number: int) -> Step:
             try:
                 text = ast.literal_eval(value)
             except (ValueError, SyntaxError):
-                raise SpecError(f"data must be a quoted string, got {value}") from None
+                raise SpecError(f"data must be a quoted string (is a quote missing?), got {value}") from None
             fields["data"] = text.encode("utf-8") if isinstance(text, str) else bytes(text)
         else:
             if not value.isdigit():
@@ -218,8 +221,11 @@ def _match_steps(steps: Sequence[Optional[Step]], conversation: Conversation) ->
 def _positional_differences(steps: Sequence[Step], segments: Sequence[Segment], proto: int) -> List[str]:
     diffs = []
     for position, (step, segment) in enumerate(zip(steps, segments), 1):
-        for diff in step.mismatches(segment, proto):
-            diffs.append(f"segment {position} (frame {segment.packet.frame}), step `{step.describe()}`: {diff}")
+        fields = step.mismatches(segment, proto)
+        if fields:
+            diffs.append(f"segment {position} (frame {segment.packet.frame}): expected `{step.describe()}`, "
+                         f"wire `{_describe_segment(segment, proto)}`\n"
+                         + "\n".join(f"    {field}" for field in fields))
     if len(segments) != len(steps):
         diffs.append(f"expected {len(steps)} segments, the wire has {len(segments)}")
         for step in steps[len(segments):]:

@@ -53,5 +53,4 @@ def load_trace(path) -> Trace:
             count += 1
     except CaptureFormatError as error:
         damage = error
-        warnings.append(f"{error}; the analysis covers only what came before")
     return Trace(str(path), tracker.conversations, count, warnings, damage)

@@ -1,6 +1,7 @@
 """The dumpcap backend: Wireshark's capture engine, writing pcapng to a pipe we read block by block."""
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import signal
@@ -23,6 +24,14 @@ _STATS_LINE = re.compile(r"received/dropped on interface '.*': (\d+)/(\d+)")
 
 
 def dumpcap_path() -> str:
+    """dumpcap from $HARNESS_DUMPCAP if set, else from PATH or the usual system directories."""
+    configured = os.environ.get("HARNESS_DUMPCAP")
+    if configured:
+        path = shutil.which(configured)
+        if not path:
+            raise CaptureUnavailable(f"HARNESS_DUMPCAP={configured} is not an executable dumpcap: "
+                                     f"fix the variable or unset it")
+        return path
     path = shutil.which("dumpcap") or shutil.which("dumpcap", path="/usr/bin:/usr/sbin:/usr/local/bin")
     if not path:
         raise CaptureUnavailable(f"dumpcap not found: {INSTALL_HINT}")

@@ -1,0 +1,145 @@
+"""The `harness` command line: run the lab with capture, and review saved pcaps.
+
+Exit status: 0 all good, 1 the wire did not match, 2 the input or the environment would not do
+(one line on stderr saying what to do).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+from harness import ladder
+from harness.capture import BACKENDS, CaptureError
+from harness.decode import UnsupportedLinkType
+from harness.expect import Expectation, SpecError
+from harness.pcapfile import CaptureFormatError
+from harness.process import SubjectError
+from harness.scenario import LAB_SCENARIOS, run_scenario
+from harness.trace import Trace, load_trace
+
+OK, MISMATCH, UNUSABLE = 0, 1, 2
+
+
+class Unusable(Exception):
+    """Input or environment the command cannot work with; str() is the one line to print."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="harness", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    lab = commands.add_parser("lab", help="run the lab scenarios with capture; print verdicts and pcap paths")
+    lab.add_argument("scenarios", nargs="*", metavar="SCENARIO",
+                     help=f"which to run (default: all): {', '.join(LAB_SCENARIOS)}")
+    lab.add_argument("--backend", choices=BACKENDS, default="dumpcap", help="capture engine (default: dumpcap)")
+    lab.add_argument("--pcap-dir", type=Path, default=Path("captures/runs"),
+                     help="where to save the pcaps (default: captures/runs)")
+    lab.add_argument("--quiet", action="store_true", help="verdict lines only, no ladders for passes")
+
+    show = commands.add_parser("show", help="draw a saved capture's conversations as ladders")
+    show.add_argument("file", type=Path)
+    show.add_argument("--conversation", type=int, metavar="N", help="only conversation N (1-based)")
+
+    check = commands.add_parser("check", help="hold a saved capture to an expectation: exit 0 match, 1 not")
+    check.add_argument("file", type=Path)
+    check.add_argument("--expect", required=True, metavar="SPEC",
+                       help=f"an expectation file, or a built-in one: "
+                            f"{', '.join(p.stem for p in sorted(Path(__file__).parent.glob('expectations/*.txt')))}")
+    check.add_argument("--conversation", type=int, metavar="N", help="which conversation (default: the first)")
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return {"lab": _lab, "show": _show, "check": _check}[args.command](args)
+    except Unusable as error:
+        print(f"harness {args.command}: {error}", file=sys.stderr)
+        return UNUSABLE
+    except KeyboardInterrupt:
+        print(f"harness {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # The reader (say, `head`) went away; that is not an error of ours.
+        sys.stderr.close()
+        return OK
+
+
+def _lab(args) -> int:
+    unknown = [name for name in args.scenarios if name not in LAB_SCENARIOS]
+    if unknown:
+        raise Unusable(f"unknown scenario {', '.join(unknown)}; choose from {', '.join(LAB_SCENARIOS)}")
+    status = OK
+    for name in args.scenarios or list(LAB_SCENARIOS):
+        scenario = LAB_SCENARIOS[name]
+        try:
+            result = run_scenario(scenario, args.pcap_dir / f"{name}.pcapng", backend=args.backend)
+        except (CaptureError, SubjectError, TimeoutError) as error:
+            raise Unusable(f"{name}: {error}") from None
+        if result.ok and args.quiet:
+            print(result.verdict())
+        else:
+            print(result.report())
+            print()
+        if not result.ok:
+            status = MISMATCH
+    return status
+
+
+def _load(path: Path) -> Trace:
+    try:
+        trace = load_trace(path)
+    except FileNotFoundError:
+        raise Unusable(f"{path}: no such file") from None
+    except (OSError, UnsupportedLinkType) as error:
+        raise Unusable(f"{path}: {error}") from None
+    for warning in trace.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    return trace
+
+
+def _pick(trace: Trace, number: Optional[int]) -> List:
+    if number is None:
+        return trace.conversations
+    if not 1 <= number <= len(trace.conversations):
+        raise Unusable(f"{trace.path} has {len(trace.conversations)} conversations; there is no number {number}")
+    return [trace.conversations[number - 1]]
+
+
+def _damaged(trace: Trace) -> int:
+    if trace.damage is not None:
+        print(f"harness: {trace.damage}; what came before the damage is shown", file=sys.stderr)
+        return UNUSABLE
+    return OK
+
+
+def _show(args) -> int:
+    trace = _load(args.file)
+    chosen = _pick(trace, args.conversation)
+    print(ladder.render_all(chosen, str(args.file)) if chosen else f"{args.file}: no TCP or UDP conversations")
+    return _damaged(trace)
+
+
+def _check(args) -> int:
+    try:
+        builtin = Path(__file__).parent / "expectations" / f"{args.expect}.txt"
+        expectation = Expectation.load(args.expect if Path(args.expect).exists() or not builtin.exists()
+                                       else builtin)
+    except (OSError, SpecError) as error:
+        raise Unusable(str(error)) from None
+    trace = _load(args.file)
+    if not trace.conversations:
+        raise Unusable(f"{args.file}: no TCP or UDP conversations to check")
+    conversation = _pick(trace, args.conversation or 1)[0]
+    problems = expectation.problems(conversation)
+    if _damaged(trace):
+        return UNUSABLE
+    if problems:
+        print(f"FAIL {args.file}: conversation {conversation.index} does not match {expectation.source}")
+        print("\n".join(f"  - {p}" for p in problems))
+        print(ladder.render(conversation, str(args.file)))
+        return MISMATCH
+    print(f"PASS {args.file}: conversation {conversation.index} matches {expectation.source}")
+    return OK

@@ -1,0 +1,146 @@
+"""pytest glue for harness: a `capture` marker, options, and fixtures over the library.
+
+The library works without pytest; this module only decides where pcaps go, whether they are
+kept, and whether a test that cannot capture here skips (with how to fix it) or fails
+(when HARNESS_REQUIRE_CAPTURE=1, as in CI, where a capture test must never silently skip).
+"""
+from __future__ import annotations
+
+import os
+import re
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, Optional, Union
+
+import pytest
+
+from harness.capture import BACKENDS, Capture, capture_unavailable_reason, make_capture, partial_path
+from harness.scenario import LAB_SCENARIOS, Scenario, ScenarioFailed, ScenarioResult, run_scenario
+
+REQUIRE_ENV = "HARNESS_REQUIRE_CAPTURE"
+KEEP_CHOICES = ("always", "failed")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("harness", "packet-capture verification (harness)")
+    group.addoption("--pcap-dir", dest="harness_pcap_dir", default=None,
+                    help="where capture tests save their pcaps (default: ini harness_pcap_dir, "
+                         "else captures/runs under the rootdir)")
+    group.addoption("--keep-pcaps", dest="harness_keep", choices=KEEP_CHOICES, default=None,
+                    help="keep every test's pcap ('always', the default) or only failed tests' ('failed')")
+    group.addoption("--capture-backend", dest="harness_backend", choices=BACKENDS, default=None,
+                    help="capture engine: dumpcap (default) or scapy")
+    parser.addini("harness_pcap_dir", "directory for capture tests' pcaps", default="captures/runs")
+    parser.addini("harness_keep_pcaps", "always or failed", default="always")
+    parser.addini("harness_capture_backend", "dumpcap or scapy", default="dumpcap")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "capture: the test captures live traffic (needs dumpcap or scapy "
+                                       "and capture permission); select with -m capture")
+
+
+def _setting(config: pytest.Config, option: str, ini: str) -> str:
+    return config.getoption(option) or config.getini(ini)
+
+
+def capture_required() -> bool:
+    return os.environ.get(REQUIRE_ENV, "") not in ("", "0")
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call):
+    report = yield
+    setattr(item, f"harness_report_{report.when}", report)
+    return report
+
+
+def _test_failed(item: pytest.Item) -> bool:
+    return any(getattr(getattr(item, f"harness_report_{when}", None), "failed", False)
+               for when in ("setup", "call"))
+
+
+@pytest.fixture(scope="session")
+def capture_backend(pytestconfig: pytest.Config) -> str:
+    """The backend name, once it is proven able to capture on loopback here; else skip (or fail in CI)."""
+    backend = _setting(pytestconfig, "harness_backend", "harness_capture_backend")
+    reason = capture_unavailable_reason(backend, "lo")
+    if reason:
+        if capture_required():
+            pytest.fail(f"{REQUIRE_ENV} is set but capture is unavailable: {reason}", pytrace=False)
+        pytest.skip(f"cannot capture: {reason}")
+    return backend
+
+
+@pytest.fixture(scope="session")
+def pcap_dir(pytestconfig: pytest.Config) -> Path:
+    configured = Path(_setting(pytestconfig, "harness_pcap_dir", "harness_pcap_dir"))
+    directory = configured if configured.is_absolute() else Path(pytestconfig.rootpath) / configured
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory
+
+
+def _file_stem(nodeid: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", nodeid.replace("::", "__").replace(".py", "")).strip("_")
+
+
+@pytest.fixture
+def pcap_path(request: pytest.FixtureRequest, pcap_dir: Path) -> Iterator[Path]:
+    """This test's pcap, named after the test; removed after a pass when --keep-pcaps=failed."""
+    path = pcap_dir / f"{_file_stem(request.node.nodeid)}.pcapng"
+    for stale in (path, partial_path(path)):
+        stale.unlink(missing_ok=True)
+    yield path
+    keep = _setting(request.config, "harness_keep", "harness_keep_pcaps")
+    if keep == "failed" and not _test_failed(request.node):
+        path.unlink(missing_ok=True)
+
+
+class LabRunner:
+    """Runs lab scenarios (or your own) for one test, each into the test's pcap."""
+
+    def __init__(self, backend: str, pcap_path: Path) -> None:
+        self.backend = backend
+        self.pcap_path = pcap_path
+        self.results = []
+
+    def run(self, scenario: Union[str, Scenario], check: bool = True, **kwargs) -> ScenarioResult:
+        """Run once; with check=True a wire that does not match fails the test with the ladder."""
+        if isinstance(scenario, str):
+            scenario = LAB_SCENARIOS[scenario]
+        path = self.pcap_path if not self.results else \
+            self.pcap_path.with_name(f"{self.pcap_path.stem}-{len(self.results) + 1}.pcapng")
+        result = run_scenario(scenario, path, backend=self.backend, **kwargs)
+        self.results.append(result)
+        if check and not result.ok:
+            raise ScenarioFailed(result)
+        return result
+
+
+@pytest.fixture
+def lab(capture_backend: str, pcap_path: Path) -> LabRunner:
+    """`lab.run("tcp-lab")` runs a lab scenario with capture and asserts on the wire."""
+    return LabRunner(capture_backend, pcap_path)
+
+
+@pytest.fixture
+def live_capture(capture_backend: str, pcap_path: Path):
+    """A context manager capturing your own traffic: `with live_capture("tcp port 8080") as cap: ...`.
+
+    On leaving the block the capture's end is proven and `cap.result` holds the saved pcap's details.
+    """
+    @contextmanager
+    def capturing(bpf: str = "", interface: str = "lo", probe_host: str = "127.0.0.1") -> Iterator[Capture]:
+        capture = make_capture(capture_backend, pcap_path, bpf=bpf, interface=interface, probe_host=probe_host)
+        with capture:
+            yield capture
+
+    return capturing
+
+
+def pytest_report_header(config: pytest.Config) -> Optional[str]:
+    backend = _setting(config, "harness_backend", "harness_capture_backend")
+    required = " (required)" if capture_required() else ""
+    return f"harness: capture backend {backend}{required}, pcaps in " \
+           f"{_setting(config, 'harness_pcap_dir', 'harness_pcap_dir')}"
+
