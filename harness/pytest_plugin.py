@@ -60,16 +60,20 @@ def _test_failed(item: pytest.Item) -> bool:
                for when in ("setup", "call"))
 
 
-@pytest.fixture(scope="session")
-def capture_backend(pytestconfig: pytest.Config) -> str:
-    """The backend name, once it is proven able to capture on loopback here; else skip (or fail in CI)."""
-    backend = _setting(pytestconfig, "harness_backend", "harness_capture_backend")
-    reason = capture_unavailable_reason(backend, "lo")
+def require_capture(backend: str, interface: str = "lo") -> str:
+    """Skip the calling test, with how to fix it, unless `backend` can capture here (fail in CI instead)."""
+    reason = capture_unavailable_reason(backend, interface)
     if reason:
         if capture_required():
             pytest.fail(f"{REQUIRE_ENV} is set but capture is unavailable: {reason}", pytrace=False)
         pytest.skip(f"cannot capture: {reason}")
     return backend
+
+
+@pytest.fixture(scope="session")
+def capture_backend(pytestconfig: pytest.Config) -> str:
+    """The backend name, once it is proven able to capture on loopback here; else skip (or fail in CI)."""
+    return require_capture(_setting(pytestconfig, "harness_backend", "harness_capture_backend"))
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,60 @@
+"""Packets to conversations: orientation, relative numbers, port reuse (pure, no capture)."""
+from harness.conversation import Endpoint, conversations
+from harness.packet import TCP, UDP
+
+from wire import CLIENT, FOUR_WAY_SERVER_FIRST, HANDSHAKE, LAB_DATA, SERVER, renumber, tcp, udp
+
+
+def test_lab_exchange_has_wireshark_relative_numbers():
+    (conv,) = conversations(tcp(HANDSHAKE + LAB_DATA + FOUR_WAY_SERVER_FIRST))
+    assert conv.proto == TCP and conv.orig == Endpoint(*CLIENT) and conv.resp == Endpoint(*SERVER)
+    numbers = [(s.outbound, s.rel_seq, s.rel_ack, s.length) for s in conv.segments]
+    assert numbers == [
+        (True, 0, None, 0), (False, 0, 1, 0), (True, 1, 1, 0),
+        (True, 1, 1, 2), (False, 1, 3, 0), (False, 1, 3, 11), (True, 3, 12, 0),
+        (False, 12, 3, 0), (True, 3, 13, 0), (True, 3, 13, 0), (False, 13, 4, 0),
+    ]
+
+
+def test_relative_numbers_survive_sequence_wraparound():
+    (conv,) = conversations(tcp(HANDSHAKE + LAB_DATA, isn=(2**32 - 2, 2**32 - 1)))
+    assert [s.rel_seq for s in conv.segments][-4:] == [1, 1, 1, 3]
+    assert conv.segments[-1].rel_ack == 12
+
+
+def test_originator_is_the_syn_sender_even_when_the_syn_ack_comes_first():
+    packets = tcp(HANDSHAKE)
+    (conv,) = conversations(renumber(packets[1:]))
+    assert conv.orig == Endpoint(*CLIENT) and not conv.began_mid_stream
+    assert conv.segments[0].rel_ack == 1
+
+
+def test_capture_begun_mid_stream_takes_the_first_sender_as_originator():
+    packets = tcp(HANDSHAKE + LAB_DATA)[5:]
+    (conv,) = conversations(renumber(packets))
+    assert conv.began_mid_stream
+    assert conv.orig == Endpoint(*SERVER)
+    assert conv.segments[0].rel_seq == 0
+
+
+def test_port_reuse_starts_a_new_conversation_but_a_syn_retransmission_does_not():
+    first = tcp(HANDSHAKE + FOUR_WAY_SERVER_FIRST, isn=(1000, 5000))
+    retransmitted_syn = first[:1]
+    second = tcp(HANDSHAKE, isn=(777777, 888888))
+    convs = conversations(renumber(first + retransmitted_syn + second))
+    assert [len(c.segments) for c in convs] == [8, 3]
+    assert convs[1].segments[0].rel_seq == 0 and convs[1].index == 2
+
+
+def test_udp_conversation_is_oriented_by_its_first_datagram():
+    (conv,) = conversations(udp([("C", b"YP"), ("S", b"thank you !")]))
+    assert conv.proto == UDP and conv.orig == Endpoint(*CLIENT)
+    assert [(s.outbound, s.length, s.rel_seq) for s in conv.segments] == [(True, 2, None), (False, 11, None)]
+
+
+def test_separate_pairs_are_separate_conversations_in_order_of_first_packet():
+    a = udp([("C", b"x")], client=("10.0.0.1", 1))
+    b = tcp(HANDSHAKE, client=("10.0.0.1", 2))
+    c = udp([("S", b"y")], client=("10.0.0.1", 1))
+    convs = conversations(renumber(a + b + c))
+    assert [(c.proto, len(c.segments)) for c in convs] == [(UDP, 2), (TCP, 3)]
