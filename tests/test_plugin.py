@@ -1,0 +1,100 @@
+"""The pytest plugin, tested the way its users meet it: through pytest runs of their own test files."""
+import pytest
+
+LAB_TEST = """
+import pytest
+
+@pytest.mark.capture
+def test_tcp_lab(lab):
+    lab.run("tcp-lab")
+"""
+
+
+@pytest.fixture
+def no_requirement(monkeypatch):
+    monkeypatch.delenv("HARNESS_REQUIRE_CAPTURE", raising=False)
+
+
+def test_the_capture_marker_is_registered(pytester):
+    result = pytester.runpytest("--markers")
+    result.stdout.fnmatch_lines(["@pytest.mark.capture: the test captures live traffic*"])
+
+
+def test_minus_m_capture_selects_only_capture_tests(pytester, no_requirement, monkeypatch):
+    monkeypatch.setenv("HARNESS_DUMPCAP", "/nonexistent/dumpcap")
+    pytester.makepyfile(LAB_TEST + "\ndef test_plain():\n    pass\n")
+    result = pytester.runpytest("-m", "capture")
+    result.assert_outcomes(skipped=1, deselected=1)
+
+
+def test_without_dumpcap_capture_tests_skip_saying_how_to_fix_it(pytester, no_requirement, monkeypatch):
+    monkeypatch.setenv("HARNESS_DUMPCAP", "/nonexistent/dumpcap")
+    pytester.makepyfile(LAB_TEST)
+    result = pytester.runpytest("-rs")
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines(["*cannot capture: HARNESS_DUMPCAP=/nonexistent/dumpcap is not an executable "
+                                 "dumpcap: fix the variable or unset it*"])
+
+
+def test_when_capture_is_required_they_fail_instead(pytester, monkeypatch):
+    monkeypatch.setenv("HARNESS_DUMPCAP", "/nonexistent/dumpcap")
+    monkeypatch.setenv("HARNESS_REQUIRE_CAPTURE", "1")
+    pytester.makepyfile(LAB_TEST)
+    result = pytester.runpytest()
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*HARNESS_REQUIRE_CAPTURE is set but capture is unavailable: HARNESS_DUMPCAP*"])
+
+
+@pytest.mark.capture
+def test_pcaps_are_named_after_the_test_and_kept_by_default(pytester, capture_backend):
+    pytester.makepyfile(test_lab=LAB_TEST)
+    result = pytester.runpytest()
+    result.assert_outcomes(passed=1)
+    assert (pytester.path / "captures/runs/test_lab__test_tcp_lab.pcapng").stat().st_size > 0
+    assert not list(pytester.path.glob("captures/runs/*.partial"))
+
+
+@pytest.mark.capture
+def test_keep_failed_removes_passing_pcaps_and_keeps_failing_ones(pytester, capture_backend):
+    pytester.makepyfile(test_keep=LAB_TEST + """
+
+@pytest.mark.capture
+def test_wrong_expectation(lab):
+    from dataclasses import replace
+    from harness.scenario import LAB_SCENARIOS
+    lab.run(replace(LAB_SCENARIOS["udp-lab"], expectation="tcp_lab"))
+""")
+    result = pytester.runpytest("--keep-pcaps", "failed", "--pcap-dir", "out")
+    result.assert_outcomes(passed=1, failed=1)
+    assert sorted(p.name for p in (pytester.path / "out").iterdir()) == ["test_keep__test_wrong_expectation.pcapng"]
+    # The failure shows expected against wire, and the ladder with the pcap's path.
+    result.stdout.fnmatch_lines(["*FAIL udp-lab: tcp_lab against *test_keep__test_wrong_expectation.pcapng*",
+                                 "*protocol: expected TCP*",
+                                 "*pcap: *out/test_keep__test_wrong_expectation.pcapng*",
+                                 "*---- UDP len=2 b'YP'*"])
+
+
+@pytest.mark.capture
+def test_live_capture_fixture_captures_your_own_traffic(pytester, capture_backend):
+    pytester.makepyfile(test_own="""
+import socket
+import pytest
+from harness.trace import load_trace
+
+@pytest.mark.capture
+def test_own_server(live_capture):
+    server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    server.bind(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+    with live_capture(f"udp port {port}") as capture:
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b"ping", ("127.0.0.1", port))
+    (conversation,) = load_trace(capture.result.path).conversations
+    assert [s.payload for s in conversation.segments] == [b"ping"]
+""")
+    pytester.runpytest().assert_outcomes(passed=1)
+
+
+def test_report_header_names_backend_and_pcap_dir(pytester):
+    pytester.makepyfile("def test_nothing():\n    pass\n")
+    result = pytester.runpytest("--capture-backend", "scapy", "--pcap-dir", "elsewhere")
+    result.stdout.fnmatch_lines(["harness: capture backend scapy*, pcaps in elsewhere"])
