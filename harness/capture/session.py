@@ -125,12 +125,15 @@ class Capture:
         return self.result
 
     def abort(self) -> None:
-        """Stop at once; whatever was written stays under the .partial name."""
+        """Stop at once; whatever was written stays under the .partial name (an empty file is removed)."""
         if self._running:
             self._running = False
             self._kill()
         self._close_file()
         self._close_prober()
+        partial = partial_path(self.path)
+        if partial.exists() and partial.stat().st_size == 0:
+            partial.unlink()
 
     def __enter__(self) -> "Capture":
         return self.start()

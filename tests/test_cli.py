@@ -1,0 +1,90 @@
+"""The command line, in process, on the reference captures: exit 0 match, 1 mismatch, 2 unusable input."""
+from pathlib import Path
+
+import pytest
+
+from harness.cli import main
+
+LAB = Path(__file__).parent.parent / "captures" / "lab"
+
+
+@pytest.mark.parametrize("name, expectation", [("tcp-lab", "tcp_lab"), ("udp-lab", "udp_lab"),
+                                               ("tcp-broken-server", "tcp_broken_server"),
+                                               ("tcp-lab", "tcp_graceful")])
+def test_reference_captures_match_their_expectations(name, expectation, capsys):
+    assert main(["check", str(LAB / f"{name}.pcapng"), "--expect", expectation]) == 0
+    assert capsys.readouterr().out.startswith(f"PASS {LAB / name}.pcapng: conversation 1 matches ")
+
+
+def test_a_mismatch_exits_1_with_the_difference_and_the_ladder(capsys):
+    assert main(["check", str(LAB / "tcp-broken-server.pcapng"), "--expect", "tcp_graceful"]) == 1
+    out = capsys.readouterr().out
+    assert "  - graceful-close: server sent RST at frame 6 (an abortive close, not a graceful one)" in out
+    assert "<--- RST, ACK      seq=1    ack=3    len=0" in out
+
+
+def test_check_with_a_spec_file(tmp_path, capsys):
+    spec = tmp_path / "two.txt"
+    spec.write_text('C>S UDP len=2 data="YP"\n...\n')
+    assert main(["check", str(LAB / "udp-lab.pcapng"), "--expect", str(spec)]) == 0
+
+
+def test_show_draws_every_conversation(capsys):
+    assert main(["show", str(LAB / "tcp-lab.pcapng")]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == f"pcap: {LAB / 'tcp-lab.pcapng'}"
+    assert len([line for line in out if "--->" in line or "<---" in line]) == 11
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["show", "/nonexistent.pcap"], "harness show: /nonexistent.pcap: no such file"),
+    (["show", str(LAB / "tcp-lab.pcapng"), "--conversation", "2"], "has 1 conversations; there is no number 2"),
+    (["check", str(LAB / "tcp-lab.pcapng"), "--expect", "/nonexistent.txt"], "harness check: [Errno 2]"),
+    (["lab", "no-such-scenario"], "harness lab: unknown scenario no-such-scenario; choose from tcp-lab"),
+])
+def test_unusable_input_is_one_line_and_exit_2(argv, message, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+
+
+def test_a_bad_spec_names_file_and_line(tmp_path, capsys):
+    spec = tmp_path / "bad.txt"
+    spec.write_text("C>S SYN\nC>S SYN,NOPE\n")
+    assert main(["check", str(LAB / "tcp-lab.pcapng"), "--expect", str(spec)]) == 2
+    assert capsys.readouterr().err == f"harness check: {spec}:2: unknown TCP flag 'NOPE'; known: SYN, FIN, RST, PSH, ACK, URG, ECE, CWR\n"
+
+
+def test_a_truncated_capture_shows_what_came_before_and_exits_2(tmp_path, capsys):
+    whole = (LAB / "tcp-lab.pcapng").read_bytes()
+    cut = tmp_path / "cut.pcapng"
+    cut.write_bytes(whole[:-150])
+    assert main(["show", str(cut)]) == 2
+    captured = capsys.readouterr()
+    assert "conversation 1: tcp" in captured.out
+    assert captured.err.startswith(f"harness: {cut}: truncated ") and " at byte " in captured.err
+    assert captured.err.count("\n") == 1
+
+
+def test_not_a_capture_file_is_one_line(tmp_path, capsys):
+    junk = tmp_path / "notes.txt"
+    junk.write_text("hello, this is not a pcap\n")
+    assert main(["show", str(junk)]) == 2
+    err = capsys.readouterr().err
+    assert str(junk) in err and err.count("\n") == 1
+
+
+@pytest.mark.capture
+def test_lab_command_runs_all_scenarios_and_prints_verdicts(capture_backend, tmp_path, capsys):
+    assert main(["lab", "--quiet", "--backend", capture_backend, "--pcap-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out == [f"PASS {name}: {expectation} against {tmp_path / name}.pcapng" for name, expectation in
+                   (("tcp-lab", "tcp_lab"), ("udp-lab", "udp_lab"), ("tcp-broken-server", "tcp_broken_server"))]
+
+
+def test_lab_without_dumpcap_is_one_line_exit_2(monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("HARNESS_DUMPCAP", "/nonexistent/dumpcap")
+    assert main(["lab", "tcp-lab", "--pcap-dir", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == ("harness lab: tcp-lab: HARNESS_DUMPCAP=/nonexistent/dumpcap is not an "
+                                       "executable dumpcap: fix the variable or unset it\n")
+    assert not list(tmp_path.iterdir()), "a capture that never started leaves no file behind"
