@@ -6,6 +6,7 @@ Exit status: 0 all good, 1 the wire did not match, 2 the input or the environmen
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 from typing import List, Optional, Sequence
@@ -17,6 +18,7 @@ from harness.expect import Expectation, SpecError
 from harness.pcapfile import CaptureFormatError
 from harness.process import SubjectError
 from harness.scenario import LAB_SCENARIOS, run_scenario
+from harness.summary import summarize, table
 from harness.trace import Trace, load_trace
 
 OK, MISMATCH, UNUSABLE = 0, 1, 2
@@ -38,6 +40,11 @@ def _parser() -> argparse.ArgumentParser:
                      help="where to save the pcaps (default: captures/runs)")
     lab.add_argument("--quiet", action="store_true", help="verdict lines only, no ladders for passes")
 
+    summary = commands.add_parser("summary", help="one conn.log-style row per conversation")
+    summary.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    summary.add_argument("--json", action="store_true",
+                         help="JSON with Zeek conn.log field names (an array for one file, an object by file for several)")
+
     show = commands.add_parser("show", help="draw a saved capture's conversations as ladders")
     show.add_argument("file", type=Path)
     show.add_argument("--conversation", type=int, metavar="N", help="only conversation N (1-based)")
@@ -54,7 +61,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        return {"lab": _lab, "show": _show, "check": _check}[args.command](args)
+        return {"lab": _lab, "summary": _summary, "show": _show, "check": _check}[args.command](args)
     except Unusable as error:
         print(f"harness {args.command}: {error}", file=sys.stderr)
         return UNUSABLE
@@ -88,9 +95,9 @@ def _lab(args) -> int:
     return status
 
 
-def _load(path: Path) -> Trace:
+def _load(path: Path, keep_segments: bool = True) -> Trace:
     try:
-        trace = load_trace(path)
+        trace = load_trace(path, keep_segments)
     except FileNotFoundError:
         raise Unusable(f"{path}: no such file") from None
     except (OSError, UnsupportedLinkType) as error:
@@ -113,6 +120,29 @@ def _damaged(trace: Trace) -> int:
         print(f"harness: {trace.damage}; what came before the damage is shown", file=sys.stderr)
         return UNUSABLE
     return OK
+
+
+def _summary(args) -> int:
+    status = OK
+    by_file = {}
+    for path in args.files:
+        try:
+            trace = _load(path, keep_segments=False)
+        except Unusable as error:
+            print(f"harness summary: {error}", file=sys.stderr)
+            status = UNUSABLE
+            continue
+        by_file[str(path)] = [summarize(c) for c in trace.conversations]
+        status = max(status, _damaged(trace))
+    if args.json:
+        document = next(iter(by_file.values())) if len(args.files) == 1 and by_file else by_file
+        print(json.dumps(document, indent=1))
+    else:
+        for path, records in by_file.items():
+            if len(args.files) > 1:
+                print(f"== {path}")
+            print(table(records) if records else f"{path}: no TCP or UDP conversations")
+    return status
 
 
 def _show(args) -> int:

@@ -23,6 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, NamedTuple, Optional, Tuple
 
+from harness.connstate import ConnectionState
 from harness.packet import ACK, SYN, TCP, UDP, Packet
 
 SEQ_MODULO = 1 << 32
@@ -43,6 +44,7 @@ class Segment(NamedTuple):
     outbound: bool               # originator -> responder
     rel_seq: Optional[int]       # None for UDP
     rel_ack: Optional[int]       # None without ACK flag, or for UDP
+    retransmitted: bool = False  # payload that did not advance its side's sequence space
 
     @property
     def flags(self) -> int:
@@ -64,7 +66,11 @@ class Conversation:
     orig: Endpoint
     resp: Endpoint
     began_mid_stream: bool = False
+    keep_segments: bool = True
     segments: List[Segment] = field(default_factory=list)
+    state: ConnectionState = field(init=False, repr=False)
+    first_time: float = 0.0
+    last_time: float = 0.0
     # Per direction (True = outbound) base for relative numbers, and the originator's ISN.
     _seq_base: Dict[bool, int] = field(default_factory=dict, repr=False)
     _orig_isn: Optional[int] = field(default=None, repr=False)
@@ -80,8 +86,21 @@ class Conversation:
     def from_side(self, outbound: bool) -> List[Segment]:
         return [s for s in self.segments if s.outbound == outbound]
 
+    def __post_init__(self) -> None:
+        self.state = ConnectionState(self.proto)
+
+    @property
+    def packet_count(self) -> int:
+        return self.state.orig.packets + self.state.resp.packets
+
     def _add(self, packet: Packet) -> None:
         outbound = (packet.src, packet.sport) == self.orig
+        if not self.packet_count:
+            self.first_time = packet.time
+        self.last_time = packet.time
+        retransmitted = self.state.feed(packet, outbound)
+        if not self.keep_segments:
+            return
         if self.proto != TCP:
             self.segments.append(Segment(packet, outbound, None, None))
             return
@@ -95,7 +114,7 @@ class Conversation:
                 peer_base = self._seq_base.setdefault(not outbound, (packet.ack - 1) % SEQ_MODULO)
             if peer_base is not None:
                 rel_ack = (packet.ack - peer_base) % SEQ_MODULO
-        self.segments.append(Segment(packet, outbound, rel_seq, rel_ack))
+        self.segments.append(Segment(packet, outbound, rel_seq, rel_ack, retransmitted))
 
 
 Key = Tuple[Tuple[str, int], Tuple[str, int], int]
@@ -109,7 +128,8 @@ def _key(packet: Packet) -> Key:
 class ConversationTracker:
     """Feed packets in capture order; read `conversations` at any time."""
 
-    def __init__(self) -> None:
+    def __init__(self, keep_segments: bool = True) -> None:
+        self.keep_segments = keep_segments
         self.conversations: List[Conversation] = []
         self._current: Dict[Key, Conversation] = {}
 
@@ -127,21 +147,25 @@ class ConversationTracker:
 
     def _start(self, packet: Packet, is_open: bool) -> Conversation:
         src, dst = Endpoint(packet.src, packet.sport), Endpoint(packet.dst, packet.dport)
-        began_mid_stream = False
+        began_mid_stream = flipped = False
         if packet.proto == TCP and not is_open:
             if packet.flags & SYN:      # SYN-ACK first: its receiver opened
                 src, dst = dst, src
+                flipped = True
             else:
                 began_mid_stream = True
-        conv = Conversation(len(self.conversations) + 1, packet.proto, src, dst, began_mid_stream)
+        conv = Conversation(len(self.conversations) + 1, packet.proto, src, dst, began_mid_stream,
+                            self.keep_segments)
+        if flipped:
+            conv.state.mark_flipped()
         if is_open:
             conv._orig_isn = packet.seq
         self.conversations.append(conv)
         return conv
 
 
-def conversations(packets: Iterable[Packet]) -> List[Conversation]:
-    tracker = ConversationTracker()
+def conversations(packets: Iterable[Packet], keep_segments: bool = True) -> List[Conversation]:
+    tracker = ConversationTracker(keep_segments)
     for packet in packets:
         tracker.feed(packet)
     return tracker.conversations

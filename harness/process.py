@@ -36,6 +36,11 @@ class Subject:
 
     @classmethod
     def python_module(cls, name: str, module: str, args: Sequence[str] = (), **kwargs) -> "Subject":
+        """A module run with this interpreter, able to import harness even from an uninstalled checkout."""
+        env = dict(os.environ if kwargs.get("env") is None else kwargs["env"])
+        package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
+        kwargs["env"] = env
         return cls(name, [sys.executable, "-u", "-m", module, *args], **kwargs)
 
     def start(self) -> "Subject":

@@ -41,9 +41,13 @@ class Trace:
     damage: Optional[CaptureFormatError] = None   # set when the file ended in damage
 
 
-def load_trace(path) -> Trace:
-    """Every conversation of a capture; a damaged file yields what came before the damage."""
-    tracker = ConversationTracker()
+def load_trace(path, keep_segments: bool = True) -> Trace:
+    """Every conversation of a capture; a damaged file yields what came before the damage.
+
+    Without keep_segments only the per-conversation summary is kept: memory then grows with the
+    number of conversations, not packets.
+    """
+    tracker = ConversationTracker(keep_segments)
     warnings: List[str] = []
     count = 0
     damage = None

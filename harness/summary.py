@@ -1,0 +1,54 @@
+"""One conn.log-style record per conversation, with Zeek's field names where Zeek has them. Pure code."""
+from __future__ import annotations
+
+import hashlib
+from typing import Dict, List
+
+from harness.conversation import Conversation
+
+_BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+
+COLUMNS = ("uid", "proto", "id.orig_h", "id.orig_p", "id.resp_h", "id.resp_p", "conn_state", "history",
+           "orig_pkts", "resp_pkts", "orig_bytes", "resp_bytes", "retransmissions")
+
+
+def uid(conversation: Conversation) -> str:
+    """Like Zeek's uids (C + 17 base-62 digits), but derived from the conversation so reruns agree."""
+    key = f"{conversation.first_time!r}|{conversation.proto}|{conversation.orig}|{conversation.resp}|" \
+          f"{conversation.index}"
+    number = int.from_bytes(hashlib.sha1(key.encode()).digest()[:13], "big")
+    digits = []
+    for _ in range(17):
+        number, digit = divmod(number, 62)
+        digits.append(_BASE62[digit])
+    return "C" + "".join(digits)
+
+
+def summarize(conversation: Conversation) -> Dict[str, object]:
+    state = conversation.state
+    return {
+        "ts": conversation.first_time,
+        "uid": uid(conversation),
+        "proto": conversation.proto_name,
+        "id.orig_h": conversation.orig.host,
+        "id.orig_p": conversation.orig.port,
+        "id.resp_h": conversation.resp.host,
+        "id.resp_p": conversation.resp.port,
+        "duration": round(conversation.last_time - conversation.first_time, 9),
+        "conn_state": state.conn_state,
+        "history": state.history,
+        "orig_pkts": state.orig.packets,
+        "resp_pkts": state.resp.packets,
+        "orig_bytes": state.orig.payload_bytes,
+        "resp_bytes": state.resp.payload_bytes,
+        "orig_payloads": list(state.orig.payloads),
+        "resp_payloads": list(state.resp.payloads),
+        "retransmissions": state.orig.retransmissions + state.resp.retransmissions,
+    }
+
+
+def table(records: List[Dict[str, object]]) -> str:
+    """The records as aligned text columns, for a terminal."""
+    rows = [list(COLUMNS)] + [[str(record[column]) for column in COLUMNS] for record in records]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
+    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows)

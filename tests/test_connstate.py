@@ -1,0 +1,105 @@
+"""Zeek's conn_state and history, one close form or failure at a time (pure, no capture)."""
+import pytest
+
+from harness.conversation import conversations
+from harness.summary import summarize
+
+from wire import (CLIENT_FIRST, FOUR_WAY_SERVER_FIRST, HANDSHAKE, LAB_DATA, THREE_WAY_SERVER_FIRST, renumber,
+                  tcp, udp)
+
+SYN, SYN_ACK, ACK = HANDSHAKE
+
+
+def summary_of(packets):
+    (conv,) = conversations(renumber(packets))
+    return summarize(conv)
+
+
+@pytest.mark.parametrize("steps, conn_state, history", [
+    ([SYN], "S0", "S"),
+    ([SYN, ("C", "S", b"", {"seq": 1000})], "S0", "S"),        # a SYN retransmission is not a new S
+    ([SYN, ("S", "RA", b"")], "REJ", "Sr"),                    # refused
+    (HANDSHAKE + LAB_DATA, "S1", "ShADad"),
+    (HANDSHAKE + LAB_DATA + FOUR_WAY_SERVER_FIRST, "SF", "ShADadfF"),
+    (HANDSHAKE + LAB_DATA + THREE_WAY_SERVER_FIRST, "SF", "ShADadfF"),
+    (HANDSHAKE + LAB_DATA + CLIENT_FIRST, "SF", "ShADadFf"),
+    (HANDSHAKE + LAB_DATA + [("C", "FA", b"")], "S2", "ShADadF"),
+    (HANDSHAKE + LAB_DATA + [("S", "FA", b"")], "S3", "ShADadf"),
+    (HANDSHAKE + [("C", "PA", b"yp"), ("C", "RA", b"")], "RSTO", "ShADR"),
+    (HANDSHAKE + [("C", "PA", b"yp"), ("S", "A", b""), ("S", "RA", b"")], "RSTR", "ShADar"),
+    ([SYN, ("C", "R", b"")], "RSTOS0", "SR"),
+    ([SYN, ("C", "FA", b"")], "SH", "SF"),
+    (HANDSHAKE + LAB_DATA + FOUR_WAY_SERVER_FIRST[:1] + [("C", "RA", b"")], "RSTO", "ShADadfR"),
+])
+def test_conn_state_and_history(steps, conn_state, history):
+    record = summary_of(tcp(steps))
+    assert (record["conn_state"], record["history"]) == (conn_state, history)
+
+
+def test_a_capture_that_begins_with_the_syn_ack_flips_roles():
+    record = summary_of(tcp([SYN_ACK, ("S", "RA", b"")]))
+    assert record["id.orig_p"] == 40000 and record["history"] == "^hr" and record["conn_state"] == "RSTRH"
+    record = summary_of(tcp([SYN_ACK, ("S", "FA", b"")]))
+    assert record["history"] == "^hf" and record["conn_state"] == "SHR"
+
+
+def test_midstream_traffic_is_oth_until_closed_then_sf():
+    midstream = tcp(HANDSHAKE + LAB_DATA + FOUR_WAY_SERVER_FIRST)[3:]
+    assert summary_of(midstream[:4])["conn_state"] == "OTH"
+    assert summary_of(midstream)["conn_state"] == "SF"
+
+
+def test_a_fin_then_rst_after_the_peers_fin_stays_sf():
+    packets = tcp(HANDSHAKE + LAB_DATA + [("S", "FA", b""), ("C", "FA", b""), ("S", "A", b""), ("S", "R", b"")])
+    assert summary_of(packets)["conn_state"] == "SF"
+
+
+def test_counts_bytes_by_sequence_space_and_retransmissions_once():
+    data = [("C", "PA", b"a" * 100), ("C", "PA", b"a" * 100, {"seq": 1001}), ("C", "PA", b"b" * 50)]
+    record = summary_of(tcp(HANDSHAKE + data))
+    assert record["orig_bytes"] == 150 and record["orig_payloads"] == [100, 100, 50]
+    assert record["retransmissions"] == 1 and record["history"] == "ShADT"
+    assert record["orig_pkts"] == 5 and record["resp_pkts"] == 1
+
+
+def test_retransmissions_are_recorded_logarithmically():
+    again = [("C", "PA", b"x" * 10, {"seq": 1001})] * 10
+    record = summary_of(tcp(HANDSHAKE + [("C", "PA", b"x" * 10)] + again))
+    assert record["retransmissions"] == 10 and record["history"] == "ShADTT"
+
+
+def test_zero_window_is_w():
+    record = summary_of(tcp(HANDSHAKE + [("S", "A", b"", {"window": 0})]))
+    assert record["history"] == "ShAaw"
+
+
+def test_fin_and_rst_together_is_i_and_syn_fin_is_q():
+    assert summary_of(tcp([SYN, ("C", "FR", b"")]))["history"] == "SI"
+    assert summary_of(tcp([("C", "SF", b"")]))["history"] == "Q"
+
+
+def test_repeated_fin_with_a_new_sequence_number_is_recorded_again():
+    packets = tcp(HANDSHAKE + [("C", "FA", b""), ("C", "FA", b"", {"seq": 1001}), ("C", "FA", b"", {"seq": 1005})])
+    assert summary_of(packets)["history"] == "ShAFF"
+
+
+@pytest.mark.parametrize("datagrams, conn_state, history", [
+    ([("C", b"YP"), ("S", b"thank you !")], "SF", "Dd"),
+    ([("C", b"YP"), ("C", b"nihao")], "S0", "D"),
+])
+def test_udp(datagrams, conn_state, history):
+    record = summary_of(udp(datagrams))
+    assert (record["conn_state"], record["history"], record["proto"]) == (conn_state, history, "udp")
+
+
+def test_udp_bytes_are_summed():
+    record = summary_of(udp([("C", b"YP"), ("S", b"thank you !"), ("C", b"nihao"), ("S", b"thank you !")]))
+    assert (record["orig_bytes"], record["resp_bytes"]) == (7, 22)
+    assert (record["orig_payloads"], record["resp_payloads"]) == ([2, 5], [11, 11])
+
+
+def test_uids_are_zeek_shaped_stable_and_distinct():
+    first = summary_of(tcp(HANDSHAKE))["uid"]
+    assert first == summary_of(tcp(HANDSHAKE))["uid"]
+    assert first.startswith("C") and len(first) == 18 and first.isalnum()
+    assert first != summary_of(tcp(HANDSHAKE, client=("10.0.0.1", 40001)))["uid"]
