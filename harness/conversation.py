@@ -14,6 +14,7 @@ Rules (the same ones Wireshark's "relative sequence numbers" and Zeek's conn.log
    A relative ACK is the raw ACK minus the base of the other direction; it is None on segments
    without the ACK flag, or when the other direction has not been seen yet.
 5. UDP: the originator is the sender of the first datagram. Datagrams carry no sequence numbers.
+   An ICMP port unreachable belongs to the conversation of the UDP datagram it quotes.
 6. Anything that is neither TCP nor UDP never reaches here (the decoder drops it).
 
 Nothing here opens files, sockets or processes: the input is any iterable of `Packet`.
@@ -69,6 +70,7 @@ class Conversation:
     keep_segments: bool = True
     segments: List[Segment] = field(default_factory=list)
     state: ConnectionState = field(init=False, repr=False)
+    unreachable: List[Tuple[int, float]] = field(default_factory=list)  # (frame, time) of ICMP errors
     first_time: float = 0.0
     last_time: float = 0.0
     # Per direction (True = outbound) base for relative numbers, and the originator's ISN.
@@ -143,6 +145,13 @@ class ConversationTracker:
             conv = self._start(packet, is_open)
             self._current[key] = conv
         conv._add(packet)
+        return conv
+
+    def feed_unreachable(self, quote, frame: int, time: float) -> Optional[Conversation]:
+        """An ICMP port unreachable quoting a UDP datagram: tie it to that datagram's conversation."""
+        conv = self._current.get(_key(quote))
+        if conv is not None:
+            conv.unreachable.append((frame, time))
         return conv
 
     def _start(self, packet: Packet, is_open: bool) -> Conversation:

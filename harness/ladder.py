@@ -18,6 +18,8 @@ def _label(segment: Segment, proto: int) -> str:
     else:
         ack = "-" if segment.rel_ack is None else segment.rel_ack
         text = f"{flag_names(segment.flags):<13} seq={segment.rel_seq:<4} ack={ack:<4} len={segment.length}"
+    if segment.retransmitted:
+        text += " [retransmission]"
     if segment.payload and segment.length <= 24:
         text += f" {segment.payload[:24]!r}"
     return text
@@ -34,14 +36,13 @@ def render(conversation: Conversation, pcap: Optional[str] = None,
     lines.append(f"conversation {conversation.index}: {conversation.describe()}")
     client, server = f"client {conversation.orig}", f"server {conversation.resp}"
     lines.append(f"{'frame':>6} {'time':>9}  {client:<{width - len(server) + 8}}{server}")
-    for segment in conversation.segments:
-        body = f" {_label(segment, conversation.proto)} "
-        if segment.outbound:
-            arrow = f"----{body:-<{width}}-->"
-        else:
-            arrow = f"<---{body:-<{width}}---"
-        note = notes.get(segment.packet.frame)
-        row = f"{segment.packet.frame:>6} {segment.packet.time - start:>9.6f}  {arrow}"
+    rows = [(s.packet.frame, s.packet.time, s.outbound, _label(s, conversation.proto)) for s in conversation.segments]
+    rows += [(frame, time, False, "ICMP port unreachable") for frame, time in conversation.unreachable]
+    for frame, time, outbound, label in sorted(rows):
+        body = f" {label} "
+        arrow = f"----{body:-<{width}}-->" if outbound else f"<---{body:-<{width}}---"
+        note = notes.get(frame)
+        row = f"{frame:>6} {time - start:>9.6f}  {arrow}"
         lines.append(f"{row}  << {note}" if note else row)
     return "\n".join(lines)
 

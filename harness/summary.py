@@ -44,6 +44,7 @@ def summarize(conversation: Conversation) -> Dict[str, object]:
         "orig_payloads": list(state.orig.payloads),
         "resp_payloads": list(state.resp.payloads),
         "retransmissions": state.orig.retransmissions + state.resp.retransmissions,
+        "icmp_unreachable": len(conversation.unreachable),
     }
 
 

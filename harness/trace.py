@@ -6,16 +6,21 @@ a damaged file stops it, but only after everything before the damage has been an
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterator, List, Optional
+from typing import Callable, Iterator, List, Optional
 
 from harness.conversation import Conversation, ConversationTracker
-from harness.decode import PacketDecodeError, check_linktype, decode
+from harness.decode import PacketDecodeError, UnreachableQuote, check_linktype, decode, decode_icmp_unreachable
 from harness.packet import Packet
 from harness.pcapfile import CaptureFormatError, open_capture
 
 
-def read_packets(path, warnings: Optional[List[str]] = None) -> Iterator[Packet]:
-    """TCP and UDP packets of a capture, in file order; frames number every record, as Wireshark does."""
+def read_packets(path, warnings: Optional[List[str]] = None,
+                 on_unreachable: Optional[Callable[[UnreachableQuote, int, float], None]] = None) -> Iterator[Packet]:
+    """TCP and UDP packets of a capture, in file order; frames number every record, as Wireshark does.
+
+    ICMP port-unreachable errors are not packets of a conversation; `on_unreachable` gets the
+    datagram each one quotes, with its frame number and time.
+    """
     checked = set()
     with open_capture(path) as capture:
         for frame, record in enumerate(capture, 1):
@@ -30,6 +35,10 @@ def read_packets(path, warnings: Optional[List[str]] = None) -> Iterator[Packet]
                 continue
             if packet is not None:
                 yield packet
+            elif on_unreachable is not None:
+                quote = decode_icmp_unreachable(record)
+                if quote is not None:
+                    on_unreachable(quote, frame, record.ts)
 
 
 @dataclass
@@ -52,7 +61,7 @@ def load_trace(path, keep_segments: bool = True) -> Trace:
     count = 0
     damage = None
     try:
-        for packet in read_packets(path, warnings):
+        for packet in read_packets(path, warnings, tracker.feed_unreachable):
             tracker.feed(packet)
             count += 1
     except CaptureFormatError as error:

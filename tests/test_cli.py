@@ -1,4 +1,5 @@
 """The command line, in process, on the reference captures: exit 0 match, 1 mismatch, 2 unusable input."""
+import json
 from pathlib import Path
 
 import pytest
@@ -88,3 +89,48 @@ def test_lab_without_dumpcap_is_one_line_exit_2(monkeypatch, tmp_path, capsys):
     assert capsys.readouterr().err == ("harness lab: tcp-lab: HARNESS_DUMPCAP=/nonexistent/dumpcap is not an "
                                        "executable dumpcap: fix the variable or unset it\n")
     assert not list(tmp_path.iterdir()), "a capture that never started leaves no file behind"
+
+
+def test_summary_json_uses_zeek_names(capsys):
+    assert main(["summary", "--json", str(LAB / "tcp-lab.pcapng")]) == 0
+    (record,) = json.loads(capsys.readouterr().out)
+    assert {key: record[key] for key in ("proto", "id.orig_h", "conn_state", "history", "orig_pkts", "resp_pkts",
+                                         "orig_bytes", "resp_bytes", "orig_payloads", "resp_payloads",
+                                         "retransmissions")} == {
+        "proto": "tcp", "id.orig_h": "127.0.0.1", "conn_state": "SF", "history": "ShADadfF", "orig_pkts": 6,
+        "resp_pkts": 5, "orig_bytes": 2, "resp_bytes": 11, "orig_payloads": [2], "resp_payloads": [11],
+        "retransmissions": 0}
+    assert record["uid"].startswith("C") and record["id.resp_p"] != record["id.orig_p"]
+
+
+def test_summary_of_several_files_is_keyed_by_file_and_the_table_has_a_row_each(capsys):
+    files = [str(LAB / f"{name}.pcapng") for name in ("udp-lab", "tcp-broken-server")]
+    assert main(["summary", "--json", *files]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert [[r["conn_state"] for r in document[f]] for f in files] == [["SF"], ["RSTR"]]
+    assert main(["summary", *files]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == f"== {files[0]}" and out[1].split()[:3] == ["uid", "proto", "id.orig_h"]
+    assert out[2].split()[6:8] == ["SF", "Dd"]
+
+
+def test_summary_of_a_damaged_file_warns_summarizes_and_exits_2(tmp_path, capsys):
+    cut = tmp_path / "cut.pcapng"
+    cut.write_bytes((LAB / "tcp-lab.pcapng").read_bytes()[:-150])
+    assert main(["summary", "--json", str(cut)]) == 2
+    captured = capsys.readouterr()
+    (record,) = json.loads(captured.out)
+    assert record["conn_state"] in ("S1", "S3", "SF") and record["orig_pkts"] >= 3
+    assert captured.err.startswith(f"harness: {cut}: truncated ")
+
+
+def test_an_icmp_port_unreachable_is_tied_to_its_datagram(tmp_path, capsys):
+    from scapy.all import ICMP, IP, UDP, Ether, wrpcap
+    path = tmp_path / "unreachable.pcap"
+    datagram = IP(src="127.0.0.1", dst="127.0.0.1") / UDP(sport=5555, dport=9) / b"hi"
+    wrpcap(str(path), [Ether() / datagram, Ether() / IP(src="127.0.0.1", dst="127.0.0.1") / ICMP(type=3, code=3) / datagram])
+    assert main(["summary", "--json", str(path)]) == 0
+    (record,) = json.loads(capsys.readouterr().out)
+    assert (record["conn_state"], record["icmp_unreachable"], record["orig_pkts"]) == ("S0", 1, 1)
+    assert main(["show", str(path)]) == 0
+    assert "<--- ICMP port unreachable" in capsys.readouterr().out
