@@ -7,6 +7,7 @@ Its text form, one step per line, `#` starts a comment:
     S>C SYN,ACK             seq=0 ack=1
     C>S PSH,ACK   len=2     ack=1 data="yp"
     ...                     (any number of segments, possibly none)
+    ? C>S ACK     len=0     (a step that may be missing, e.g. an ACK merged into the next segment)
     S>C RST|RST,ACK         (alternatives)
     check graceful-close
 
@@ -39,6 +40,17 @@ _WORD = re.compile(r'\S+?="(?:[^"\\]|\\.)*"|\S+')
 EXPECTATIONS_DIR = Path(__file__).parent / "expectations"
 
 
+class Problem(str):
+    """What is wrong, in words; `frame` names the packet it is about, when there is one."""
+
+    frame: Optional[int]
+
+    def __new__(cls, text: str, frame: Optional[int] = None) -> "Problem":
+        problem = super().__new__(cls, text)
+        problem.frame = frame
+        return problem
+
+
 class SpecError(ValueError):
     """A malformed expectation; str() is one line naming the source and the line."""
 
@@ -51,9 +63,11 @@ class Step(NamedTuple):
     ack: Optional[int] = None
     data: Optional[bytes] = None
     line: int = 0
+    optional: bool = False
 
     def describe(self) -> str:
-        parts = ["C>S" if self.outbound else "S>C"]
+        parts = ["?"] if self.optional else []
+        parts.append("C>S" if self.outbound else "S>C")
         if self.flag_choices is None:
             parts.append("UDP")
         else:
@@ -138,11 +152,29 @@ class Expectation:
         """One of the expectations shipped in harness/expectations (e.g. 'tcp_lab')."""
         return cls.load(EXPECTATIONS_DIR / f"{name}.txt")
 
-    def problems(self, conversation: Conversation) -> List[str]:
+    def problems(self, conversation: Conversation) -> List[Problem]:
         found = _match_steps(self.steps, conversation)
         for check in self.checks:
-            found += [f"{check}: {p}" for p in CHECKS[check](conversation)]
+            found += [Problem(f"{check}: {p}", getattr(p, "frame", None)) for p in CHECKS[check](conversation)]
         return found
+
+    def frame_notes(self, conversation: Conversation) -> Dict[int, str]:
+        """A verdict per frame, for annotating the capture: which step it met, or what was wrong with it."""
+        notes: Dict[int, List[str]] = {}
+        path = _match_path(self.steps, conversation)
+        if path is not None:
+            for segment, index in zip(conversation.segments, path):
+                step = self.steps[index] if index is not None else None
+                notes.setdefault(segment.packet.frame, []).append(
+                    f"ok: step {index + 1} `{step.describe()}`" if step else "ok: within `...`")
+        elif all(step is not None and not step.optional for step in self.steps):
+            for segment, step in zip(conversation.segments, self.steps):
+                if not step.mismatches(segment, conversation.proto):
+                    notes.setdefault(segment.packet.frame, []).append(f"ok: `{step.describe()}`")
+        for problem in reversed(self.problems(conversation)):
+            if problem.frame is not None:
+                notes.setdefault(problem.frame, []).insert(0, f"FAIL: {problem}")
+        return {frame: "; ".join(texts) for frame, texts in notes.items()}
 
 
 def _strip_comment(raw: str) -> str:
@@ -157,6 +189,11 @@ def _strip_comment(raw: str) -> str:
 
 def _parse_step(line: str, number: int) -> Step:
     words = _WORD.findall(line)
+    optional = words[0] == "?"
+    if optional:
+        words = words[1:]
+        if not words:
+            raise SpecError("`?` must be followed by a step")
     direction, rest = words[0], words[1:]
     if direction not in ("C>S", "S>C"):
         raise SpecError(f"a step starts with C>S or S>C, not {direction!r}")
@@ -182,7 +219,7 @@ def _parse_step(line: str, number: int) -> Step:
             fields["length" if key == "len" else key] = int(value)
     if flag_choices is None and ("seq" in fields or "ack" in fields):
         raise SpecError("a UDP step has no seq or ack")
-    return Step(direction == "C>S", flag_choices, line=number, **fields)
+    return Step(direction == "C>S", flag_choices, line=number, optional=optional, **fields)
 
 
 def _parse_flags(token: str) -> int:
@@ -194,59 +231,73 @@ def _parse_flags(token: str) -> int:
     return bits
 
 
-def _match_steps(steps: Sequence[Optional[Step]], conversation: Conversation) -> List[str]:
-    segments = conversation.segments
-    proto = conversation.proto
-    memo: Dict[Tuple[int, int], bool] = {}
+def _match_path(steps: Sequence[Optional[Step]], conversation: Conversation) -> Optional[List[Optional[int]]]:
+    """For each segment, the index of the step it matched (None inside a `...`), if the whole matches."""
+    segments, proto = conversation.segments, conversation.proto
+    memo: Dict[Tuple[int, int], Optional[List[Optional[int]]]] = {}
 
-    def matches(i: int, j: int) -> bool:
+    def match(i: int, j: int) -> Optional[List[Optional[int]]]:
         if (i, j) in memo:
             return memo[i, j]
+        result: Optional[List[Optional[int]]] = None
         if i == len(steps):
-            result = j == len(segments)
+            result = [] if j == len(segments) else None
         elif steps[i] is None:
-            result = matches(i + 1, j) or (j < len(segments) and matches(i, j + 1))
+            result = match(i + 1, j)
+            if result is None and j < len(segments):
+                rest = match(i, j + 1)
+                result = None if rest is None else [None] + rest
         else:
-            result = j < len(segments) and not steps[i].mismatches(segments[j], proto) and matches(i + 1, j + 1)
+            if j < len(segments) and not steps[i].mismatches(segments[j], proto):
+                rest = match(i + 1, j + 1)
+                result = None if rest is None else [i] + rest
+            if result is None and steps[i].optional:
+                result = match(i + 1, j)
         memo[i, j] = result
         return result
 
-    if matches(0, 0):
+    return match(0, 0)
+
+
+def _match_steps(steps: Sequence[Optional[Step]], conversation: Conversation) -> List[Problem]:
+    if _match_path(steps, conversation) is not None:
         return []
-    if None not in steps:
-        return _positional_differences(steps, segments, proto)
-    return [_first_unmatched(steps, segments, proto)]
+    if all(step is not None and not step.optional for step in steps):
+        return _positional_differences(steps, conversation.segments, conversation.proto)
+    return [_first_unmatched(steps, conversation.segments, conversation.proto)]
 
 
-def _positional_differences(steps: Sequence[Step], segments: Sequence[Segment], proto: int) -> List[str]:
+def _positional_differences(steps: Sequence[Step], segments: Sequence[Segment], proto: int) -> List[Problem]:
     diffs = []
     for position, (step, segment) in enumerate(zip(steps, segments), 1):
         fields = step.mismatches(segment, proto)
         if fields:
-            diffs.append(f"segment {position} (frame {segment.packet.frame}): expected `{step.describe()}`, "
-                         f"wire `{_describe_segment(segment, proto)}`\n"
-                         + "\n".join(f"    {field}" for field in fields))
+            diffs.append(Problem(f"segment {position} (frame {segment.packet.frame}): expected `{step.describe()}`, "
+                                 f"wire `{_describe_segment(segment, proto)}`\n"
+                                 + "\n".join(f"    {field}" for field in fields), segment.packet.frame))
     if len(segments) != len(steps):
-        diffs.append(f"expected {len(steps)} segments, the wire has {len(segments)}")
+        diffs.append(Problem(f"expected {len(steps)} segments, the wire has {len(segments)}"))
         for step in steps[len(segments):]:
-            diffs.append(f"missing: `{step.describe()}`")
+            diffs.append(Problem(f"missing: `{step.describe()}`"))
         for segment in segments[len(steps):]:
-            diffs.append(f"unexpected: frame {segment.packet.frame} {_describe_segment(segment, proto)}")
+            diffs.append(Problem(f"unexpected: frame {segment.packet.frame} {_describe_segment(segment, proto)}",
+                                 segment.packet.frame))
     return diffs
 
 
-def _first_unmatched(steps: Sequence[Optional[Step]], segments: Sequence[Segment], proto: int) -> str:
+def _first_unmatched(steps: Sequence[Optional[Step]], segments: Sequence[Segment], proto: int) -> Problem:
     """The step the wire could not reach, scanning greedily: a hint, not a proof."""
     j = 0
     for step in steps:
-        if step is None:
+        if step is None or step.optional:
             continue
         while j < len(segments) and step.mismatches(segments[j], proto):
             j += 1
         if j == len(segments):
-            return f"no segment matches step `{step.describe()}` (line {step.line}) in order"
+            return Problem(f"no segment matches step `{step.describe()}` (line {step.line}) in order")
         j += 1
-    return f"{len(segments) - j} segment(s) after the last step, from frame {segments[j].packet.frame}"
+    return Problem(f"{len(segments) - j} segment(s) after the last step, from frame {segments[j].packet.frame}",
+                   segments[j].packet.frame)
 
 
 def _describe_segment(segment: Segment, proto: int) -> str:
@@ -259,81 +310,81 @@ def _describe_segment(segment: Segment, proto: int) -> str:
 
 # --- Named semantic checks: each returns what is wrong, in words, or nothing. -----------------
 
-def check_handshake(conversation: Conversation) -> List[str]:
+def check_handshake(conversation: Conversation) -> List[Problem]:
     if conversation.proto != TCP:
-        return ["not a TCP conversation"]
+        return [Problem("not a TCP conversation")]
     segs = conversation.segments
     if len(segs) < 3:
-        return [f"a handshake needs 3 segments, the conversation has {len(segs)}"]
+        return [Problem(f"a handshake needs 3 segments, the conversation has {len(segs)}")]
     syn, syn_ack, ack = segs[:3]
     problems = []
     if not (syn.outbound and syn.flags & (SYN | ACK) == SYN):
-        problems.append(f"frame {syn.packet.frame} should be the client's SYN, is {_describe_segment(syn, TCP)}")
+        problems.append(Problem(f"frame {syn.packet.frame} should be the client's SYN, is {_describe_segment(syn, TCP)}", syn.packet.frame))
     else:
         if syn.packet.window <= 0:
-            problems.append(f"the SYN (frame {syn.packet.frame}) advertises no window")
+            problems.append(Problem(f"the SYN (frame {syn.packet.frame}) advertises no window", syn.packet.frame))
         if syn.packet.mss is None:
-            problems.append(f"the SYN (frame {syn.packet.frame}) carries no MSS option")
+            problems.append(Problem(f"the SYN (frame {syn.packet.frame}) carries no MSS option", syn.packet.frame))
     if not (not syn_ack.outbound and syn_ack.flags & (SYN | ACK) == SYN | ACK):
-        problems.append(f"frame {syn_ack.packet.frame} should be the server's SYN-ACK, "
-                        f"is {_describe_segment(syn_ack, TCP)}")
+        problems.append(Problem(f"frame {syn_ack.packet.frame} should be the server's SYN-ACK, "
+                        f"is {_describe_segment(syn_ack, TCP)}", syn_ack.packet.frame))
     elif syn_ack.rel_ack != 1:
-        problems.append(f"the SYN-ACK (frame {syn_ack.packet.frame}) acknowledges {syn_ack.rel_ack}, "
-                        f"not the client's ISN+1")
+        problems.append(Problem(f"the SYN-ACK (frame {syn_ack.packet.frame}) acknowledges {syn_ack.rel_ack}, "
+                        f"not the client's ISN+1", syn_ack.packet.frame))
     if not (ack.outbound and ack.flags & (SYN | ACK | RST) == ACK and ack.rel_ack == 1):
-        problems.append(f"frame {ack.packet.frame} should be the client's ACK=1, is {_describe_segment(ack, TCP)}")
+        problems.append(Problem(f"frame {ack.packet.frame} should be the client's ACK=1, is {_describe_segment(ack, TCP)}", ack.packet.frame))
     return problems
 
 
-def check_graceful_close(conversation: Conversation) -> List[str]:
+def check_graceful_close(conversation: Conversation) -> List[Problem]:
     """Both sides sent FIN, each FIN was acknowledged, and nobody reset: any close order, 3 or 4 segments."""
     if conversation.proto != TCP:
-        return ["not a TCP conversation"]
+        return [Problem("not a TCP conversation")]
     problems = []
     for segment in conversation.segments:
         if segment.flags & RST:
-            problems.append(f"{_side(segment.outbound)} sent RST at frame {segment.packet.frame} "
-                            f"(an abortive close, not a graceful one)")
+            problems.append(Problem(f"{_side(segment.outbound)} sent RST at frame {segment.packet.frame} "
+                            f"(an abortive close, not a graceful one)", segment.packet.frame))
     for outbound in (True, False):
         fins = [s for s in conversation.segments if s.outbound == outbound and s.flags & FIN]
         if not fins:
-            problems.append(f"the {_side(outbound)} never sent FIN")
+            problems.append(Problem(f"the {_side(outbound)} never sent FIN"))
             continue
         fin = fins[0]
         fin_end = (fin.rel_seq + fin.length + 1) % (1 << 32)
         acked = [s for s in conversation.segments if s.outbound != outbound and s.rel_ack is not None
                  and s.packet.frame > fin.packet.frame and _seq_ge(s.rel_ack, fin_end)]
         if not acked:
-            problems.append(f"the {_side(outbound)}'s FIN (frame {fin.packet.frame}) was never acknowledged "
-                            f"(no ACK={fin_end} from the {_side(not outbound)})")
+            problems.append(Problem(f"the {_side(outbound)}'s FIN (frame {fin.packet.frame}) was never acknowledged "
+                            f"(no ACK={fin_end} from the {_side(not outbound)})", fin.packet.frame))
     return problems
 
 
-def check_sequence_consistent(conversation: Conversation) -> List[str]:
+def check_sequence_consistent(conversation: Conversation) -> List[Problem]:
     """Every segment starts where its side left off and acknowledges nothing unsent; SYN and FIN take one."""
     if conversation.proto != TCP:
-        return ["not a TCP conversation"]
+        return [Problem("not a TCP conversation")]
     next_seq: Dict[bool, Optional[int]] = {True: None, False: None}
     problems = []
     for segment in conversation.segments:
         side = segment.outbound
         expected = next_seq[side]
         if expected is not None and segment.rel_seq != expected and not segment.flags & RST:
-            problems.append(f"frame {segment.packet.frame}: {_side(side)} seq={segment.rel_seq}, "
-                            f"expected {expected}")
+            problems.append(Problem(f"frame {segment.packet.frame}: {_side(side)} seq={segment.rel_seq}, "
+                            f"expected {expected}", segment.packet.frame))
         consumed = segment.length + bool(segment.flags & SYN) + bool(segment.flags & FIN)
         end = (segment.rel_seq + consumed) % (1 << 32)
         if expected is None or _seq_ge(end, expected):
             next_seq[side] = end
         peer_next = next_seq[not side]
         if segment.rel_ack is not None and peer_next is not None and not _seq_ge(peer_next, segment.rel_ack):
-            problems.append(f"frame {segment.packet.frame}: {_side(side)} acknowledges {segment.rel_ack}, "
-                            f"but the {_side(not side)} has only sent up to {peer_next}")
+            problems.append(Problem(f"frame {segment.packet.frame}: {_side(side)} acknowledges {segment.rel_ack}, "
+                            f"but the {_side(not side)} has only sent up to {peer_next}", segment.packet.frame))
     return problems
 
 
-def check_no_data_from_server(conversation: Conversation) -> List[str]:
-    return [f"the server sent {s.length} bytes at frame {s.packet.frame}"
+def check_no_data_from_server(conversation: Conversation) -> List[Problem]:
+    return [Problem(f"the server sent {s.length} bytes at frame {s.packet.frame}", s.packet.frame)
             for s in conversation.segments if not s.outbound and s.length]
 
 
@@ -345,7 +396,7 @@ def _seq_ge(a: int, b: int) -> bool:
     return (a - b) % (1 << 32) < (1 << 31)
 
 
-CHECKS: Dict[str, Callable[[Conversation], List[str]]] = {
+CHECKS: Dict[str, Callable[[Conversation], List[Problem]]] = {
     "handshake": check_handshake,
     "graceful-close": check_graceful_close,
     "sequence-consistent": check_sequence_consistent,

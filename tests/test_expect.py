@@ -122,3 +122,24 @@ def test_spec_errors_name_the_line(text, message):
 def test_comments_and_hashes_inside_data():
     spec = Expectation.parse('C>S PSH,ACK data="#1 \\"quoted\\""   # a comment\n')
     assert spec.steps[0].data == b'#1 "quoted"'
+
+
+def test_an_optional_step_may_be_missing_but_must_match_if_present():
+    spec = Expectation.parse("C>S SYN\nS>C SYN,ACK\n? C>S ACK len=0\nC>S PSH,ACK len=2\n")
+    assert spec.problems(conv_of(tcp(HANDSHAKE + [("C", "PA", b"yp")]))) == []
+    assert spec.problems(conv_of(tcp(HANDSHAKE[:2] + [("C", "PA", b"yp")]))) == []
+    assert spec.problems(conv_of(tcp(HANDSHAKE[:2] + [("C", "PA", b"yp!")]))) == [
+        "no segment matches step `C>S PSH,ACK len=2` (line 4) in order"]
+    assert spec.steps[2].describe() == "? C>S ACK len=0"
+
+
+def test_problems_name_their_frame_and_frame_notes_give_a_verdict_per_packet():
+    broken = conv_of(tcp(HANDSHAKE + [("C", "PA", b"yp"), ("S", "A", b""), ("S", "RA", b"")]))
+    problems = Expectation.builtin("tcp_graceful").problems(broken)
+    assert [p.frame for p in problems] == [6, None, None]
+    notes = Expectation.builtin("tcp_graceful").frame_notes(broken)
+    assert notes[1] == "ok: step 1 `C>S SYN seq=0`" and notes[4] == "ok: within `...`"
+    assert notes[6].startswith("FAIL: graceful-close: server sent RST at frame 6") and notes[6].endswith("ok: within `...`")
+    lab = Expectation.builtin("tcp_lab")
+    merged = conv_of(tcp(HANDSHAKE + [("C", "PA", b"yp"), ("S", "PA", b"thank you !")]))
+    assert lab.frame_notes(merged)[5].startswith("FAIL: segment 5 (frame 5): expected `S>C ACK len=0 seq=1 ack=3`")
