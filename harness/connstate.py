@@ -37,14 +37,18 @@ history letters, upper case for the originator, lower case for the responder:
 
 Payload bytes are counted by sequence space: the highest byte sent minus the first, so a
 retransmission is not counted twice (and bytes the capture missed are, as Zeek counts them).
-A retransmission is a segment with payload that does not advance its side's highest sequence number.
+A segment with payload that does not advance its side's highest sequence number is history T, as in
+Zeek, and is counted as one of two things: out of order when it only fills a hole that a jump in
+the sequence numbers left (bytes this capture had not seen), a retransmission otherwise.
+A duplicate ACK, as tshark defines it: no payload, no SYN/FIN/RST, and the same ACK number and
+window as the side's previous segment, while the peer has sent data beyond that ACK.
 """
 from __future__ import annotations
 
 import re
 from array import array
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import List, Optional, Tuple
 
 from harness.packet import ACK, FIN, RST, SYN, TCP, Packet
 
@@ -56,6 +60,7 @@ _ONCE = frozenset("ADIQ")
 _SEQUENCED = frozenset("SHFR")
 _LOGARITHMIC = frozenset("TW")
 SEQ_MODULO = 1 << 32
+MAX_HOLES = 64  # beyond this the oldest holes are forgotten: memory stays bounded on a lossy capture
 
 
 def _seq_delta(a: int, b: int) -> int:
@@ -75,7 +80,11 @@ class Side:
     start_seq: Optional[int] = None   # the sequence number just before the first payload byte
     highest_seq: Optional[int] = None  # one past the highest payload byte sent
     retransmissions: int = 0
+    out_of_order: int = 0
+    duplicate_acks: int = 0
     zero_windows: int = 0
+    holes: list = field(default_factory=list)   # [start, end) ranges skipped by a sequence jump
+    last_ack: Optional[Tuple[int, int]] = None  # (ack, window) of the previous segment
     payloads: array = field(default_factory=lambda: array("I"))
     _recorded: set = field(default_factory=set)
     _last_seq_of: dict = field(default_factory=dict)
@@ -88,6 +97,25 @@ class Side:
         if self.start_seq is None or self.highest_seq is None:
             return 0
         return max(0, _seq_delta(self.highest_seq, self.start_seq))
+
+
+def _fill_hole(holes: List[list], start: int, end: int) -> bool:
+    """Whether [start, end) lies within one hole; if so, the hole shrinks or splits around it."""
+    for index, (hole_start, hole_end) in enumerate(holes):
+        if _seq_delta(start, hole_start) >= 0 and _seq_delta(hole_end, end) >= 0:
+            pieces = [[hole_start, start]] if start != hole_start else []
+            pieces += [[end, hole_end]] if end != hole_end else []
+            holes[index:index + 1] = pieces
+            return True
+    return False
+
+
+def _is_duplicate_ack(side: Side, peer: Side, packet: Packet) -> bool:
+    previous, side.last_ack = side.last_ack, (packet.ack, packet.window)
+    if packet.payload_len or packet.flags & (SYN | FIN | RST) or not packet.flags & ACK or previous is None:
+        return False
+    outstanding = peer.highest_seq is not None and _seq_delta(peer.highest_seq, packet.ack) > 0
+    return previous == (packet.ack, packet.window) and packet.window != 0 and outstanding
 
 
 class ConnectionState:
@@ -117,6 +145,8 @@ class ConnectionState:
             side.state = ESTABLISHED  # "active", in Zeek's UDP terms
             return False
         retransmitted = self._track_sequence(side, packet)
+        if _is_duplicate_ack(side, peer, packet):
+            side.duplicate_acks += 1
         self._update_history(side, peer, packet, retransmitted)
         self._update_state(side, peer, packet)
         return retransmitted
@@ -136,10 +166,17 @@ class ConnectionState:
             return False
         side.payloads.append(length)
         end = (first_byte + length) % SEQ_MODULO
+        gap = _seq_delta(first_byte, side.highest_seq)
         if _seq_delta(end, side.highest_seq) > 0:
+            if gap > 0:
+                side.holes.append([side.highest_seq, first_byte])
+                del side.holes[:-MAX_HOLES]
             side.highest_seq = end
             return False
-        side.retransmissions += 1
+        if _fill_hole(side.holes, first_byte, end):
+            side.out_of_order += 1
+        else:
+            side.retransmissions += 1
         return True
 
     # --- history -----------------------------------------------------------------------------
@@ -156,7 +193,7 @@ class ConnectionState:
                 return
             side._recorded.add(letter)
         elif letter in _LOGARITHMIC:
-            count = side.retransmissions if letter == "T" else side.zero_windows
+            count = side.retransmissions + side.out_of_order if letter == "T" else side.zero_windows
             if count not in (1, 10, 100, 1000, 10000, 100000, 1000000):
                 return
         self._history.append(code)

@@ -44,6 +44,10 @@ def summarize(conversation: Conversation) -> Dict[str, object]:
         "orig_payloads": list(state.orig.payloads),
         "resp_payloads": list(state.resp.payloads),
         "retransmissions": state.orig.retransmissions + state.resp.retransmissions,
+        "out_of_order": state.orig.out_of_order + state.resp.out_of_order,
+        "duplicate_acks": state.orig.duplicate_acks + state.resp.duplicate_acks,
+        "missed_bytes": sum((hole_end - hole_start) % (1 << 32) for side in (state.orig, state.resp)
+                            for hole_start, hole_end in side.holes),
         "icmp_unreachable": len(conversation.unreachable),
     }
 

@@ -103,3 +103,24 @@ def test_uids_are_zeek_shaped_stable_and_distinct():
     assert first == summary_of(tcp(HANDSHAKE))["uid"]
     assert first.startswith("C") and len(first) == 18 and first.isalnum()
     assert first != summary_of(tcp(HANDSHAKE, client=("10.0.0.1", 40001)))["uid"]
+
+
+def test_a_segment_filling_a_hole_is_out_of_order_not_new_data_nor_a_retransmission():
+    # 100 bytes, then a jump of 100 (a segment the capture missed), then the missing one arrives late.
+    data = [("C", "PA", b"a" * 100), ("C", "PA", b"c" * 100, {"seq": 1201}), ("C", "PA", b"b" * 100, {"seq": 1101})]
+    record = summary_of(tcp(HANDSHAKE + data))
+    assert (record["out_of_order"], record["retransmissions"], record["orig_bytes"]) == (1, 0, 300)
+    assert record["missed_bytes"] == 0 and record["history"] == "ShADT"
+
+
+def test_bytes_the_capture_never_saw_are_missed_bytes():
+    data = [("C", "PA", b"a" * 100), ("C", "PA", b"c" * 100, {"seq": 1201})]
+    record = summary_of(tcp(HANDSHAKE + data))
+    assert (record["missed_bytes"], record["orig_bytes"]) == (100, 300)
+
+
+def test_duplicate_acks_are_counted():
+    data = [("C", "PA", b"a" * 100), ("C", "PA", b"b" * 100), ("C", "PA", b"c" * 100),
+            ("S", "A", b"", {"ack": 1101}), ("S", "A", b"", {"ack": 1101}), ("S", "A", b"", {"ack": 1101})]
+    record = summary_of(tcp(HANDSHAKE + data))
+    assert record["duplicate_acks"] == 2 and record["retransmissions"] == 0
