@@ -11,7 +11,8 @@ import sys
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-from harness import ladder
+from harness import ladder, svg
+from harness.annotate import annotate
 from harness.capture import BACKENDS, CaptureError
 from harness.decode import UnsupportedLinkType
 from harness.expect import Expectation, SpecError
@@ -48,6 +49,8 @@ def _parser() -> argparse.ArgumentParser:
     show = commands.add_parser("show", help="draw a saved capture's conversations as ladders")
     show.add_argument("file", type=Path)
     show.add_argument("--conversation", type=int, metavar="N", help="only conversation N (1-based)")
+    show.add_argument("--svg", type=Path, metavar="OUT", help="also draw it as an SVG sequence diagram")
+    show.add_argument("--expect", metavar="SPEC", help="mark each packet with its verdict against this expectation")
 
     check = commands.add_parser("check", help="hold a saved capture to an expectation: exit 0 match, 1 not")
     check.add_argument("file", type=Path)
@@ -55,6 +58,9 @@ def _parser() -> argparse.ArgumentParser:
                        help=f"an expectation file, or a built-in one: "
                             f"{', '.join(p.stem for p in sorted(Path(__file__).parent.glob('expectations/*.txt')))}")
     check.add_argument("--conversation", type=int, metavar="N", help="which conversation (default: the first)")
+    check.add_argument("--annotate", type=Path, metavar="OUT",
+                       help="write the capture to OUT (pcapng) with each packet's verdict as a packet comment")
+    check.add_argument("--svg", type=Path, metavar="OUT", help="draw the checked conversation with verdicts as SVG")
     return parser
 
 
@@ -145,31 +151,60 @@ def _summary(args) -> int:
     return status
 
 
+def _expectation(spec: str) -> Expectation:
+    """A spec file's path, or the name of a shipped expectation."""
+    builtin = Path(__file__).parent / "expectations" / f"{spec}.txt"
+    try:
+        return Expectation.load(spec if Path(spec).exists() or not builtin.exists() else builtin)
+    except (OSError, SpecError) as error:
+        raise Unusable(str(error)) from None
+
+
+def _write(path: Path, text: str) -> None:
+    try:
+        path.write_text(text, encoding="utf-8")
+    except OSError as error:
+        raise Unusable(f"cannot write {path}: {error.strerror}") from None
+
+
 def _show(args) -> int:
+    expectation = _expectation(args.expect) if args.expect else None
     trace = _load(args.file)
     chosen = _pick(trace, args.conversation)
-    print(ladder.render_all(chosen, str(args.file)) if chosen else f"{args.file}: no TCP or UDP conversations")
+    notes = {}
+    for conversation in chosen if expectation else ():
+        notes.update(expectation.frame_notes(conversation))
+    if chosen:
+        print("\n\n".join(ladder.render(c, str(args.file), notes) for c in chosen))
+    else:
+        print(f"{args.file}: no TCP or UDP conversations")
+    if args.svg:
+        _write(args.svg, svg.render_svg_all(chosen, str(args.file), notes))
     return _damaged(trace)
 
 
 def _check(args) -> int:
-    try:
-        builtin = Path(__file__).parent / "expectations" / f"{args.expect}.txt"
-        expectation = Expectation.load(args.expect if Path(args.expect).exists() or not builtin.exists()
-                                       else builtin)
-    except (OSError, SpecError) as error:
-        raise Unusable(str(error)) from None
+    expectation = _expectation(args.expect)
     trace = _load(args.file)
     if not trace.conversations:
         raise Unusable(f"{args.file}: no TCP or UDP conversations to check")
     conversation = _pick(trace, args.conversation or 1)[0]
     problems = expectation.problems(conversation)
+    notes = expectation.frame_notes(conversation)
+    verdict = (f"{'FAIL' if problems else 'PASS'} {args.file}: conversation {conversation.index} "
+               f"{'does not match' if problems else 'matches'} {expectation.source}")
+    if args.annotate:
+        try:
+            annotate(args.file, args.annotate, notes, [f"harness check: {verdict}", *problems])
+        except (OSError, CaptureFormatError) as error:
+            raise Unusable(f"cannot write {args.annotate}: {error}") from None
+    if args.svg:
+        _write(args.svg, svg.render_svg(conversation, str(args.file), notes, title=verdict))
     if _damaged(trace):
         return UNUSABLE
+    print(verdict)
     if problems:
-        print(f"FAIL {args.file}: conversation {conversation.index} does not match {expectation.source}")
         print("\n".join(f"  - {p}" for p in problems))
-        print(ladder.render(conversation, str(args.file)))
+        print(ladder.render(conversation, str(args.file), notes))
         return MISMATCH
-    print(f"PASS {args.file}: conversation {conversation.index} matches {expectation.source}")
     return OK

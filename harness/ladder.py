@@ -12,7 +12,7 @@ from harness.conversation import Conversation, Segment
 from harness.packet import TCP, flag_names
 
 
-def _label(segment: Segment, proto: int) -> str:
+def segment_label(segment: Segment, proto: int) -> str:
     if proto != TCP:
         text = f"UDP len={segment.length}"
     else:
@@ -36,7 +36,7 @@ def render(conversation: Conversation, pcap: Optional[str] = None,
     lines.append(f"conversation {conversation.index}: {conversation.describe()}")
     client, server = f"client {conversation.orig}", f"server {conversation.resp}"
     lines.append(f"{'frame':>6} {'time':>9}  {client:<{width - len(server) + 8}}{server}")
-    rows = [(s.packet.frame, s.packet.time, s.outbound, _label(s, conversation.proto)) for s in conversation.segments]
+    rows = [(s.packet.frame, s.packet.time, s.outbound, segment_label(s, conversation.proto)) for s in conversation.segments]
     rows += [(frame, time, False, "ICMP port unreachable") for frame, time in conversation.unreachable]
     for frame, time, outbound, label in sorted(rows):
         body = f" {label} "

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 from harness import ladder
+from harness.annotate import annotate
 from harness.capture import CaptureError, CaptureResult, make_capture
 from harness.conversation import Conversation
 from harness.expect import Expectation
@@ -152,10 +153,16 @@ def run_scenario(scenario: Scenario, pcap: Path, backend: str = "dumpcap",
         problems.append(f"the client exited with status {client_status}: {' / '.join(client.stderr_lines[-2:])}")
     if len(trace.conversations) != 1:
         problems.append(f"expected one conversation on port {port}, the wire has {len(trace.conversations)}")
+    notes = {}
     if trace.conversations:
         problems += expectation.problems(trace.conversations[0])
+        notes = expectation.frame_notes(trace.conversations[0])
     phase("assertions")
-    return ScenarioResult(scenario, expectation, capture_result, trace, port, problems, server, client, phases)
+    result = ScenarioResult(scenario, expectation, capture_result, trace, port, problems, server, client, phases)
+    # The saved pcap carries the verdicts, so a reviewer opening it in Wireshark sees why.
+    annotate(capture_result.path, capture_result.path, notes, [result.verdict(), *problems])
+    phase("annotation")
+    return result
 
 
 __all__ = ["LAB_SCENARIOS", "CaptureError", "Scenario", "ScenarioFailed", "ScenarioResult", "SubjectError",

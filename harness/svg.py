@@ -23,7 +23,7 @@ from typing import Dict, Iterable, List, NamedTuple, Optional, Tuple
 from xml.sax.saxutils import escape, quoteattr
 
 from harness.conversation import Conversation
-from harness.ladder import _label as ladder_label
+from harness.ladder import segment_label
 
 ROW_HEIGHT = 22
 MIN_WIDTH = 900
@@ -85,7 +85,7 @@ class _Row:
 
 
 def _rows(conversation: Conversation) -> List[_Row]:
-    rows = [_Row(s.packet.frame, s.packet.time, s.outbound, ladder_label(s, conversation.proto),
+    rows = [_Row(s.packet.frame, s.packet.time, s.outbound, segment_label(s, conversation.proto),
                  "segment retransmitted" if s.retransmitted else "segment")
             for s in conversation.segments]
     rows += [_Row(frame, time, False, "ICMP port unreachable", "unreachable")

@@ -134,3 +134,32 @@ def test_an_icmp_port_unreachable_is_tied_to_its_datagram(tmp_path, capsys):
     assert (record["conn_state"], record["icmp_unreachable"], record["orig_pkts"]) == ("S0", 1, 1)
     assert main(["show", str(path)]) == 0
     assert "<--- ICMP port unreachable" in capsys.readouterr().out
+
+
+def test_check_annotate_writes_verdicts_as_packet_comments(tmp_path, capsys):
+    from harness.pcapfile import open_capture
+    out = tmp_path / "annotated.pcapng"
+    assert main(["check", str(LAB / "tcp-broken-server.pcapng"), "--expect", "tcp_graceful",
+                 "--annotate", str(out)]) == 1
+    with open_capture(out) as annotated:
+        comments = [record.comments for record in annotated]
+        sections = annotated.comments
+    assert comments[0] == ("ok: step 1 `C>S SYN seq=0`",)
+    assert comments[5][0].startswith("FAIL: graceful-close: server sent RST at frame 6")
+    assert any(c.startswith("harness check: FAIL ") for c in sections)
+
+
+def test_show_and_check_draw_svg(tmp_path, capsys):
+    import xml.etree.ElementTree as ElementTree
+    drawing = tmp_path / "lab.svg"
+    assert main(["show", str(LAB / "tcp-lab.pcapng"), "--svg", str(drawing), "--expect", "tcp_lab"]) == 0
+    assert "ok: step 11" in capsys.readouterr().out
+    root = ElementTree.parse(drawing).getroot()
+    assert root.tag.endswith("svg") and drawing.read_text().count('class="segment"') == 11
+    assert main(["check", str(LAB / "udp-lab.pcapng"), "--expect", "udp_lab", "--svg", str(drawing)]) == 0
+    assert "PASS" in drawing.read_text()
+
+
+def test_an_unwritable_svg_path_is_one_line(tmp_path, capsys):
+    assert main(["show", str(LAB / "tcp-lab.pcapng"), "--svg", str(tmp_path / "no" / "such" / "dir.svg")]) == 2
+    assert capsys.readouterr().err.startswith("harness show: cannot write ")

@@ -80,5 +80,14 @@ def test_a_failing_scenario_reports_expected_against_wire_with_the_ladder(captur
 def test_phases_are_timed(lab):
     result = lab.run("udp-lab")
     assert list(result.phases) == ["server ready", "capture start proven", "traffic", "capture end proven",
-                                   "analysis", "assertions"]
+                                   "analysis", "assertions", "annotation"]
     assert all(seconds >= 0 for seconds in result.phases.values())
+
+
+def test_the_saved_pcap_carries_the_verdicts_as_comments(lab):
+    result = lab.run("tcp-lab")
+    comments = tshark_fields(result.capture.path, "frame.comment")
+    assert len([c for c in comments if c == "ok:"]) == 11, comments
+    done = subprocess.run(["capinfos", str(result.capture.path)], capture_output=True, text=True, check=True)
+    assert f"harness capture: backend={result.capture.backend}" in done.stdout
+    assert "PASS tcp-lab: tcp_lab against" in done.stdout
