@@ -124,3 +124,20 @@ def test_duplicate_acks_are_counted():
             ("S", "A", b"", {"ack": 1101}), ("S", "A", b"", {"ack": 1101}), ("S", "A", b"", {"ack": 1101})]
     record = summary_of(tcp(HANDSHAKE + data))
     assert record["duplicate_acks"] == 2 and record["retransmissions"] == 0
+
+
+def test_half_close_with_data_still_flowing_then_closed_is_sf():
+    half_close = [("C", "PA", b"request"), ("C", "FA", b""), ("S", "A", b""), ("S", "PA", b"x" * 500),
+                  ("C", "A", b""), ("S", "PA", b"y" * 500), ("C", "A", b""), ("S", "FA", b""), ("C", "A", b"")]
+    (conv,) = conversations(tcp(HANDSHAKE + half_close))
+    record = summarize(conv)
+    assert (record["conn_state"], record["history"]) == ("SF", "ShADFadf")
+    assert (record["orig_bytes"], record["resp_bytes"], record["retransmissions"]) == (7, 1000, 0)
+    from harness.expect import CHECKS
+    assert CHECKS["graceful-close"](conv) == [] and CHECKS["sequence-consistent"](conv) == []
+
+
+def test_simultaneous_close_is_sf():
+    simultaneous = [("C", "FA", b""), ("S", "FA", b"", {"ack": 1004}), ("C", "A", b""), ("S", "A", b"")]
+    record = summary_of(tcp(HANDSHAKE + LAB_DATA + simultaneous))
+    assert record["conn_state"] == "SF" and record["history"].endswith("Ff")
