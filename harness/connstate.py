@@ -36,12 +36,22 @@ history letters, upper case for the originator, lower case for the responder:
    unverifiable checksums, and gaps are reported as missed bytes instead.
 
 Payload bytes are counted by sequence space: the highest byte sent minus the first, so a
-retransmission is not counted twice (and bytes the capture missed are, as Zeek counts them).
-A segment with payload that does not advance its side's highest sequence number is history T, as in
-Zeek, and is counted as one of two things: out of order when it only fills a hole that a jump in
-the sequence numbers left (bytes this capture had not seen), a retransmission otherwise.
-A duplicate ACK, as tshark defines it: no payload, no SYN/FIN/RST, and the same ACK number and
-window as the side's previous segment, while the peer has sent data beyond that ACK.
+retransmission is not counted twice (and bytes the capture missed are, as Zeek counts them; the
+holes a jump in sequence numbers leaves and nothing fills are reported as missed bytes).
+History T is Zeek's: a segment with payload that does not advance its side's highest sequence number.
+
+The counters of retransmissions, out-of-order segments and duplicate ACKs follow tshark's TCP
+analysis instead, so that the two agree; for a segment whose SYN, FIN or payload does not advance
+its side's next sequence number (keep-alives aside), in this order:
+   fast retransmission: the peer has sent two duplicate ACKs for exactly this sequence number,
+     the last one under 20 ms ago;
+   out of order: the side's next sequence number advanced less than the initial RTT ago (3 ms if
+     unknown) and the segment does not end exactly there;
+   spurious retransmission: the peer had already acknowledged all of it;
+   retransmission: any other.
+   Fast and spurious retransmissions count as retransmissions, as tshark flags them.
+A duplicate ACK: no payload, no SYN/FIN/RST, a non-zero window and the same window, ACK number and
+next sequence number as the side's previous segment.
 """
 from __future__ import annotations
 
@@ -79,12 +89,18 @@ class Side:
     packets: int = 0
     start_seq: Optional[int] = None   # the sequence number just before the first payload byte
     highest_seq: Optional[int] = None  # one past the highest payload byte sent
-    retransmissions: int = 0
+    rexmit_payloads: int = 0          # Zeek's count behind history T
+    retransmissions: int = 0          # tshark's, from here on
     out_of_order: int = 0
     duplicate_acks: int = 0
     zero_windows: int = 0
     holes: list = field(default_factory=list)   # [start, end) ranges skipped by a sequence jump
-    last_ack: Optional[Tuple[int, int]] = None  # (ack, window) of the previous segment
+    next_seq: Optional[int] = None    # one past the highest sequence number sent, SYN and FIN included
+    next_seq_time: float = 0.0
+    last_ack: Optional[int] = None    # the highest ACK number sent
+    last_ack_time: float = 0.0
+    window: Optional[int] = None
+    dupacks_in_a_row: int = 0
     payloads: array = field(default_factory=lambda: array("I"))
     _recorded: set = field(default_factory=set)
     _last_seq_of: dict = field(default_factory=dict)
@@ -110,12 +126,51 @@ def _fill_hole(holes: List[list], start: int, end: int) -> bool:
     return False
 
 
-def _is_duplicate_ack(side: Side, peer: Side, packet: Packet) -> bool:
-    previous, side.last_ack = side.last_ack, (packet.ack, packet.window)
-    if packet.payload_len or packet.flags & (SYN | FIN | RST) or not packet.flags & ACK or previous is None:
-        return False
-    outstanding = peer.highest_seq is not None and _seq_delta(peer.highest_seq, packet.ack) > 0
-    return previous == (packet.ack, packet.window) and packet.window != 0 and outstanding
+FAST_RETRANSMISSION_WINDOW = 0.02
+DEFAULT_OUT_OF_ORDER_THRESHOLD = 0.003
+
+
+def _segment_length(packet: Packet) -> int:
+    return packet.payload_len + (1 if packet.flags & SYN else 0) + (1 if packet.flags & FIN else 0)
+
+
+def _classify_resend(side: Side, peer: Side, packet: Packet, initial_rtt: Optional[float]) -> Optional[str]:
+    """'retransmission', 'out_of_order' or None, by tshark's rules (module docstring)."""
+    flags, seq, length = packet.flags, packet.seq, packet.payload_len
+    seglen = _segment_length(packet)
+    if not seglen or side.next_seq is None or flags & RST:
+        return None
+    if length <= 1 and not flags & (SYN | FIN) and seq == (side.next_seq - 1) % SEQ_MODULO:
+        return None  # a keep-alive
+    not_advanced = _seq_delta(seq, side.next_seq) < 0 and not (length > 1 and seq == (side.next_seq - 1) % SEQ_MODULO)
+    now = packet.time
+    if (not_advanced and peer.dupacks_in_a_row >= 2 and peer.last_ack == seq
+            and now - peer.last_ack_time < FAST_RETRANSMISSION_WINDOW):
+        return "retransmission"
+    threshold = initial_rtt or DEFAULT_OUT_OF_ORDER_THRESHOLD
+    if not_advanced and now - side.next_seq_time < threshold and side.next_seq != (seq + seglen) % SEQ_MODULO:
+        return "out_of_order"
+    if length and peer.last_ack is not None and _seq_delta((seq + seglen) % SEQ_MODULO, peer.last_ack) <= 0:
+        return "retransmission"
+    return "retransmission" if not_advanced else None
+
+
+def _update_tshark_view(side: Side, packet: Packet) -> bool:
+    """Advance next_seq, last_ack and window after the segment; returns whether it was a duplicate ACK."""
+    flags, now = packet.flags, packet.time
+    duplicate = (not _segment_length(packet) and not flags & (SYN | FIN | RST) and packet.window != 0
+                 and packet.window == side.window and side.next_seq is not None and packet.seq == side.next_seq
+                 and packet.ack == side.last_ack)
+    if duplicate:
+        side.dupacks_in_a_row += 1
+    if not flags & RST:
+        end = (packet.seq + _segment_length(packet)) % SEQ_MODULO
+        if side.next_seq is None or _seq_delta(end, side.next_seq) > 0:
+            side.next_seq, side.next_seq_time = end, now
+    if flags & ACK and (side.last_ack is None or _seq_delta(packet.ack, side.last_ack) > 0):
+        side.last_ack, side.last_ack_time, side.dupacks_in_a_row = packet.ack, now, 0
+    side.window = packet.window
+    return duplicate
 
 
 class ConnectionState:
@@ -127,6 +182,9 @@ class ConnectionState:
         self.resp = Side(False)
         self.flipped = False
         self._history = []
+        self.initial_rtt: Optional[float] = None
+        self._syn_time: Optional[float] = None
+        self._syn_ack_seen = False
 
     @property
     def history(self) -> str:
@@ -145,14 +203,31 @@ class ConnectionState:
             side.state = ESTABLISHED  # "active", in Zeek's UDP terms
             return False
         retransmitted = self._track_sequence(side, packet)
-        if _is_duplicate_ack(side, peer, packet):
+        resend = _classify_resend(side, peer, packet, self.initial_rtt)
+        if resend == "retransmission":
+            side.retransmissions += 1
+        elif resend == "out_of_order":
+            side.out_of_order += 1
+        if _update_tshark_view(side, packet):
             side.duplicate_acks += 1
+        self._measure_initial_rtt(side, packet)
         self._update_history(side, peer, packet, retransmitted)
         self._update_state(side, peer, packet)
         return retransmitted
 
     def mark_flipped(self) -> None:
         self.flipped = True
+
+    def _measure_initial_rtt(self, side: Side, packet: Packet) -> None:
+        """tshark's iRTT: from the first SYN to the originator's ACK of the SYN-ACK."""
+        flags = packet.flags
+        if flags & SYN and not flags & ACK and self._syn_time is None:
+            self._syn_time = packet.time
+        elif flags & SYN and flags & ACK:
+            self._syn_ack_seen = True
+        elif (side.is_orig and flags & ACK and self._syn_ack_seen and self._syn_time is not None
+              and self.initial_rtt is None):
+            self.initial_rtt = packet.time - self._syn_time
 
     # --- sequence space ------------------------------------------------------------------
     def _track_sequence(self, side: Side, packet: Packet) -> bool:
@@ -173,10 +248,8 @@ class ConnectionState:
                 del side.holes[:-MAX_HOLES]
             side.highest_seq = end
             return False
-        if _fill_hole(side.holes, first_byte, end):
-            side.out_of_order += 1
-        else:
-            side.retransmissions += 1
+        _fill_hole(side.holes, first_byte, end)
+        side.rexmit_payloads += 1
         return True
 
     # --- history -----------------------------------------------------------------------------
@@ -193,7 +266,7 @@ class ConnectionState:
                 return
             side._recorded.add(letter)
         elif letter in _LOGARITHMIC:
-            count = side.retransmissions + side.out_of_order if letter == "T" else side.zero_windows
+            count = side.rexmit_payloads if letter == "T" else side.zero_windows
             if count not in (1, 10, 100, 1000, 10000, 100000, 1000000):
                 return
         self._history.append(code)

@@ -22,7 +22,9 @@ REFERENCE = sorted(p for p in CAPTURES.rglob("*") if p.suffix in (".pcap", ".pca
 FIELDS = ("frame.number", "tcp.stream", "udp.stream", "ip.src", "ipv6.src", "tcp.srcport", "udp.srcport",
           "tcp.len", "udp.length", "tcp.seq", "tcp.flags.fin",
           "tcp.analysis.retransmission", "tcp.analysis.fast_retransmission",
-          "tcp.analysis.spurious_retransmission", "tcp.analysis.out_of_order", "tcp.completeness", "icmp.type")
+          "tcp.analysis.spurious_retransmission", "tcp.analysis.out_of_order", "tcp.analysis.duplicate_ack",
+          "tcp.completeness", "icmp.type",
+          "icmpv6.type")
 
 # tcp.completeness bits as tshark sets them.
 SYN, SYN_ACK, ACK, DATA, FIN, RST = 1, 2, 4, 8, 16, 32
@@ -36,10 +38,10 @@ def tshark_streams(path):
                           capture_output=True, text=True, timeout=300, check=True)
     streams = defaultdict(lambda: {"first": None, "orig": None, "pkts": defaultdict(int),
                                    "payloads": defaultdict(list), "nxtseq": defaultdict(int),
-                                   "retrans": 0, "completeness": 0})
+                                   "retrans": 0, "ooo": 0, "dupack": 0, "completeness": 0})
     for line in done.stdout.splitlines():
         row = dict(zip(FIELDS, line.split("|")))
-        if row["icmp.type"]:
+        if row["icmp.type"] or row["icmpv6.type"]:
             continue  # an ICMP error quoting a datagram is not part of the datagram's stream here
         proto = "tcp" if row["tcp.stream"] else "udp" if row["udp.stream"] else None
         if proto is None:
@@ -58,8 +60,10 @@ def tshark_streams(path):
                 end = int(row["tcp.seq"]) + length   # relative: the first payload byte is 1
                 stream["nxtseq"][sender] = max(stream["nxtseq"][sender], end)
             if any(row[f] for f in ("tcp.analysis.retransmission", "tcp.analysis.fast_retransmission",
-                                    "tcp.analysis.spurious_retransmission", "tcp.analysis.out_of_order")):
+                                    "tcp.analysis.spurious_retransmission")):
                 stream["retrans"] += 1
+            stream["ooo"] += bool(row["tcp.analysis.out_of_order"])
+            stream["dupack"] += bool(row["tcp.analysis.duplicate_ack"])
             stream["completeness"] = int(row["tcp.completeness"] or 0)
     return streams
 
@@ -73,7 +77,7 @@ def completeness_of(conversation):
             bits |= SYN
         elif flags & 0x02:
             bits |= SYN_ACK
-        elif flags & 0x10 and bits & SYN_ACK:
+        elif flags & 0x10:
             bits |= ACK
         if segment.length and not flags & 0x04:
             bits |= DATA
@@ -116,7 +120,8 @@ def test_summary_agrees_with_tshark(path):
                 tshark_bytes = max(0, stream["nxtseq"][side] - 1) if side in stream["nxtseq"] else 0
                 if not conversation.began_mid_stream:
                     assert tshark_bytes == record[field], f"{where}: {field}"
-            assert stream["retrans"] == record["retransmissions"] + record["out_of_order"], where
+            assert (stream["retrans"], stream["ooo"], stream["dupack"]) == \
+                (record["retransmissions"], record["out_of_order"], record["duplicate_acks"]), where
             bits = completeness_of(conversation)
             assert bits == stream["completeness"], f"{where}: completeness {bits} vs tshark {stream['completeness']}"
             must, must_not = STATE_SHAPES[record["conn_state"]]
