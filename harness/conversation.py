@@ -9,8 +9,8 @@ Rules (the same ones Wireshark's "relative sequence numbers" and Zeek's conn.log
 3. TCP: a SYN without ACK on a pair that already has a conversation starts a NEW conversation
    when its sequence number differs from that conversation's initial one (port reuse); a SYN with
    the same sequence number is a retransmission and stays in the old one.
-4. Relative sequence numbers are taken per direction from the first sequence number seen in that
-   direction (the ISN when the SYN was captured, so the SYN is seq 0 and the first data byte is 1).
+4. Relative sequence numbers are taken per direction from the ISN when the SYN was captured (the
+   SYN is seq 0, the first data byte 1); without it, the first sequence number seen is taken as 1.
    A relative ACK is the raw ACK minus the base of the other direction; it is None on segments
    without the ACK flag, or when the other direction has not been seen yet.
 5. UDP: the originator is the sender of the first datagram. Datagrams carry no sequence numbers.
@@ -106,7 +106,8 @@ class Conversation:
         if self.proto != TCP:
             self.segments.append(Segment(packet, outbound, None, None))
             return
-        base = self._seq_base.setdefault(outbound, packet.seq)
+        # Without its SYN, a side is numbered as if the SYN had come just before (tshark and Zeek agree).
+        base = self._seq_base.setdefault(outbound, packet.seq if packet.flags & SYN else (packet.seq - 1) % SEQ_MODULO)
         rel_seq = (packet.seq - base) % SEQ_MODULO
         rel_ack = None
         peer_base = self._seq_base.get(not outbound)

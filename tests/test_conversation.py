@@ -34,7 +34,7 @@ def test_capture_begun_mid_stream_takes_the_first_sender_as_originator():
     (conv,) = conversations(renumber(packets))
     assert conv.began_mid_stream
     assert conv.orig == Endpoint(*SERVER)
-    assert conv.segments[0].rel_seq == 0
+    assert conv.segments[0].rel_seq == 1
 
 
 def test_port_reuse_starts_a_new_conversation_but_a_syn_retransmission_does_not():
