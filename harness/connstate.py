@@ -58,7 +58,7 @@ from __future__ import annotations
 import re
 from array import array
 from dataclasses import dataclass, field
-from typing import List, Optional, Tuple
+from typing import List, Optional
 
 from harness.packet import ACK, FIN, RST, SYN, TCP, Packet
 

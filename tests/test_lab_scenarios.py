@@ -5,7 +5,7 @@ from dataclasses import replace
 import pytest
 
 from harness.expect import CHECKS
-from harness.scenario import LAB_SCENARIOS, Scenario, ScenarioFailed, run_scenario
+from harness.scenario import LAB_SCENARIOS, ScenarioFailed, run_scenario
 
 pytestmark = pytest.mark.capture
 

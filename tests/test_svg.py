@@ -5,7 +5,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from harness.conversation import conversations
-from harness.ladder import _label as ladder_label
+from harness.ladder import segment_label as ladder_label
 from harness.svg import render_svg, render_svg_all
 from harness.trace import load_trace
 

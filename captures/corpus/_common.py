@@ -8,9 +8,7 @@ says what it waited for; nothing sleeps to synchronise.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import os
-import re
 import shutil
 import socket
 import subprocess
@@ -128,11 +126,11 @@ def unused_udp_port(host: str = "127.0.0.1") -> int:
 # --- capture --------------------------------------------------------------------------------
 @contextmanager
 def captured(name: str, work: Path, bpf: str, interface: str = "lo",
-             probe_host: str = "127.0.0.1") -> Iterator[Path]:
+             probe_host: str = "127.0.0.1", probe_from_netns: Optional[str] = None) -> Iterator[Path]:
     """Capture into WORK/NAME (a scratch directory); the caller checks it and then calls publish()."""
     scratch = Path(work) / name
     with make_capture("dumpcap", scratch, interface=interface, bpf=bpf, probe_host=probe_host,
-                      start_timeout=15.0, stop_timeout=15.0) as capture:
+                      start_timeout=15.0, stop_timeout=15.0, probe_from_netns=probe_from_netns) as capture:
         yield scratch
     print(capture.result.describe())
 
@@ -157,35 +155,6 @@ def wait_sockets_quiet(port: int, timeout: float, tables: Sequence[str], where: 
             raise GenerationError(f"TCP sockets on port {port} in {where} did not settle within "
                                   f"{timeout:g} s: {busy}")
         time.sleep(0.002)  # ok: polling a kernel table that offers no notification
-
-
-# --- network namespaces ---------------------------------------------------------------------
-_CLONE_NEWNET = 0x40000000
-
-
-@contextmanager
-def in_netns(name: str) -> Iterator[None]:
-    """Run the enclosed code (this thread only) in network namespace /run/netns/NAME."""
-    libc = ctypes.CDLL(None, use_errno=True)
-
-    def setns(fd: int) -> None:
-        if hasattr(os, "setns"):
-            os.setns(fd, _CLONE_NEWNET)
-        elif libc.setns(fd, _CLONE_NEWNET) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, f"setns: {os.strerror(err)}")
-
-    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-    target = os.open(f"/run/netns/{name}", os.O_RDONLY)
-    try:
-        setns(target)
-        try:
-            yield
-        finally:
-            setns(own)
-    finally:
-        os.close(target)
-        os.close(own)
 
 
 # --- looking at the result with tshark ------------------------------------------------------

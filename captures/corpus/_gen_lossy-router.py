@@ -29,7 +29,6 @@ import argparse
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -37,7 +36,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (GenerationError, analysis_counts, arguments, by_stream, captured,  # noqa: E402
-                     check_handshake, describe_close, expect, http_server, in_netns, main_wrapper,
+                     check_handshake, describe_close, expect, http_server, main_wrapper,
                      make_site, payload, publish, require, run, tcp_segments, wait_sockets_quiet)
 
 NAME = "lossy-router.pcapng"
@@ -52,29 +51,17 @@ STEP_TIMEOUT = 15.0
 # --- inside the client namespace -------------------------------------------------------------
 def inside(args: argparse.Namespace) -> int:
     """The capture and the download, run by `ip netns exec CLIENT_NS python this --inside ...`."""
-    from harness.capture import probe, session
+
     from harness.settle import wait_tcp_settled
 
-    class CrossNamespaceProber(probe.Prober):
-        """Sink in this (client) namespace, sender in the router's: probes cross the veth."""
-
-        def __init__(self, host: str) -> None:
-            super().__init__(host)
-            self._sender.close()
-            with in_netns(args.router_ns):
-                self._sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-
-    original = session.Prober
-    session.Prober = CrossNamespaceProber
-    try:
-        with captured(NAME, args.work, f"tcp port {args.port}", interface="c0", probe_host=CLIENT):
-            done = run(["curl", "--ignore-content-length", "-sS", "--max-time", "60", "--connect-timeout", "10",
-                        "-o", "/dev/null", "-w", "%{size_download}", f"http://{SERVER}:{args.port}/bulk.bin"],
-                       90, "curl through the lossy router")
-            wait_tcp_settled(args.port, 30)
-            wait_sockets_quiet(args.port, 30, [f"/proc/{args.server_pid}/net/tcp"], "the server namespace")
-    finally:
-        session.Prober = original
+    # Probes are sent from the router namespace, so they cross the veth the capture watches.
+    with captured(NAME, args.work, f"tcp port {args.port}", interface="c0", probe_host=CLIENT,
+                  probe_from_netns=args.router_ns):
+        done = run(["curl", "--ignore-content-length", "-sS", "--max-time", "60", "--connect-timeout", "10",
+                    "-o", "/dev/null", "-w", "%{size_download}", f"http://{SERVER}:{args.port}/bulk.bin"],
+                   90, "curl through the lossy router")
+        wait_tcp_settled(args.port, 30)
+        wait_sockets_quiet(args.port, 30, [f"/proc/{args.server_pid}/net/tcp"], "the server namespace")
     print(f"curl downloaded {done.stdout.strip()} bytes")
     return 0
 

@@ -16,6 +16,8 @@ import os
 import socket
 from typing import Optional, Tuple
 
+from harness.netns import in_netns
+
 START = b"S"
 STOP = b"E"
 FLUSH = b"F"
@@ -28,7 +30,9 @@ FLUSH_DATAGRAMS = 10
 
 class Prober:
     def __init__(self, host: str = "127.0.0.1", flush_bytes: int = FLUSH_DATAGRAM_BYTES,
-                 flush_count: int = FLUSH_DATAGRAMS) -> None:
+                 flush_count: int = FLUSH_DATAGRAMS, sender_netns: Optional[str] = None) -> None:
+        """Probes go to a socket bound on `host`; with `sender_netns` they are sent from that network
+        namespace, so they cross the link a capture watches instead of that namespace's loopback."""
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.token = os.urandom(8).hex().encode()
         self._sink = socket.socket(family, socket.SOCK_DGRAM)
@@ -36,7 +40,11 @@ class Prober:
         # The sink is never read; a tiny buffer keeps probes from piling up in the kernel.
         self._sink.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         self.address: Tuple[str, int] = self._sink.getsockname()[:2]
-        self._sender = socket.socket(family, socket.SOCK_DGRAM)
+        if sender_netns:
+            with in_netns(sender_netns):
+                self._sender = socket.socket(family, socket.SOCK_DGRAM)
+        else:
+            self._sender = socket.socket(family, socket.SOCK_DGRAM)
         self._flush = MAGIC + self.token + FLUSH + b"\0" * max(0, flush_bytes - len(MAGIC) - 17)
         self._flush_count = flush_count
         self._counter = itertools.count(1)

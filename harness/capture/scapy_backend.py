@@ -341,6 +341,7 @@ def _one_line(error: BaseException) -> str:
 
 class ScapyCapture(Capture):
     backend = "scapy"
+    needs_flush_burst = False  # packets come one by one, as they arrive
 
     def __init__(self, *args, buffer_mib: int = DEFAULT_BUFFER_MIB, **kwargs) -> None:
         super().__init__(*args, **kwargs)

@@ -16,11 +16,11 @@ from __future__ import annotations
 import os
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Set
 
-from harness.capture.probe import START, STOP, Prober
+from harness.capture.probe import FLUSH_DATAGRAMS, START, STOP, Prober
 
 MARKER_RESEND_SECONDS = 0.05
 
@@ -65,15 +65,19 @@ class Capture:
     """Base class: backends implement _launch, _halt and _kill, and call _deliver."""
 
     backend = "?"
+    # dumpcap hands packets over in ring blocks, so each marker needs a burst behind it to fill one.
+    needs_flush_burst = True
 
     def __init__(self, path, interface: str = "lo", bpf: str = "", probe_host: str = "127.0.0.1",
-                 start_timeout: float = 10.0, stop_timeout: float = 10.0) -> None:
+                 start_timeout: float = 10.0, stop_timeout: float = 10.0,
+                 probe_from_netns: Optional[str] = None) -> None:
         self.path = Path(path)
         self.interface = interface
         self.bpf = bpf
         self.start_timeout = start_timeout
         self.stop_timeout = stop_timeout
         self._probe_host = probe_host
+        self._probe_from_netns = probe_from_netns
         self.prober: Optional[Prober] = None
         self.result: Optional[CaptureResult] = None
         self._seen: Dict[bytes, Set[int]] = {START: set(), STOP: set()}
@@ -84,7 +88,8 @@ class Capture:
 
     # --- the protocol ---------------------------------------------------------------------
     def start(self) -> "Capture":
-        self.prober = Prober(self._probe_host)
+        self.prober = Prober(self._probe_host, flush_count=FLUSH_DATAGRAMS if self.needs_flush_burst else 0,
+                             sender_netns=self._probe_from_netns)
         full_filter = f"({self.bpf}) or ({self.prober.bpf})" if self.bpf else ""
         self.result = CaptureResult(self.path, self.backend, self.interface, self.bpf)
         self.path.parent.mkdir(parents=True, exist_ok=True)
