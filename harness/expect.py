@@ -232,31 +232,49 @@ def _parse_flags(token: str) -> int:
 
 
 def _match_path(steps: Sequence[Optional[Step]], conversation: Conversation) -> Optional[List[Optional[int]]]:
-    """For each segment, the index of the step it matched (None inside a `...`), if the whole matches."""
+    """For each segment, the index of the step it matched (None inside a `...`), if the whole matches.
+
+    A forward simulation over step positions, one segment at a time, so a long conversation costs
+    time and memory in proportion to its segments, never recursion depth.
+    """
     segments, proto = conversation.segments, conversation.proto
-    memo: Dict[Tuple[int, int], Optional[List[Optional[int]]]] = {}
 
-    def match(i: int, j: int) -> Optional[List[Optional[int]]]:
-        if (i, j) in memo:
-            return memo[i, j]
-        result: Optional[List[Optional[int]]] = None
-        if i == len(steps):
-            result = [] if j == len(segments) else None
-        elif steps[i] is None:
-            result = match(i + 1, j)
-            if result is None and j < len(segments):
-                rest = match(i, j + 1)
-                result = None if rest is None else [None] + rest
-        else:
-            if j < len(segments) and not steps[i].mismatches(segments[j], proto):
-                rest = match(i + 1, j + 1)
-                result = None if rest is None else [i] + rest
-            if result is None and steps[i].optional:
-                result = match(i + 1, j)
-        memo[i, j] = result
-        return result
+    def closure(positions: Dict[int, object]) -> Dict[int, object]:
+        # `...` and optional steps may also be passed by without consuming a segment.
+        for position in sorted(positions):
+            while position < len(steps) and (steps[position] is None or steps[position].optional):
+                position += 1
+                positions.setdefault(position, positions.get(position - 1))
+        return positions
 
-    return match(0, 0)
+    start = object()
+    frontier = closure({0: start})
+    history: List[Dict[int, Tuple[int, Optional[int]]]] = []
+    for segment in segments:
+        arrived: Dict[int, Tuple[int, Optional[int]]] = {}
+        for position in frontier:
+            if position == len(steps):
+                continue
+            step = steps[position]
+            if step is None:
+                arrived.setdefault(position, (position, None))
+            elif not step.mismatches(segment, proto):
+                arrived.setdefault(position + 1, (position, position))
+        if not arrived:
+            return None
+        history.append(arrived)
+        frontier = closure(dict(arrived))
+    if len(steps) not in frontier:
+        return None
+    # Walk back from the end: at each segment, from the position reached to the one it came from.
+    path: List[Optional[int]] = []
+    position = len(steps)
+    for arrived in reversed(history):
+        while position not in arrived:
+            position -= 1   # undo a pass-by of `...` or an optional step
+        position, matched = arrived[position]
+        path.append(matched)
+    return path[::-1]
 
 
 def _match_steps(steps: Sequence[Optional[Step]], conversation: Conversation) -> List[Problem]:

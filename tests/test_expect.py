@@ -143,3 +143,12 @@ def test_problems_name_their_frame_and_frame_notes_give_a_verdict_per_packet():
     lab = Expectation.builtin("tcp_lab")
     merged = conv_of(tcp(HANDSHAKE + [("C", "PA", b"yp"), ("S", "PA", b"thank you !")]))
     assert lab.frame_notes(merged)[5].startswith("FAIL: segment 5 (frame 5): expected `S>C ACK len=0 seq=1 ack=3`")
+
+
+def test_a_long_conversation_matches_without_recursion():
+    data = [("S", "PA", b"x" * 10)] * 5000
+    conversation = conv_of(tcp(HANDSHAKE + data + FOUR_WAY_SERVER_FIRST))
+    spec = Expectation.parse("C>S SYN\nS>C SYN,ACK\n...\nS>C FIN,ACK\n...\n")
+    assert spec.problems(conversation) == []
+    notes = spec.frame_notes(conversation)
+    assert notes[5004] == "ok: step 4 `S>C FIN,ACK`" and len(notes) == len(conversation.segments)
