@@ -5,6 +5,7 @@ per stream, so a chatty process can never block on a full pipe.
 """
 from __future__ import annotations
 
+import ctypes
 import os
 import re
 import signal
@@ -15,6 +16,21 @@ import time
 from typing import List, Optional, Sequence
 
 STOP_GRACE_SECONDS = 5.0
+PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """In a child before exec: be sent SIGTERM if the process that started us dies, however it dies.
+
+    Linux ties this to the thread that forked, so the thread that starts a subject or a capture
+    must outlive it (the harness starts them from the thread that runs the scenario).
+    """
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass  # not Linux: cleanup then rests on the harness's own finally blocks
 
 
 class SubjectError(RuntimeError):
@@ -36,19 +52,17 @@ class Subject:
 
     @classmethod
     def python_module(cls, name: str, module: str, args: Sequence[str] = (), **kwargs) -> "Subject":
-        """A module run with this interpreter, able to import harness even from an uninstalled checkout."""
-        env = dict(os.environ if kwargs.get("env") is None else kwargs["env"])
-        package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
-        kwargs["env"] = env
         return cls(name, [sys.executable, "-u", "-m", module, *args], **kwargs)
 
     def start(self) -> "Subject":
         env = dict(os.environ if self._env is None else self._env)
         env.setdefault("PYTHONUNBUFFERED", "1")
+        # Subjects run as `python -m harness...` must import harness even from an uninstalled checkout.
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [PACKAGE_ROOT, env.get("PYTHONPATH")]))
         self._process = subprocess.Popen(
             self.argv, stdin=subprocess.PIPE if self._stdin_text is not None else subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True, bufsize=1)
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True, bufsize=1,
+            preexec_fn=die_with_parent)
         for stream, sink in ((self._process.stdout, self.stdout_lines), (self._process.stderr, self.stderr_lines)):
             reader = threading.Thread(target=self._pump, args=(stream, sink), daemon=True,
                                       name=f"{self.name}-output")

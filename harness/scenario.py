@@ -7,6 +7,7 @@ proven complete only after the kernel has nothing left to send on the port (sett
 """
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +38,14 @@ class Timeouts:
 
 @dataclass(frozen=True)
 class Scenario:
+    """A server and a client to run against it.
+
+    Either Python modules following the lab's conventions (`--host`, `--port`, the server printing
+    `listening on HOST:PORT`), or any commands: `server_command` and `client_command` are argument
+    lists in which `{host}` and `{port}` are replaced (the server's `{port}` is 0, and it must
+    print the readiness line with the port it got).
+    """
+
     name: str
     proto: str                        # "tcp" or "udp"
     server_module: str
@@ -46,6 +55,19 @@ class Scenario:
     server_args: Sequence[str] = ("--count", "1")
     client_must_succeed: bool = True
     description: str = ""
+    server_command: Optional[Sequence[str]] = None
+    client_command: Optional[Sequence[str]] = None
+
+    def server_argv(self, host: str) -> List[str]:
+        if self.server_command:
+            return [arg.format(host=host, port=0) for arg in self.server_command]
+        return [sys.executable, "-u", "-m", self.server_module, "--host", host, "--port", "0", *self.server_args]
+
+    def client_argv(self, host: str, port: int) -> List[str]:
+        if self.client_command:
+            return [arg.format(host=host, port=port) for arg in self.client_command]
+        return [sys.executable, "-u", "-m", self.client_module, "--host", host, "--port", str(port),
+                *self.client_args]
 
     def load_expectation(self) -> Expectation:
         if "/" in self.expectation or self.expectation.endswith(".txt"):
@@ -116,8 +138,7 @@ def run_scenario(scenario: Scenario, pcap: Path, backend: str = "dumpcap",
     def phase(name: str) -> None:
         phases[name] = time.monotonic() - began - sum(phases.values())
 
-    server = Subject.python_module(f"{scenario.proto} server ({scenario.server_module})", scenario.server_module,
-                                   ["--host", host, "--port", "0", *scenario.server_args])
+    server = Subject(f"{scenario.proto} server ({scenario.server_module})", scenario.server_argv(host))
     client = None
     capture = None
     try:
@@ -128,8 +149,8 @@ def run_scenario(scenario: Scenario, pcap: Path, backend: str = "dumpcap",
                                start_timeout=timeouts.capture_start, stop_timeout=timeouts.capture_stop)
         capture.start()
         phase("capture start proven")
-        client = Subject.python_module(f"{scenario.proto} client ({scenario.client_module})", scenario.client_module,
-                                       ["--host", host, "--port", str(port), *scenario.client_args]).start()
+        client = Subject(f"{scenario.proto} client ({scenario.client_module})",
+                         scenario.client_argv(host, port)).start()
         client_status = client.wait(timeouts.client_done, "to finish its exchange")
         server.wait(timeouts.server_done, "to exit after serving the client")
         if scenario.proto == "tcp":

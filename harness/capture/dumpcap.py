@@ -13,6 +13,7 @@ from harness.capture.pcapng_stream import (ENHANCED_PACKET, INTERFACE_STATISTICS
                                            SIMPLE_PACKET, BlockSplitter, StreamError,
                                            add_section_comments, interface_statistics)
 from harness.capture.session import Capture, CaptureError, CaptureUnavailable
+from harness.process import die_with_parent
 
 # 64 KiB loopback frames overflow dumpcap's default 2 MiB kernel buffer.
 DEFAULT_BUFFER_MIB = 64
@@ -76,7 +77,7 @@ class DumpcapCapture(Capture):
         if full_filter:
             command += ["-f", full_filter]
         self._process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                         stderr=subprocess.PIPE, bufsize=0)
+                                         stderr=subprocess.PIPE, bufsize=0, preexec_fn=die_with_parent)
         for target in (self._pump_stdout, self._pump_stderr):
             thread = threading.Thread(target=target, name=f"dumpcap-{target.__name__}", daemon=True)
             thread.start()

@@ -1,0 +1,130 @@
+"""Whatever goes wrong, no capture or subject process is left behind, and no half-written pcap is
+left under its final name."""
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from harness.capture import partial_path
+from harness.process import SubjectError
+from harness.scenario import LAB_SCENARIOS, Timeouts, run_scenario
+
+pytestmark = pytest.mark.capture
+HANG = [sys.executable, "-c", "import signal; signal.pause()"]
+
+
+def children_of(pid):
+    """Pids whose parent is `pid`, from /proc."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found.append(int(entry.name))
+    return found
+
+
+def alive(pid):
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def wait_until(predicate, timeout, what):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.01)  # polling /proc, which offers no notification
+
+
+def test_a_failing_assertion_leaves_a_complete_pcap_and_no_process(capture_backend, tmp_path):
+    wrong = replace(LAB_SCENARIOS["tcp-lab"], expectation="udp_lab")
+    result = run_scenario(wrong, tmp_path / "wrong.pcapng", backend=capture_backend)
+    assert not result.ok
+    assert result.capture.complete and (tmp_path / "wrong.pcapng").exists()
+    assert children_of(os.getpid()) == []
+
+
+def test_a_scenario_timeout_names_what_it_waited_for_and_cleans_up(capture_backend, tmp_path):
+    hanging = replace(LAB_SCENARIOS["tcp-lab"], client_command=HANG)
+    path = tmp_path / "hang.pcapng"
+    with pytest.raises(SubjectError, match=r"tcp client \(harness.lab.tcp_client\) did not finish its exchange "
+                                           r"within 0.5 s"):
+        run_scenario(hanging, path, backend=capture_backend, timeouts=Timeouts(client_done=0.5))
+    assert children_of(os.getpid()) == []
+    assert not path.exists() and partial_path(path).exists(), "a capture cut short is kept only as .partial"
+
+
+def test_a_subject_that_crashes_before_it_is_ready_is_reported_and_cleaned_up(capture_backend, tmp_path):
+    crashing = replace(LAB_SCENARIOS["tcp-lab"],
+                       server_command=[sys.executable, "-c", "raise SystemExit('no config file')"])
+    with pytest.raises(SubjectError, match=r"exited with status 1 before printing a line matching .*; "
+                                           r"its last error line: no config file"):
+        run_scenario(crashing, tmp_path / "crash.pcapng", backend=capture_backend)
+    assert children_of(os.getpid()) == []
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_subject_that_hangs_at_stop_is_killed(capture_backend, tmp_path):
+    # A server that ignores SIGTERM and never serves: the client's exchange times out, and the
+    # server must still be gone afterwards.
+    stubborn = [sys.executable, "-u", "-c",
+                "import signal, socket; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+                "s = socket.create_server(('{host}', 0)); print('listening on {host}:%d' % s.getsockname()[1]); "
+                "signal.pause()"]
+    scenario = replace(LAB_SCENARIOS["tcp-lab"], server_command=stubborn)
+    with pytest.raises(SubjectError):
+        run_scenario(scenario, tmp_path / "stubborn.pcapng", backend=capture_backend,
+                     timeouts=Timeouts(client_done=1, server_done=0.5))
+    assert children_of(os.getpid()) == []
+
+
+CTRL_C_TEST = """
+import sys
+from dataclasses import replace
+import pytest
+from harness.scenario import LAB_SCENARIOS
+
+@pytest.mark.capture
+def test_interrupted(lab):
+    hanging = replace(LAB_SCENARIOS["tcp-lab"], client_command=[sys.executable, "-c",
+                      "import signal; signal.pause()", "ctrl-c-marker"])
+    lab.run(hanging)
+"""
+
+
+def test_ctrl_c_in_the_middle_of_a_capture_leaves_nothing_behind(capture_backend, tmp_path):
+    (tmp_path / "test_interrupted.py").write_text(CTRL_C_TEST)
+    pcaps = tmp_path / "pcaps"
+    inner = subprocess.Popen([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--pcap-dir",
+                              str(pcaps), "--capture-backend", capture_backend, "test_interrupted.py"],
+                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        # The client is the last thing started: once it runs, the capture is live and the server up.
+        wait_until(lambda: any("ctrl-c-marker" in Path(f"/proc/{pid}/cmdline").read_text(errors="replace")
+                               for pid in children_of(inner.pid) if alive(pid)),
+                   30, "the inner test's client to start")
+        started = children_of(inner.pid)
+        assert len(started) == 3, f"expected dumpcap, server and client under pytest, found {started}"
+        inner.send_signal(signal.SIGINT)
+        output, _ = inner.communicate(timeout=30)
+    finally:
+        if inner.poll() is None:
+            inner.kill()
+            inner.wait()
+    assert "KeyboardInterrupt" in output
+    wait_until(lambda: not any(alive(pid) for pid in started), 10, "the interrupted run's processes to go")
+    finals = [p.name for p in pcaps.iterdir() if not p.name.endswith(".partial")]
+    assert finals == [] and [p.name for p in pcaps.iterdir()] == ["test_interrupted__test_interrupted.pcapng.partial"]
