@@ -27,6 +27,7 @@ from __future__ import annotations
 import gzip
 import math
 import os
+import stat
 import struct
 from typing import BinaryIO, Dict, Iterable, List, Mapping, Optional, Sequence, Union
 
@@ -237,7 +238,12 @@ def annotate(source_path: Union[str, "os.PathLike[str]"], out_path: Union[str, "
         section_comments = [section_comments]
     written = 0
     try:
-        with open_capture(source_path) as capture, open(partial, "wb") as out:
+        # The copy is never more readable than its source: a capture written 0600 stays 0600.
+        mode = stat.S_IMODE(os.stat(source_path).st_mode) if os.path.isfile(source_path) else 0o666
+        if os.path.lexists(partial):
+            os.unlink(partial)   # a stale one would keep its old mode
+        with open_capture(source_path) as capture, \
+                os.fdopen(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode), "wb") as out:
             mirror = _StructureMirror(capture, out, section_comments)
             try:
                 for frame, record in enumerate(capture, 1):

@@ -41,6 +41,10 @@ def _parser() -> argparse.ArgumentParser:
                      help="where to save the pcaps (default: captures/runs)")
     lab.add_argument("--quiet", action="store_true", help="verdict lines only, no ladders for passes")
 
+    doctor = commands.add_parser("doctor", help="what is installed, what may capture, how to fix what is missing")
+    doctor.add_argument("--backend", choices=BACKENDS, default="dumpcap")
+    doctor.add_argument("--interface", default="lo")
+
     summary = commands.add_parser("summary", help="one conn.log-style row per conversation")
     summary.add_argument("files", nargs="+", type=Path, metavar="FILE")
     summary.add_argument("--json", action="store_true",
@@ -67,7 +71,8 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        return {"lab": _lab, "summary": _summary, "show": _show, "check": _check}[args.command](args)
+        return {"lab": _lab, "doctor": _doctor, "summary": _summary, "show": _show,
+                "check": _check}[args.command](args)
     except Unusable as error:
         print(f"harness {args.command}: {error}", file=sys.stderr)
         return UNUSABLE
@@ -126,6 +131,11 @@ def _damaged(trace: Trace) -> int:
         print(f"harness: {trace.damage}; what came before the damage is shown", file=sys.stderr)
         return UNUSABLE
     return OK
+
+
+def _doctor(args) -> int:
+    from harness.doctor import run
+    return run(args.backend, args.interface)
 
 
 def _summary(args) -> int:

@@ -91,3 +91,9 @@ def test_the_saved_pcap_carries_the_verdicts_as_comments(lab):
     done = subprocess.run(["capinfos", str(result.capture.path)], capture_output=True, text=True, check=True)
     assert f"harness capture: backend={result.capture.backend}" in done.stdout
     assert "PASS tcp-lab: tcp_lab against" in done.stdout
+
+
+def test_the_annotated_pcap_stays_private(lab):
+    import stat
+    result = lab.run("udp-lab")
+    assert stat.S_IMODE(result.capture.path.stat().st_mode) == 0o600
