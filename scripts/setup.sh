@@ -7,10 +7,15 @@ cd "$(dirname "$0")/.."
 
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
+have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/sbin/$1" ] || [ -x "/usr/bin/$1" ]; }
 need_apt=()
-command -v dumpcap >/dev/null 2>&1 || [ -x /usr/bin/dumpcap ] || need_apt+=(tshark)
-command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
+have dumpcap || need_apt+=(tshark)
+have python3 || need_apt+=(python3)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
+# For the multi-host and least-privilege tests: namespaces, nftables rules, file capabilities.
+have ip || need_apt+=(iproute2)
+have nft || need_apt+=(nftables)
+have setcap || need_apt+=(libcap2-bin)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing ${need_apt[*]} with apt-get" >&2
   export DEBIAN_FRONTEND=noninteractive
