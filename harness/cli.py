@@ -151,8 +151,14 @@ def _summary(args) -> int:
         by_file[str(path)] = [summarize(c) for c in trace.conversations]
         status = max(status, _damaged(trace))
     if args.json:
-        document = next(iter(by_file.values())) if len(args.files) == 1 and by_file else by_file
-        print(json.dumps(document, indent=1))
+        if len(args.files) == 1:
+            _print_json_array(next(iter(by_file.values()), []))
+        else:
+            print("{")
+            for number, (path, records) in enumerate(by_file.items()):
+                print(f"{json.dumps(path)}: ", end="")
+                _print_json_array(records, "," if number < len(by_file) - 1 else "")
+            print("}")
     else:
         for path, records in by_file.items():
             if len(args.files) > 1:
@@ -175,6 +181,11 @@ def _write(path: Path, text: str) -> None:
         path.write_text(text, encoding="utf-8")
     except OSError as error:
         raise Unusable(f"cannot write {path}: {error.strerror}") from None
+
+
+def _print_json_array(records, after: str = "") -> None:
+    """One record per line: readable, and json's C encoder stays in use (indent would switch it off)."""
+    print("[" + ",\n ".join(json.dumps(record) for record in records) + "]" + after)
 
 
 def _show(args) -> int:
