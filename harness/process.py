@@ -8,6 +8,7 @@ from __future__ import annotations
 import ctypes
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -33,15 +34,24 @@ def die_with_parent() -> None:
         pass  # not Linux: cleanup then rests on the harness's own finally blocks
 
 
+def netns_exec_argv(netns: str, argv: Sequence[str]) -> List[str]:
+    """`argv` run inside network namespace NETNS by `ip netns exec` (iproute2)."""
+    ip = shutil.which("ip") or shutil.which("ip", path="/usr/sbin:/sbin:/usr/bin:/bin") or "ip"
+    return [ip, "netns", "exec", netns, *argv]
+
+
 class SubjectError(RuntimeError):
     """A subject process did not behave as the scenario needed; str() is one line."""
 
 
 class Subject:
     def __init__(self, name: str, argv: Sequence[str], stdin_text: Optional[str] = None,
-                 env: Optional[dict] = None) -> None:
+                 env: Optional[dict] = None, netns: Optional[str] = None) -> None:
+        """With `netns`, the command runs inside that network namespace (`ip netns exec NETNS ...`,
+        which execs it in place: the subject's pid is the command's own)."""
         self.name = name
-        self.argv = list(argv)
+        self.netns = netns
+        self.argv = netns_exec_argv(netns, argv) if netns else list(argv)
         self._stdin_text = stdin_text
         self._env = env
         self._process: Optional[subprocess.Popen] = None

@@ -8,7 +8,9 @@ scenario's port must be gone or in TIME_WAIT (which sends nothing unless the pee
 from __future__ import annotations
 
 import time
-from typing import Dict, Iterable, List, Tuple
+from typing import Dict, Iterable, List, Optional, Tuple
+
+from harness.netns import in_netns
 
 # Kernel state numbers, include/net/tcp_states.h.
 TCP_STATES = {1: "ESTABLISHED", 2: "SYN_SENT", 3: "SYN_RECV", 4: "FIN_WAIT1", 5: "FIN_WAIT2",
@@ -17,6 +19,8 @@ TCP_STATES = {1: "ESTABLISHED", 2: "SYN_SENT", 3: "SYN_RECV", 4: "FIN_WAIT1", 5:
 QUIET_STATES = {"TIME_WAIT", "CLOSE", "FIN_WAIT2", "LISTEN"}
 POLL_SECONDS = 0.002
 TABLES = ("/proc/net/tcp", "/proc/net/tcp6")
+# The calling thread's own namespace (/proc/net follows the process's main thread instead).
+THREAD_TABLES = ("/proc/thread-self/net/tcp", "/proc/thread-self/net/tcp6")
 
 
 def sockets_on_port(port: int, tables: Iterable[str] = TABLES) -> List[Tuple[str, str]]:
@@ -36,14 +40,23 @@ def sockets_on_port(port: int, tables: Iterable[str] = TABLES) -> List[Tuple[str
     return found
 
 
-def wait_tcp_settled(port: int, timeout: float) -> None:
+def sockets_on_port_in_netns(port: int, netns: str) -> List[Tuple[str, str]]:
+    """sockets_on_port for network namespace NETNS (`ip netns` name): this thread enters it and
+    reads its own tables, so it works after every process of that namespace has exited."""
+    with in_netns(netns):
+        return sockets_on_port(port, THREAD_TABLES)
+
+
+def wait_tcp_settled(port: int, timeout: float, netns: Optional[str] = None) -> None:
     """Return once no socket on `port` can still send; fail naming the sockets that would not settle.
 
     FIN_WAIT2 and LISTEN count as settled: neither sends unless the other side does.
+    With `netns`, the sockets of that network namespace are the ones watched.
     """
     deadline = time.monotonic() + timeout
     while True:
-        busy = [(sock, state) for sock, state in sockets_on_port(port) if state not in QUIET_STATES]
+        found = sockets_on_port(port) if netns is None else sockets_on_port_in_netns(port, netns)
+        busy = [(sock, state) for sock, state in found if state not in QUIET_STATES]
         if not busy:
             return
         if time.monotonic() > deadline:
@@ -51,5 +64,6 @@ def wait_tcp_settled(port: int, timeout: float) -> None:
             for _, state in busy:
                 states[state] = states.get(state, 0) + 1
             summary = ", ".join(f"{n} in {s}" for s, n in sorted(states.items()))
-            raise TimeoutError(f"TCP sockets on port {port} did not settle within {timeout:g} s ({summary})")
+            where = f" in network namespace {netns}" if netns else ""
+            raise TimeoutError(f"TCP sockets on port {port}{where} did not settle within {timeout:g} s ({summary})")
         time.sleep(POLL_SECONDS)  # ok: polling a kernel table that offers no notification
