@@ -1,0 +1,691 @@
+"""Benchmark: harness summary against scapy, dpkt, pyshark and tshark on one generated capture,
+then one TCP lab scenario end to end. It prints its figures; it does not judge them.
+
+    .venv/bin/python bench/bench.py [--packets 200000] [--repeat 3] [--skip-scenario]
+                                    [--scenario-runs 20] [--pyshark-packets 5000] [--out-dir DIR]
+                                    [--tools harness,scapy,dpkt,pyshark,tshark]
+
+The workload is N/11 copies of the lab's TCP conversation (captures/lab/tcp-lab.pcapng: handshake
+with options, "yp", ACK, "thank you !", ACK, server FIN, ACK, client FIN, ACK), each with its own
+client address, port, ISNs and TCP timestamps, written as classic microsecond pcap (Ethernet), as
+`dumpcap -P` writes, and as pcapng. Files are cached in --out-dir by size.
+
+Every tool runs as its own subprocess, so its peak RSS (from wait4) is its own; the figures are the
+median of --repeat runs, taken round-robin so a noisy moment does not land on one tool. pyshark runs
+on the first --pyshark-packets packets and its time is scaled to the full size.
+
+Exit status: 0 whatever the figures say; 1 when a tool or the scenario could not be run.
+"""
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import math
+import os
+import random
+import shutil
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+
+GENERATOR_VERSION = 1           # part of the cache key: bump when the bytes written change
+PACKETS_PER_CONVERSATION = 11
+RSS_TARGET_PACKETS = 1_000_000
+
+# -- the workload ---------------------------------------------------------------------------
+
+LAB_SERVER_IP = 0x7F000001
+LAB_SERVER_PORT = 41119
+# Linux's default ephemeral range, less the server's own port so no conversation talks to itself.
+CLIENT_PORTS = tuple(port for port in range(32768, 61000) if port != LAB_SERVER_PORT)
+FIRST_CLIENT_IP = 0x7F000001
+START_SECONDS = 1795567162      # the second tcp-lab.pcapng was captured in
+
+ETHERNET_HEADER = bytes(12) + b"\x08\x00"     # loopback: zero MACs, IPv4
+LINKTYPE_ETHERNET = 1
+SNAPLEN = 262144                # dumpcap's default
+FIN, SYN, PSH, ACK = 0x01, 0x02, 0x08, 0x10
+
+IP_TCP_FIELDS = "!BBHHHBBHIIHHIIBBHHH"
+# SYN options as Linux sends them: MSS 65495, SACK permitted, timestamps, NOP, window scale 10.
+SYN_SEGMENT = struct.Struct(IP_TCP_FIELDS + "IIIII")
+SYN_OPTION_WORDS = (0x0204FFD7, 0x0402080A, 0x0103030A)
+# Every later segment: NOP, NOP, timestamps.
+TIMESTAMP_SEGMENT = struct.Struct(IP_TCP_FIELDS + "III")
+TIMESTAMP_OPTION_WORD = 0x0101080A
+PCAP_RECORD = struct.Struct("<IIII")
+PCAPNG_EPB_HEAD = struct.Struct("<IIIIIII")
+PCAPNG_BLOCK_TAIL = struct.Struct("<I")
+
+
+@dataclass(frozen=True)
+class LabSegment:
+    from_client: bool
+    flags: int
+    window: int
+    seq: int                    # relative to the sender's ISN
+    ack: Optional[int]          # relative to the receiver's ISN; None: no ACK flag, field 0
+    payload: bytes
+    tsval: int                  # sender's TSval = its base + this
+    tsecr: Optional[int]        # receiver's base + this; None: 0 (the SYN has nothing to echo)
+    ip_id: Optional[int]        # sender's IP ID base + this; None: 0, as Linux sends outside a flow
+    micros: int                 # time since the SYN in tcp-lab.pcapng
+    # The TIME-WAIT ACK is built by the kernel outside the socket, with its checksum complete.
+    full_checksum: bool = False
+
+
+# The eleven frames of captures/lab/tcp-lab.pcapng, field for field.
+LAB_SEGMENTS: Tuple[LabSegment, ...] = (
+    LabSegment(True, SYN, 65495, 0, None, b"", 0, None, 0, 0),
+    LabSegment(False, SYN | ACK, 65483, 0, 1, b"", 0, 0, None, 13),
+    LabSegment(True, ACK, 64, 1, 1, b"", 0, 0, 1, 27),
+    LabSegment(True, PSH | ACK, 64, 1, 1, b"yp", 1, 0, 2, 194),
+    LabSegment(False, ACK, 64, 1, 3, b"", 1, 1, 0, 202),
+    LabSegment(False, PSH | ACK, 64, 1, 3, b"thank you !", 1, 1, 1, 360),
+    LabSegment(True, ACK, 64, 3, 12, b"", 1, 1, 3, 368),
+    LabSegment(False, FIN | ACK, 64, 12, 3, b"", 1, 1, 2, 468),
+    LabSegment(True, ACK, 64, 3, 13, b"", 1, 1, 4, 495),
+    LabSegment(True, FIN | ACK, 64, 3, 13, b"", 1, 1, 5, 516),
+    LabSegment(False, ACK, 64, 13, 4, b"", 1, 1, None, 523, full_checksum=True),
+)
+assert len(LAB_SEGMENTS) == PACKETS_PER_CONVERSATION
+
+
+def _fold(total: int) -> int:
+    total = (total & 0xFFFF) + (total >> 16)
+    return (total & 0xFFFF) + (total >> 16)
+
+
+def _with_tcp_checksum(ip_packet: bytes, pseudo_header_sum: int) -> bytes:
+    segment = ip_packet[20:] + b"\0" * (len(ip_packet) % 2)
+    total = pseudo_header_sum + sum(struct.unpack(f"!{len(segment) // 2}H", segment))
+    return ip_packet[:36] + struct.pack("!H", ~_fold(total) & 0xFFFF) + ip_packet[38:]
+
+
+@dataclass(frozen=True)
+class LabConversation:
+    client_ip: int
+    client_port: int
+    client_isn: int
+    server_isn: int
+    client_tsval: int
+    server_tsval: int
+    client_ip_id: int
+    server_ip_id: int
+    server_ip: int = LAB_SERVER_IP
+    server_port: int = LAB_SERVER_PORT
+
+
+def lab_frames(conversation: LabConversation) -> List[bytes]:
+    """The eleven Ethernet frames of one lab conversation.
+
+    IP header checksums are real. TCP checksums are what a loopback capture shows: the kernel
+    leaves the pseudo-header sum there for "hardware" that never runs (CHECKSUM_PARTIAL), except
+    in the TIME-WAIT ACK. Byte for byte tcp-lab.pcapng given its addresses, ISNs, TSvals and IP IDs.
+    """
+    c = conversation
+    addresses = _fold((c.client_ip >> 16) + (c.client_ip & 0xFFFF) + (c.server_ip >> 16) + (c.server_ip & 0xFFFF))
+    frames = []
+    for segment in LAB_SEGMENTS:
+        if segment.from_client:
+            src, dst, sport, dport = c.client_ip, c.server_ip, c.client_port, c.server_port
+            own_isn, peer_isn, own_ts, peer_ts, own_id = (c.client_isn, c.server_isn, c.client_tsval,
+                                                          c.server_tsval, c.client_ip_id)
+        else:
+            src, dst, sport, dport = c.server_ip, c.client_ip, c.server_port, c.client_port
+            own_isn, peer_isn, own_ts, peer_ts, own_id = (c.server_isn, c.client_isn, c.server_tsval,
+                                                          c.client_tsval, c.server_ip_id)
+        is_syn = bool(segment.flags & SYN)
+        tcp_length = (40 if is_syn else 32) + len(segment.payload)
+        ip_length = 20 + tcp_length
+        ip_id = 0 if segment.ip_id is None else (own_id + segment.ip_id) & 0xFFFF
+        ip_checksum = ~_fold(0x4500 + 0x4000 + 0x4006 + ip_length + ip_id + addresses) & 0xFFFF
+        tcp_checksum = 0 if segment.full_checksum else _fold(addresses + 6 + tcp_length)
+        seq = (own_isn + segment.seq) & 0xFFFFFFFF
+        ack = 0 if segment.ack is None else (peer_isn + segment.ack) & 0xFFFFFFFF
+        tsval = (own_ts + segment.tsval) & 0xFFFFFFFF
+        tsecr = 0 if segment.tsecr is None else (peer_ts + segment.tsecr) & 0xFFFFFFFF
+        header = (0x45, 0, ip_length, ip_id, 0x4000, 64, 6, ip_checksum, src, dst,
+                  sport, dport, seq, ack, (tcp_length - len(segment.payload)) << 2, segment.flags,
+                  segment.window, tcp_checksum, 0)
+        if is_syn:
+            packed = SYN_SEGMENT.pack(*header, SYN_OPTION_WORDS[0], SYN_OPTION_WORDS[1], tsval, tsecr,
+                                      SYN_OPTION_WORDS[2])
+        else:
+            packed = TIMESTAMP_SEGMENT.pack(*header, TIMESTAMP_OPTION_WORD, tsval, tsecr)
+        packed += segment.payload
+        if segment.full_checksum:
+            packed = _with_tcp_checksum(packed, addresses + 6 + tcp_length)
+        frames.append(ETHERNET_HEADER + packed)
+    return frames
+
+
+def lab_conversations(count: int, seed: int = 1) -> Iterator[Tuple[int, LabConversation, float]]:
+    """(start in microseconds since START_SECONDS, the conversation, its pace) for `count` conversations.
+
+    Deterministic, and every conversation's draws come in order, so a smaller workload is exactly
+    the start of a larger one. Conversations follow one another without overlapping, at the lab's
+    pace give or take, so timestamps only increase.
+    """
+    rng = random.Random(seed)
+    start = 0
+    for index in range(count):
+        block, port_index = divmod(index, len(CLIENT_PORTS))
+        conversation = LabConversation(
+            client_ip=FIRST_CLIENT_IP + block, client_port=CLIENT_PORTS[port_index],
+            client_isn=rng.getrandbits(32), server_isn=rng.getrandbits(32),
+            client_tsval=rng.getrandbits(31), server_tsval=rng.getrandbits(32),
+            client_ip_id=rng.getrandbits(16), server_ip_id=rng.getrandbits(16))
+        pace = rng.uniform(0.8, 1.6)
+        yield start, conversation, pace
+        start += int(LAB_SEGMENTS[-1].micros * pace) + rng.randrange(200, 2000)
+
+
+def pcap_header() -> bytes:
+    return struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, SNAPLEN, LINKTYPE_ETHERNET)
+
+
+def pcapng_header() -> bytes:
+    section = struct.pack("<IIIHHqI", 0x0A0D0D0A, 28, 0x1A2B3C4D, 1, 0, -1, 28)
+    if_name = struct.pack("<HH", 2, 2) + b"lo\0\0"          # microsecond if_tsresol is the default
+    options = if_name + struct.pack("<HH", 0, 0)
+    interface_length = 20 + len(options)
+    interface = struct.pack("<IIHHI", 1, interface_length, LINKTYPE_ETHERNET, 0, SNAPLEN) + options + \
+        PCAPNG_BLOCK_TAIL.pack(interface_length)
+    return section + interface
+
+
+@dataclass(frozen=True)
+class Workload:
+    pcap: Path
+    pcapng: Path
+    conversations: int
+
+    @property
+    def packets(self) -> int:
+        return self.conversations * PACKETS_PER_CONVERSATION
+
+
+def conversations_for(packets: int) -> int:
+    return max(1, math.ceil(packets / PACKETS_PER_CONVERSATION))
+
+
+def write_workload(out_dir: Path, packets: int) -> Workload:
+    """The workload of at least `packets` packets, from the cache when it is there."""
+    conversations = conversations_for(packets)
+    stem = f"lab-tcp-{conversations * PACKETS_PER_CONVERSATION}-v{GENERATOR_VERSION}"
+    workload = Workload(out_dir / f"{stem}.pcap", out_dir / f"{stem}.pcapng", conversations)
+    if workload.pcap.exists() and workload.pcapng.exists():
+        return workload
+    out_dir.mkdir(parents=True, exist_ok=True)
+    # Written beside the final names and renamed, so an interrupted run never leaves a short cached file.
+    partial_pcap = workload.pcap.with_suffix(".pcap.partial")
+    partial_pcapng = workload.pcapng.with_suffix(".pcapng.partial")
+    with open(partial_pcap, "wb") as pcap, open(partial_pcapng, "wb") as pcapng:
+        pcap.write(pcap_header())
+        pcapng.write(pcapng_header())
+        pcap_chunk: List[bytes] = []
+        pcapng_chunk: List[bytes] = []
+        for start, conversation, pace in lab_conversations(conversations):
+            for segment, frame in zip(LAB_SEGMENTS, lab_frames(conversation)):
+                micros = START_SECONDS * 1_000_000 + start + int(segment.micros * pace)
+                length = len(frame)
+                seconds, fraction = divmod(micros, 1_000_000)
+                pcap_chunk.append(PCAP_RECORD.pack(seconds, fraction, length, length))
+                pcap_chunk.append(frame)
+                padding = -length % 4
+                block_length = 32 + length + padding
+                pcapng_chunk.append(PCAPNG_EPB_HEAD.pack(6, block_length, 0, micros >> 32, micros & 0xFFFFFFFF,
+                                                         length, length))
+                pcapng_chunk.append(frame + bytes(padding) + PCAPNG_BLOCK_TAIL.pack(block_length))
+            if len(pcap_chunk) >= 100_000:
+                pcap.write(b"".join(pcap_chunk))
+                pcapng.write(b"".join(pcapng_chunk))
+                pcap_chunk.clear()
+                pcapng_chunk.clear()
+        pcap.write(b"".join(pcap_chunk))
+        pcapng.write(b"".join(pcapng_chunk))
+    partial_pcap.rename(workload.pcap)
+    partial_pcapng.rename(workload.pcapng)
+    return workload
+
+
+# -- the peers' analyses, each run in its own process (bench.py --worker TOOL FILE) ---------------
+
+class NotInstalled(Exception):
+    pass
+
+
+WORKER_NOT_INSTALLED = 3
+INSTALL_HINTS = {"dpkt": "pip install dpkt", "scapy": "pip install scapy", "pyshark": "pip install pyshark"}
+
+
+def _tally(conversations: dict, src: str, sport: int, dst: str, dport: int, flags: int, seq: int, ack: int,
+           length: int) -> None:
+    """Group a TCP segment into its conversation: what every peer does with what it extracted."""
+    a, b = (src, sport), (dst, dport)
+    key = (a, b) if a <= b else (b, a)
+    record = conversations.get(key)
+    if record is None:
+        # originator, packets each way, payload bytes each way, flags seen, last seq/ack each way
+        record = conversations[key] = [a, [0, 0], [0, 0], 0, [None, None], [None, None]]
+    side = 0 if a == record[0] else 1
+    record[1][side] += 1
+    record[2][side] += length
+    record[3] |= flags
+    record[4][side] = seq
+    record[5][side] = ack
+
+
+def analyse_with_scapy(path: str) -> Tuple[int, dict]:
+    try:
+        from scapy.layers.inet import IP, TCP
+        from scapy.utils import rdpcap
+    except ImportError as error:
+        raise NotInstalled(str(error)) from None
+    conversations: dict = {}
+    packets = rdpcap(path)
+    count = 0
+    for packet in packets:
+        if TCP not in packet:
+            continue
+        ip, tcp = packet[IP], packet[TCP]
+        _tally(conversations, ip.src, tcp.sport, ip.dst, tcp.dport, int(tcp.flags), tcp.seq, tcp.ack,
+               len(tcp.payload))
+        count += 1
+    return count, conversations
+
+
+def analyse_with_dpkt(path: str) -> Tuple[int, dict]:
+    try:
+        import dpkt
+    except ImportError as error:
+        raise NotInstalled(str(error)) from None
+    import socket
+    conversations: dict = {}
+    count = 0
+    with open(path, "rb") as file:
+        pcapng = file.read(4) == b"\x0a\x0d\x0d\x0a"
+        file.seek(0)
+        reader = dpkt.pcapng.Reader(file) if pcapng else dpkt.pcap.Reader(file)
+        for _ts, frame in reader:
+            ip = dpkt.ethernet.Ethernet(frame).data
+            if not isinstance(ip, dpkt.ip.IP) or not isinstance(ip.data, dpkt.tcp.TCP):
+                continue
+            tcp = ip.data
+            _tally(conversations, socket.inet_ntoa(ip.src), tcp.sport, socket.inet_ntoa(ip.dst), tcp.dport,
+                   tcp.flags, tcp.seq, tcp.ack, len(tcp.data))
+            count += 1
+    return count, conversations
+
+
+def analyse_with_pyshark(path: str) -> Tuple[int, dict]:
+    try:
+        import pyshark
+    except ImportError as error:
+        raise NotInstalled(str(error)) from None
+    conversations: dict = {}
+    count = 0
+    capture = pyshark.FileCapture(path, use_json=True, keep_packets=False)
+    try:
+        for packet in capture:
+            if "TCP" not in packet:
+                continue
+            ip, tcp = packet.ip, packet.tcp
+            _tally(conversations, str(ip.src), int(tcp.srcport), str(ip.dst), int(tcp.dstport), int(tcp.flags, 16),
+                   int(tcp.seq_raw), int(tcp.ack_raw), int(tcp.len))
+            count += 1
+    finally:
+        capture.close()
+    return count, conversations
+
+
+ANALYSES = {"scapy": analyse_with_scapy, "dpkt": analyse_with_dpkt, "pyshark": analyse_with_pyshark}
+
+
+def worker(tool: str, path: str) -> int:
+    """Run one peer's analysis and print one JSON line: what it found, so the parent can check it."""
+    try:
+        packets, conversations = ANALYSES[tool](path)
+    except NotInstalled as error:
+        print(json.dumps({"not_installed": str(error)}))
+        return WORKER_NOT_INSTALLED
+    print(json.dumps({"packets": packets, "conversations": len(conversations)}))
+    return 0
+
+
+# -- timing -------------------------------------------------------------------------------------
+
+@dataclass
+class Run:
+    wall: float
+    cpu: float                  # user + system, the child's and its reaped descendants'
+    peak_rss_mb: float          # decimal MB: ru_maxrss of the child, or of its largest reaped descendant
+    status: int
+    stdout: str
+    stderr: str
+
+
+def run_measured(argv: Sequence[str], keep_stdout: bool) -> Run:
+    """Run argv to completion; wall time and the peak RSS of that child alone (wait4, not RUSAGE_CHILDREN,
+    which would be the maximum over every child so far)."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        began = time.perf_counter()
+        process = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL,
+                                   stdout=out if keep_stdout else subprocess.DEVNULL, stderr=err)
+        _pid, wait_status, usage = os.wait4(process.pid, 0)
+        wall = time.perf_counter() - began
+        process.returncode = os.waitstatus_to_exitcode(wait_status)
+        out.seek(0)
+        err.seek(0)
+        return Run(wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss * 1024 / 1e6, process.returncode,
+                   out.read().decode(errors="replace"), err.read().decode(errors="replace"))
+
+
+@dataclass
+class Tool:
+    name: str                   # the key for --tools
+    label: str                  # the table's first column
+    argv: List[str]
+    checks_output: bool = False     # a --worker that prints what it found
+    runs: List[Run] = field(default_factory=list)
+    file_packets: int = 0       # packets in the file it ran on
+    scale: float = 1.0          # full workload / what it ran on
+    note: str = ""              # why there are no figures
+    failure: str = ""
+
+    @property
+    def wall(self) -> float:
+        return statistics.median(run.wall for run in self.runs) * self.scale
+
+    @property
+    def cpu(self) -> float:
+        return statistics.median(run.cpu for run in self.runs) * self.scale
+
+    @property
+    def peak_rss_mb(self) -> float:
+        return statistics.median(run.peak_rss_mb for run in self.runs)
+
+    @property
+    def usable(self) -> bool:
+        return bool(self.runs) and not self.note and not self.failure
+
+
+def harness_command() -> List[str]:
+    script = Path(sys.executable).parent / "harness"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "harness"]
+
+
+def tool_set(workload: Workload, pyshark_workload: Workload) -> Dict[str, Tool]:
+    me = [sys.executable, str(Path(__file__).resolve()), "--worker"]
+    pcap = str(workload.pcap)
+    tools = {
+        "harness": Tool("harness", "harness summary --json", harness_command() + ["summary", "--json", pcap]),
+        "scapy": Tool("scapy", "scapy rdpcap + conversations", me + ["scapy", pcap], checks_output=True),
+        "dpkt": Tool("dpkt", "dpkt + conversations", me + ["dpkt", pcap], checks_output=True),
+        "pyshark": Tool("pyshark", f"pyshark json ({pyshark_workload.packets} pkts, scaled)",
+                        me + ["pyshark", str(pyshark_workload.pcap)], checks_output=True),
+        "tshark": Tool("tshark", "tshark -q -z conv,tcp", ["tshark", "-q", "-z", "conv,tcp", "-r", pcap]),
+    }
+    for tool in tools.values():
+        tool.file_packets = workload.packets
+    tools["pyshark"].file_packets = pyshark_workload.packets
+    tools["pyshark"].scale = workload.packets / pyshark_workload.packets
+    if shutil.which("tshark") is None:
+        tools["tshark"].note = "tshark: not installed (apt-get install tshark)"
+        tools["pyshark"].note = "pyshark: tshark not installed (apt-get install tshark)"
+    return tools
+
+
+def measure_tools(tools: Sequence[Tool], workload: Workload, repeat: int, progress) -> None:
+    for round_number in range(1, repeat + 1):
+        for tool in tools:
+            if tool.note or tool.failure:
+                continue
+            progress(f"[{round_number}/{repeat}] {tool.label} ...")
+            run = run_measured(tool.argv, keep_stdout=tool.checks_output)
+            if tool.checks_output and run.status == WORKER_NOT_INSTALLED:
+                tool.note = f"{tool.name}: not installed ({INSTALL_HINTS.get(tool.name, 'pip install ' + tool.name)})"
+                continue
+            if run.status != 0:
+                last = run.stderr.strip().splitlines()[-3:]
+                tool.failure = f"{tool.name}: exit status {run.status}: {' / '.join(last) or 'no message'}"
+                continue
+            if tool.checks_output:
+                try:
+                    found = json.loads(run.stdout.strip().splitlines()[-1])
+                except (IndexError, ValueError):
+                    tool.failure = f"{tool.name}: printed no result line: {run.stdout.strip()[-200:]!r}"
+                    continue
+                expected = {"packets": tool.file_packets,
+                            "conversations": tool.file_packets // PACKETS_PER_CONVERSATION}
+                if found != expected:
+                    tool.failure = f"{tool.name}: found {found}, the file has {expected}"
+                    continue
+            tool.runs.append(run)
+
+
+# -- the lab scenario ---------------------------------------------------------------------------
+
+SCENARIO_PHASES = ("server ready", "capture start proven", "traffic", "capture end proven", "analysis",
+                   "assertions")
+
+
+@dataclass
+class ScenarioFigures:
+    backend: str
+    phases: Dict[str, List[float]]
+    totals: List[float]                 # capture start to verdict
+    end_to_end: List[float]             # server start to verdict
+    failed_verdicts: List[str]
+
+
+def measure_scenario(out_dir: Path, runs: int, progress) -> ScenarioFigures:
+    from harness.capture import capture_unavailable_reason
+    from harness.scenario import LAB_SCENARIOS, run_scenario
+
+    backend = inspect.signature(run_scenario).parameters["backend"].default
+    reason = capture_unavailable_reason(backend)
+    if reason:
+        raise RuntimeError(f"cannot capture with {backend}: {reason} (or pass --skip-scenario)")
+    pcap_dir = out_dir / "scenario"
+    pcap_dir.mkdir(parents=True, exist_ok=True)
+    figures = ScenarioFigures(backend, {}, [], [], [])
+    for run in range(runs):
+        progress(f"scenario tcp-lab run {run + 1}/{runs} ...")
+        path = pcap_dir / f"tcp-lab-{run}.pcapng"
+        result = run_scenario(LAB_SCENARIOS["tcp-lab"], path)
+        for phase, seconds in result.phases.items():
+            figures.phases.setdefault(phase, []).append(seconds)
+        figures.totals.append(sum(s for phase, s in result.phases.items() if phase != "server ready"))
+        figures.end_to_end.append(sum(result.phases.values()))
+        if result.ok:
+            path.unlink()
+        else:
+            figures.failed_verdicts.append(str(path))
+    return figures
+
+
+# -- the report ---------------------------------------------------------------------------------
+
+def format_table(rows: List[List[str]], right_aligned_from: int = 1) -> str:
+    widths = [max(len(row[i]) for row in rows if len(row) > i) for i in range(len(rows[0]))]
+    lines = []
+    for row in rows:
+        if len(row) == 2 and len(rows[0]) > 2:       # a tool without figures: its note spans the row
+            lines.append(f"{row[0].ljust(widths[0])}  {row[1]}")
+            continue
+        cells = [cell.ljust(width) if i < right_aligned_from else cell.rjust(width)
+                 for i, (cell, width) in enumerate(zip(row, widths))]
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines)
+
+
+def tools_table(tools: Sequence[Tool], harness: Optional[Tool]) -> str:
+    rows = [["tool", "packets", "wall s", "cpu s", "packets/s", "peak RSS MB", "time / harness"]]
+    for tool in tools:
+        if not tool.usable:
+            rows.append([tool.label, tool.note or f"FAILED: {tool.failure}"])
+            continue
+        ratio = f"{tool.wall / harness.wall:.2f}x" if harness is not None and harness.usable else "-"
+        rss = f"{tool.peak_rss_mb:.1f}" + ("*" if tool.scale != 1.0 else "")
+        rows.append([tool.label, f"{tool.file_packets * tool.scale:,.0f}", f"{tool.wall:.3f}", f"{tool.cpu:.3f}",
+                     f"{tool.file_packets * tool.scale / tool.wall:,.0f}", rss, ratio])
+    return format_table(rows)
+
+
+def targets_table(tools: Dict[str, Tool], workload: Workload, scenario: Optional[ScenarioFigures]) -> str:
+    harness = tools.get("harness")
+    rows = [["target", "measured", "wanted", "status"]]   # speed: the peer's time / the harness's
+
+    def speed(peer_name: str, label: str, wanted: float) -> None:
+        peer = tools.get(peer_name)
+        if harness is None or peer is None or not harness.usable or not peer.usable:
+            rows.append([f"harness summary speed vs {label}", "-", f">= {wanted:g}x", "not measured"])
+            return
+        ratio = peer.wall / harness.wall
+        rows.append([f"harness summary speed vs {label}", f"{ratio:.2f}x", f">= {wanted:g}x",
+                     "met" if ratio >= wanted else "NOT MET"])
+
+    speed("scapy", "scapy rdpcap analysis", 50)
+    speed("tshark", "tshark -q -z conv,tcp", 2)
+    speed("dpkt", "dpkt analysis", 3)
+    if harness is not None and harness.usable:
+        measured = f"{harness.peak_rss_mb:.1f} MB"
+        if workload.packets >= RSS_TARGET_PACKETS:
+            status = "met" if harness.peak_rss_mb <= 100 else "NOT MET"
+        else:
+            status = f"not judged: {workload.packets:,} packets here (--packets {RSS_TARGET_PACKETS})"
+    else:
+        measured, status = "-", "not measured"
+    rows.append(["harness summary peak RSS, 1M packets", measured, "<= 100 MB", status])
+    if scenario is not None:
+        median = statistics.median(scenario.totals)
+        rows.append(["lab scenario median, capture start to verdict", f"{median:.3f} s", "<= 0.3 s",
+                     "met" if median <= 0.3 else "NOT MET"])
+    else:
+        rows.append(["lab scenario median, capture start to verdict", "-", "<= 0.3 s", "not measured"])
+    return format_table(rows, right_aligned_from=4)
+
+
+def scenario_table(figures: ScenarioFigures) -> str:
+    rows = [["phase", "median ms", "min ms", "max ms"]]
+    named = [p for p in SCENARIO_PHASES if p in figures.phases] + \
+        [p for p in figures.phases if p not in SCENARIO_PHASES]
+    series = [(phase, figures.phases[phase]) for phase in named]
+    series += [("capture start to verdict", figures.totals), ("server start to verdict", figures.end_to_end)]
+    for name, values in series:
+        ms = [1000 * value for value in values]
+        rows.append([name, f"{statistics.median(ms):.1f}", f"{min(ms):.1f}", f"{max(ms):.1f}"])
+    return format_table(rows)
+
+
+def describe_machine() -> str:
+    versions = []
+    for module in ("scapy", "dpkt", "pyshark"):
+        try:
+            from importlib.metadata import version
+            versions.append(f"{module} {version(module)}")
+        except Exception:      # not installed: the tools table says so
+            pass
+    tshark = shutil.which("tshark")
+    if tshark:
+        first_line = subprocess.run([tshark, "--version"], capture_output=True, text=True).stdout.splitlines()
+        versions.append(first_line[0].replace("TShark (Wireshark) ", "tshark ").split(" (")[0] if first_line else "tshark")
+    return (f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs; " + ", ".join(versions))
+
+
+def _load() -> str:
+    one, five, fifteen = os.getloadavg()
+    busy = " (more runnable processes than CPUs: wall times are inflated)" if one > (os.cpu_count() or 1) else ""
+    return f"{one:.2f} {five:.2f} {fifteen:.2f}{busy}"
+
+
+# -- main -------------------------------------------------------------------------------------
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--packets", type=int, default=200_000,
+                        help="workload size, rounded up to whole 11-packet conversations (default 200000)")
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each tool; the median is shown (default 3)")
+    parser.add_argument("--pyshark-packets", type=int, default=5000,
+                        help="pyshark runs on this many packets, scaled to the full size (default 5000)")
+    parser.add_argument("--scenario-runs", type=int, default=20, help="lab scenario runs (default 20)")
+    parser.add_argument("--skip-scenario", action="store_true", help="skip the lab scenario (it needs capture rights)")
+    parser.add_argument("--out-dir", type=Path, default=Path("/tmp/harness-bench"),
+                        help="where generated captures are cached (default /tmp/harness-bench)")
+    parser.add_argument("--tools", default="harness,scapy,dpkt,pyshark,tshark",
+                        help="comma-separated subset of harness,scapy,dpkt,pyshark,tshark")
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["--worker"]:
+        return worker(argv[1], argv[2])
+    args = _parser().parse_args(argv)
+    wanted = [name.strip() for name in args.tools.split(",") if name.strip()]
+    known = ("harness", "scapy", "dpkt", "pyshark", "tshark")
+    unknown = [name for name in wanted if name not in known]
+    if unknown or args.repeat < 1 or args.packets < 1 or args.pyshark_packets < 1 or args.scenario_runs < 1:
+        _parser().error(f"unknown tools {unknown}" if unknown else "counts must be at least 1")
+
+    def progress(message: str) -> None:
+        print(f"  {message}", file=sys.stderr, flush=True)
+
+    began = time.perf_counter()
+    workload = write_workload(args.out_dir, args.packets)
+    pyshark_workload = write_workload(args.out_dir, min(args.pyshark_packets, workload.packets))
+    generated = time.perf_counter() - began
+    size_mb = workload.pcap.stat().st_size / 1e6
+    print(f"workload: {workload.pcap} ({workload.packets:,} packets, {workload.conversations:,} lab TCP "
+          f"conversations, {size_mb:.1f} MB; pcapng beside it; ready in {generated:.1f} s)")
+    print(f"machine: {describe_machine()}")
+    print(f"figures: median of {args.repeat} run{'s' if args.repeat != 1 else ''}, each tool its own process; "
+          f"time / harness > 1 means harness is faster", flush=True)
+
+    print(f"load average before: {_load()}", flush=True)
+    all_tools = tool_set(workload, pyshark_workload)
+    tools = [all_tools[name] for name in known if name in wanted]
+    measure_tools(tools, workload, args.repeat, progress)
+    chosen = {tool.name: tool for tool in tools}
+    print()
+    print(tools_table(tools, chosen.get("harness")))
+    if "pyshark" in chosen and chosen["pyshark"].usable:
+        print(f"* pyshark ran on the first {chosen['pyshark'].file_packets:,} packets; its times are scaled "
+              f"by {chosen['pyshark'].scale:.1f}, its peak RSS (its tshark's) is as measured on that subset")
+    print(f"load average after: {_load()}; wall s counts waiting for a CPU, cpu s does not")
+    failures = [tool.failure for tool in tools if tool.failure]
+
+    scenario = None
+    if args.skip_scenario:
+        print("\nlab scenario: skipped (--skip-scenario)")
+    else:
+        try:
+            scenario = measure_scenario(args.out_dir, args.scenario_runs, progress)
+        except Exception as error:     # any way the scenario cannot be run is reported, then the exit status says so
+            failures.append(f"lab scenario: {type(error).__name__}: {error}")
+            print(f"\nlab scenario: could not be run: {error}")
+        if scenario is not None:
+            print(f"\nlab scenario tcp-lab, {args.scenario_runs} runs, {scenario.backend} backend "
+                  f"({args.scenario_runs - len(scenario.failed_verdicts)} PASS, {len(scenario.failed_verdicts)} FAIL)")
+            print(scenario_table(scenario))
+            for path in scenario.failed_verdicts:
+                print(f"  failed verdict kept: {path}")
+
+    print()
+    print(targets_table(chosen, workload, scenario))
+    for failure in failures:
+        print(f"failed: {failure}")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
