@@ -19,8 +19,8 @@ from harness.expect import Expectation, SpecError
 from harness.pcapfile import CaptureFormatError
 from harness.process import SubjectError
 from harness.scenario import LAB_SCENARIOS, run_scenario
-from harness.summary import summarize, table
-from harness.trace import Trace, load_trace
+from harness.summary import table
+from harness.trace import Trace, load_trace, stream_summaries
 
 OK, MISMATCH, UNUSABLE = 0, 1, 2
 
@@ -106,12 +106,23 @@ def _lab(args) -> int:
     return status
 
 
-def _load(path: Path, keep_segments: bool = True) -> Trace:
+def _load(path: Path) -> Trace:
+    return _reading(path, lambda: load_trace(path))
+
+
+def _stream(path: Path, emit) -> Trace:
+    return _reading(path, lambda: stream_summaries(path, emit))
+
+
+def _reading(path: Path, read) -> Trace:
     try:
-        trace = load_trace(path, keep_segments)
+        trace = read()
     except FileNotFoundError:
         raise Unusable(f"{path}: no such file") from None
-    except (OSError, UnsupportedLinkType) as error:
+    except OSError as error:
+        # strerror alone: str(OSError) repeats the path and adds "[Errno N]".
+        raise Unusable(f"{path}: {error.strerror or error}") from None
+    except UnsupportedLinkType as error:
         raise Unusable(f"{path}: {error}") from None
     for warning in trace.warnings:
         print(f"warning: {warning}", file=sys.stderr)
@@ -128,7 +139,8 @@ def _pick(trace: Trace, number: Optional[int]) -> List:
 
 def _damaged(trace: Trace) -> int:
     if trace.damage is not None:
-        print(f"harness: {trace.damage}; what came before the damage is shown", file=sys.stderr)
+        shown = "; what came before the damage is shown" if trace.packets else ""
+        print(f"harness: {trace.damage}{shown}", file=sys.stderr)
         return UNUSABLE
     return OK
 
@@ -140,31 +152,51 @@ def _doctor(args) -> int:
 
 def _summary(args) -> int:
     status = OK
-    by_file = {}
-    for path in args.files:
+    tables = {}
+    if args.json and len(args.files) > 1:
+        print("{")
+    for number, path in enumerate(args.files):
+        records = []
+        if args.json:
+            # Records are printed as conversations end, so memory does not grow with the capture.
+            prefix = f"{json.dumps(str(path))}: " if len(args.files) > 1 else ""
+            printer = _JsonArrayPrinter(prefix)
+            emit = printer.print
+        else:
+            emit = records.append
         try:
-            trace = _load(path, keep_segments=False)
+            trace = _stream(path, emit)
         except Unusable as error:
             print(f"harness summary: {error}", file=sys.stderr)
             status = UNUSABLE
-            continue
-        by_file[str(path)] = [summarize(c) for c in trace.conversations]
-        status = max(status, _damaged(trace))
-    if args.json:
-        if len(args.files) == 1:
-            _print_json_array(next(iter(by_file.values()), []))
-        else:
-            print("{")
-            for number, (path, records) in enumerate(by_file.items()):
-                print(f"{json.dumps(path)}: ", end="")
-                _print_json_array(records, "," if number < len(by_file) - 1 else "")
-            print("}")
-    else:
-        for path, records in by_file.items():
-            if len(args.files) > 1:
-                print(f"== {path}")
-            print(table(records) if records else f"{path}: no TCP or UDP conversations")
+            trace = None
+        if args.json:
+            printer.close("," if number < len(args.files) - 1 else "")
+        elif trace is not None:
+            tables[str(path)] = records
+        if trace is not None:
+            status = max(status, _damaged(trace))
+    if args.json and len(args.files) > 1:
+        print("}")
+    for path, records in tables.items():
+        if len(args.files) > 1:
+            print(f"== {path}")
+        print(table(records) if records else f"{path}: no TCP or UDP conversations")
     return status
+
+
+class _JsonArrayPrinter:
+    """A JSON array printed one record per line as the records come (json's C encoder stays in use)."""
+
+    def __init__(self, prefix: str = "") -> None:
+        self._separator = prefix + "["
+
+    def print(self, record) -> None:
+        sys.stdout.write(self._separator + json.dumps(record))
+        self._separator = ",\n "
+
+    def close(self, after: str = "") -> None:
+        sys.stdout.write(("]" if self._separator.startswith(",") else self._separator + "]") + after + "\n")
 
 
 def _expectation(spec: str) -> Expectation:
@@ -208,6 +240,8 @@ def _check(args) -> int:
     expectation = _expectation(args.expect)
     trace = _load(args.file)
     if not trace.conversations:
+        if _damaged(trace):
+            return UNUSABLE     # the damage is the one line to print, not its consequence
         raise Unusable(f"{args.file}: no TCP or UDP conversations to check")
     conversation = _pick(trace, args.conversation or 1)[0]
     problems = expectation.problems(conversation)

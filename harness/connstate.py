@@ -336,6 +336,12 @@ class ConnectionState:
         else:
             side.set_state(PARTIAL)
 
+    @property
+    def closed(self) -> bool:
+        """Both sides closed, or either reset: nothing more is expected but stragglers."""
+        return (self.orig.state == CLOSED and self.resp.state == CLOSED) or RESET in (self.orig.state,
+                                                                                      self.resp.state)
+
     # --- the verdict ---------------------------------------------------------------------------
     @property
     def conn_state(self) -> str:

@@ -16,13 +16,18 @@ Rules (the same ones Wireshark's "relative sequence numbers" and Zeek's conn.log
 5. UDP: the originator is the sender of the first datagram. Datagrams carry no sequence numbers.
    An ICMP port unreachable belongs to the conversation of the UDP datagram it quotes.
 6. Anything that is neither TCP nor UDP never reaches here (the decoder drops it).
+7. A conversation ends, and a later packet between the same endpoints starts a new one, once it
+   has been closed (both FINs, or a RST) for CLOSE_DELAY seconds of capture time, or has been idle
+   for TCP_IDLE_TIMEOUT / UDP_IDLE_TIMEOUT: Zeek's defaults. A tracker given `on_finished` hands
+   each ended conversation over and forgets it, so its memory follows the open conversations,
+   not the packets; the rest are handed over, in order, by `finish()`.
 
 Nothing here opens files, sockets or processes: the input is any iterable of `Packet`.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, Iterable, List, NamedTuple, Optional, Tuple
+from typing import Callable, Dict, Iterable, List, NamedTuple, Optional, Tuple
 
 from harness.connstate import ConnectionState
 from harness.packet import ACK, SYN, TCP, UDP, Packet
@@ -120,6 +125,20 @@ class Conversation:
         self.segments.append(Segment(packet, outbound, rel_seq, rel_ack, retransmitted))
 
 
+CLOSE_DELAY = 5.0
+TCP_IDLE_TIMEOUT = 300.0
+UDP_IDLE_TIMEOUT = 60.0
+SWEEP_INTERVAL = 1.0   # seconds of capture time between looks for ended conversations
+
+
+def ended(conversation: Conversation, now: float) -> bool:
+    """Rule 7: has this conversation ended by capture time `now`?"""
+    idle = now - conversation.last_time
+    if conversation.proto != TCP:
+        return idle > UDP_IDLE_TIMEOUT
+    return idle > TCP_IDLE_TIMEOUT or (idle > CLOSE_DELAY and conversation.state.closed)
+
+
 Key = Tuple[Tuple[str, int], Tuple[str, int], int]
 
 
@@ -129,24 +148,50 @@ def _key(packet: Packet) -> Key:
 
 
 class ConversationTracker:
-    """Feed packets in capture order; read `conversations` at any time."""
+    """Feed packets in capture order; read `conversations` at any time (unless `on_finished` is given,
+    in which case ended conversations are handed to it and not kept; call `finish()` at the end)."""
 
-    def __init__(self, keep_segments: bool = True) -> None:
+    def __init__(self, keep_segments: bool = True,
+                 on_finished: Optional[Callable[[Conversation], None]] = None) -> None:
         self.keep_segments = keep_segments
+        self.on_finished = on_finished
         self.conversations: List[Conversation] = []
+        self.started = 0
         self._current: Dict[Key, Conversation] = {}
+        self._next_sweep = float("-inf")
 
     def feed(self, packet: Packet) -> Conversation:
         key = _key(packet)
         conv = self._current.get(key)
         is_open = packet.proto == TCP and packet.flags & (SYN | ACK) == SYN
-        if conv is not None and is_open and conv._orig_isn is not None and conv._orig_isn != packet.seq:
-            conv = None  # rule 3: port reuse
+        if conv is not None and (ended(conv, packet.time) or (
+                is_open and conv._orig_isn is not None and conv._orig_isn != packet.seq)):
+            self._end(key, conv)  # rules 7 and 3: it ended, or the port is reused
+            conv = None
         if conv is None:
             conv = self._start(packet, is_open)
             self._current[key] = conv
         conv._add(packet)
+        if packet.time >= self._next_sweep:
+            self._sweep(packet.time)
         return conv
+
+    def finish(self) -> None:
+        """The capture is over: hand over every conversation still open, in order of first packet."""
+        for key, conv in list(self._current.items()):
+            self._end(key, conv)
+
+    def _sweep(self, now: float) -> None:
+        self._next_sweep = now + SWEEP_INTERVAL
+        for key, conv in list(self._current.items()):
+            if ended(conv, now):
+                self._end(key, conv)
+
+    def _end(self, key: Key, conv: Conversation) -> None:
+        if self._current.get(key) is conv:
+            del self._current[key]
+        if self.on_finished is not None:
+            self.on_finished(conv)
 
     def feed_unreachable(self, quote, frame: int, time: float) -> Optional[Conversation]:
         """An ICMP port unreachable quoting a UDP datagram: tie it to that datagram's conversation."""
@@ -164,13 +209,14 @@ class ConversationTracker:
                 flipped = True
             else:
                 began_mid_stream = True
-        conv = Conversation(len(self.conversations) + 1, packet.proto, src, dst, began_mid_stream,
-                            self.keep_segments)
+        self.started += 1
+        conv = Conversation(self.started, packet.proto, src, dst, began_mid_stream, self.keep_segments)
         if flipped:
             conv.state.mark_flipped()
         if is_open:
             conv._orig_isn = packet.seq
-        self.conversations.append(conv)
+        if self.on_finished is None:
+            self.conversations.append(conv)
         return conv
 
 

@@ -6,12 +6,17 @@ a damaged file stops it, but only after everything before the damage has been an
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, List, Optional
+from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 from harness.conversation import Conversation, ConversationTracker
 from harness.decode import PacketDecodeError, UnreachableQuote, check_linktype, decode, decode_icmp_unreachable
 from harness.packet import Packet
 from harness.pcapfile import CaptureFormatError, open_capture
+from harness.summary import summarize
+
+# A file of nothing but broken frames (a gzip of zeros, say) has one per 16 bytes; past this
+# many, skipped frames are counted in one line instead of each keeping a line in memory.
+WARNING_LIMIT = 100
 
 
 def read_packets(path, warnings: Optional[List[str]] = None,
@@ -22,6 +27,7 @@ def read_packets(path, warnings: Optional[List[str]] = None,
     datagram each one quotes, with its frame number and time.
     """
     checked = set()
+    skipped = 0
     with open_capture(path) as capture:
         for frame, record in enumerate(capture, 1):
             if record.linktype not in checked:
@@ -30,8 +36,9 @@ def read_packets(path, warnings: Optional[List[str]] = None,
             try:
                 packet = decode(record, frame)
             except PacketDecodeError as error:
+                skipped += 1
                 if warnings is not None:
-                    warnings.append(f"{path}: {error}; skipped")
+                    _warn_skipped(warnings, path, error, skipped)
                 continue
             if packet is not None:
                 yield packet
@@ -39,6 +46,18 @@ def read_packets(path, warnings: Optional[List[str]] = None,
                 quote = decode_icmp_unreachable(record)
                 if quote is not None:
                     on_unreachable(quote, frame, record.ts)
+
+
+def _warn_skipped(warnings: List[str], path, error: PacketDecodeError, skipped: int) -> None:
+    if skipped <= WARNING_LIMIT:
+        warnings.append(f"{path}: {error}; skipped")
+        return
+    summary = (f"{path}: {skipped - WARNING_LIMIT} more undecodable frames skipped "
+               f"(a warning each for the first {WARNING_LIMIT} only)")
+    if skipped == WARNING_LIMIT + 1:
+        warnings.append(summary)
+    else:
+        warnings[-1] = summary   # only this generator appends, so the last line is the count
 
 
 @dataclass
@@ -50,13 +69,7 @@ class Trace:
     damage: Optional[CaptureFormatError] = None   # set when the file ended in damage
 
 
-def load_trace(path, keep_segments: bool = True) -> Trace:
-    """Every conversation of a capture; a damaged file yields what came before the damage.
-
-    Without keep_segments only the per-conversation summary is kept: memory then grows with the
-    number of conversations, not packets.
-    """
-    tracker = ConversationTracker(keep_segments)
+def _scan(path, tracker: ConversationTracker) -> Tuple[int, List[str], Optional[CaptureFormatError]]:
     warnings: List[str] = []
     count = 0
     damage = None
@@ -66,4 +79,23 @@ def load_trace(path, keep_segments: bool = True) -> Trace:
             count += 1
     except CaptureFormatError as error:
         damage = error
+    return count, warnings, damage
+
+
+def load_trace(path, keep_segments: bool = True) -> Trace:
+    """Every conversation of a capture; a damaged file yields what came before the damage."""
+    tracker = ConversationTracker(keep_segments)
+    count, warnings, damage = _scan(path, tracker)
     return Trace(str(path), tracker.conversations, count, warnings, damage)
+
+
+def stream_summaries(path, emit: Callable[[Dict[str, object]], None]) -> Trace:
+    """Each conversation's summary record, handed to `emit` as soon as the conversation has ended.
+
+    Nothing is kept per conversation once it is summarized, so memory follows the number of open
+    conversations, not the size of the capture. The Trace returned has no conversations.
+    """
+    tracker = ConversationTracker(keep_segments=False, on_finished=lambda conv: emit(summarize(conv)))
+    count, warnings, damage = _scan(path, tracker)
+    tracker.finish()
+    return Trace(str(path), [], count, warnings, damage)

@@ -58,3 +58,35 @@ def test_separate_pairs_are_separate_conversations_in_order_of_first_packet():
     c = udp([("S", b"y")], client=("10.0.0.1", 1))
     convs = conversations(renumber(a + b + c))
     assert [(c.proto, len(c.segments)) for c in convs] == [(UDP, 2), (TCP, 3)]
+
+
+def test_udp_exchanges_a_minute_apart_are_two_conversations_as_zeek_counts_them():
+    first = udp([("C", b"YP"), ("S", b"thank you !")])
+    second = udp([("C", b"nihao"), ("S", b"thank you !")])
+    a_minute_later = [p._replace(time=p.time + 61.0) for p in second]
+    assert [len(c.segments) for c in conversations(renumber(first + a_minute_later))] == [2, 2]
+    within_the_minute = [p._replace(time=p.time + 59.0) for p in second]
+    assert [len(c.segments) for c in conversations(renumber(first + within_the_minute))] == [4]
+
+
+def test_a_packet_long_after_a_close_starts_a_new_conversation_but_a_straggler_does_not():
+    from wire import FOUR_WAY_SERVER_FIRST, LAB_DATA
+    closed = tcp(HANDSHAKE + LAB_DATA + FOUR_WAY_SERVER_FIRST)
+    last_ack = closed[-1]
+    straggler = last_ack._replace(time=last_ack.time + 1.0)
+    assert [len(c.segments) for c in conversations(renumber(closed + [straggler]))] == [12]
+    much_later = last_ack._replace(time=last_ack.time + 6.0)
+    assert [len(c.segments) for c in conversations(renumber(closed + [much_later]))] == [11, 1]
+
+
+def test_a_streaming_tracker_hands_over_ended_conversations_and_keeps_none():
+    from harness.conversation import ConversationTracker
+    finished = []
+    tracker = ConversationTracker(keep_segments=False, on_finished=finished.append)
+    for number in range(50):
+        for packet in tcp(HANDSHAKE + LAB_DATA, client=("10.0.0.1", 40000 + number)):
+            tracker.feed(packet._replace(time=packet.time + number * 10.0))
+    assert tracker.conversations == [] and len(tracker._current) < 50
+    assert len(finished) == 50 - len(tracker._current) and finished[0].index == 1
+    tracker.finish()
+    assert [c.index for c in finished] == list(range(1, 51)) and not tracker._current
