@@ -25,6 +25,7 @@ from harness.pytest_plugin import REQUIRE_ENV, capture_required
 from harness.process import Subject, SubjectError
 from harness.scenario import LAB_SCENARIOS, READY_LINE, Timeouts, run_scenario
 from harness.summary import summarize
+from tshark_view import assert_summary_agrees_with_tshark
 from harness.topology import (LOSSY_BULK_EXPECTATION, NAME_PATTERN, NFT_TABLE, Topology, bulk_scenario,
                               cleanup_stale, list_namespaces, owned_namespaces, run_topology_scenario,
                               topology_unavailable_reason)
@@ -160,6 +161,8 @@ def test_a_lossy_router_makes_a_bulk_download_retransmit_while_the_byte_counts_s
     assert f"client received {BULK_BYTES} bytes" in result.client.stdout_lines
     # Offloads are off: segments are MTU-sized, as on a real link.
     assert max(s.length for s in result.conversation.segments) == MSS_WITH_TIMESTAMPS
+    # Every retransmission, out-of-order segment and duplicate ACK as tshark classifies it.
+    assert_summary_agrees_with_tshark(result.capture.path)
 
 
 def test_a_lossless_bulk_download_is_sequence_consistent(netns, capture_backend, pcap_path):

@@ -1,130 +1,16 @@
-"""The harness's summary agrees with tshark's two-pass dissection on every reference capture.
-
-For each conversation (matched to tshark's tcp.stream / udp.stream by its first frame) the two must
-agree on: who is who, the packets each side sent, the payload lengths in order, the payload bytes
-by sequence space, the retransmissions, and the connection's shape, which tshark gives as
-tcp.completeness (SYN 1, SYN-ACK 2, ACK 4, DATA 8, FIN 16, RST 32) and the harness as Zeek's
-conn_state and history.
-"""
-import shutil
-import subprocess
-from collections import defaultdict
+"""The harness's summary agrees with tshark's two-pass dissection on every reference capture
+(what is compared: tests/tshark_view.py)."""
 from pathlib import Path
 
 import pytest
 
-from harness.summary import summarize
-from harness.trace import load_trace
+from tshark_view import assert_summary_agrees_with_tshark
 
 CAPTURES = Path(__file__).parent.parent / "captures"
 REFERENCE = sorted(p for p in CAPTURES.rglob("*") if p.suffix in (".pcap", ".pcapng", ".gz")
                    and "runs" not in p.parts)
-FIELDS = ("frame.number", "tcp.stream", "udp.stream", "ip.src", "ipv6.src", "tcp.srcport", "udp.srcport",
-          "tcp.len", "udp.length", "tcp.seq", "tcp.flags.fin",
-          "tcp.analysis.retransmission", "tcp.analysis.fast_retransmission",
-          "tcp.analysis.spurious_retransmission", "tcp.analysis.out_of_order", "tcp.analysis.duplicate_ack",
-          "tcp.completeness", "icmp.type",
-          "icmpv6.type")
-
-# tcp.completeness bits as tshark sets them.
-SYN, SYN_ACK, ACK, DATA, FIN, RST = 1, 2, 4, 8, 16, 32
-
-
-def tshark_streams(path):
-    if not shutil.which("tshark"):
-        pytest.skip("tshark is not installed: apt-get install tshark")
-    done = subprocess.run(["tshark", "-2", "-n", "-r", str(path), "-T", "fields", "-E", "separator=|",
-                           "-E", "occurrence=f", *[a for f in FIELDS for a in ("-e", f)]],
-                          capture_output=True, text=True, timeout=300, check=True)
-    streams = defaultdict(lambda: {"first": None, "orig": None, "pkts": defaultdict(int),
-                                   "payloads": defaultdict(list), "nxtseq": defaultdict(int),
-                                   "retrans": 0, "ooo": 0, "dupack": 0, "completeness": 0})
-    for line in done.stdout.splitlines():
-        row = dict(zip(FIELDS, line.split("|")))
-        if row["icmp.type"] or row["icmpv6.type"]:
-            continue  # an ICMP error quoting a datagram is not part of the datagram's stream here
-        proto = "tcp" if row["tcp.stream"] else "udp" if row["udp.stream"] else None
-        if proto is None:
-            continue
-        stream = streams[(proto, int(row[f"{proto}.stream"]))]
-        sender = (row["ip.src"] or row["ipv6.src"], int(row[f"{proto}.srcport"]))
-        if stream["first"] is None:
-            stream["first"] = int(row["frame.number"])
-            stream["orig"] = sender
-        stream["pkts"][sender] += 1
-        length = int(row["tcp.len"]) if proto == "tcp" else int(row["udp.length"]) - 8
-        if length:
-            stream["payloads"][sender].append(length)
-        if proto == "tcp":
-            if length:
-                end = int(row["tcp.seq"]) + length   # relative: the first payload byte is 1
-                stream["nxtseq"][sender] = max(stream["nxtseq"][sender], end)
-            if any(row[f] for f in ("tcp.analysis.retransmission", "tcp.analysis.fast_retransmission",
-                                    "tcp.analysis.spurious_retransmission")):
-                stream["retrans"] += 1
-            stream["ooo"] += bool(row["tcp.analysis.out_of_order"])
-            stream["dupack"] += bool(row["tcp.analysis.duplicate_ack"])
-            stream["completeness"] = int(row["tcp.completeness"] or 0)
-    return streams
-
-
-def completeness_of(conversation):
-    """tcp.completeness as tshark computes it, from the harness's segments."""
-    bits = 0
-    for segment in conversation.segments:
-        flags = segment.flags
-        if flags & 0x02 and not flags & 0x10:
-            bits |= SYN
-        elif flags & 0x02:
-            bits |= SYN_ACK
-        elif flags & 0x10:
-            bits |= ACK
-        if segment.length and not flags & 0x04:
-            bits |= DATA
-        if flags & 0x01:
-            bits |= FIN
-        if flags & 0x04:
-            bits |= RST
-    return bits
-
-
-# What each Zeek conn_state requires of the completeness bits: (must have, must not have).
-STATE_SHAPES = {
-    "S0": (SYN, SYN_ACK | FIN | RST), "REJ": (SYN | RST, SYN_ACK), "RSTOS0": (SYN | RST, SYN_ACK),
-    "SF": (FIN, 0), "S1": (0, FIN | RST), "S2": (FIN, 0), "S3": (FIN, 0), "SH": (SYN | FIN, SYN_ACK),
-    "SHR": (SYN_ACK | FIN, SYN), "RSTO": (RST, 0), "RSTR": (RST, 0), "RSTRH": (SYN_ACK | RST, SYN), "OTH": (0, 0),
-}
 
 
 @pytest.mark.parametrize("path", REFERENCE, ids=[str(p.relative_to(CAPTURES)) for p in REFERENCE])
 def test_summary_agrees_with_tshark(path):
-    streams = tshark_streams(path)
-    trace = load_trace(path)
-    assert trace.damage is None and not trace.warnings
-    by_first_frame = {s["first"]: (key, s) for key, s in streams.items()}
-    assert len(trace.conversations) == len(streams), "the harness and tshark see different conversations"
-    for conversation in trace.conversations:
-        record = summarize(conversation)
-        key, stream = by_first_frame[conversation.segments[0].packet.frame]
-        where = f"{path.name} conversation {conversation.index} ({record['conn_state']} {record['history']})"
-        orig = (record["id.orig_h"], record["id.orig_p"])
-        resp = (record["id.resp_h"], record["id.resp_p"])
-        assert key[0] == record["proto"], where
-        if not conversation.state.flipped:
-            assert stream["orig"] == orig, where
-        assert (stream["pkts"][orig], stream["pkts"][resp]) == (record["orig_pkts"], record["resp_pkts"]), where
-        assert (stream["payloads"][orig], stream["payloads"][resp]) == \
-            (record["orig_payloads"], record["resp_payloads"]), where
-        if record["proto"] == "tcp":
-            for side, field in ((orig, "orig_bytes"), (resp, "resp_bytes")):
-                tshark_bytes = max(0, stream["nxtseq"][side] - 1) if side in stream["nxtseq"] else 0
-                if not conversation.began_mid_stream:
-                    assert tshark_bytes == record[field], f"{where}: {field}"
-            assert (stream["retrans"], stream["ooo"], stream["dupack"]) == \
-                (record["retransmissions"], record["out_of_order"], record["duplicate_acks"]), where
-            bits = completeness_of(conversation)
-            assert bits == stream["completeness"], f"{where}: completeness {bits} vs tshark {stream['completeness']}"
-            must, must_not = STATE_SHAPES[record["conn_state"]]
-            assert bits & must == must and not bits & must_not, f"{where}: shape {bits} contradicts the state"
-        else:
-            assert sum(stream["payloads"][orig]) == record["orig_bytes"], where
+    assert_summary_agrees_with_tshark(path)
