@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import dataclass, field
+from contextlib import nullcontext
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
@@ -18,6 +19,7 @@ from harness.annotate import annotate
 from harness.capture import CaptureError, CaptureResult, make_capture
 from harness.conversation import Conversation
 from harness.expect import Expectation
+from harness.netns import in_netns
 from harness.process import Subject, SubjectError
 from harness.settle import wait_tcp_settled
 from harness.trace import Trace, load_trace
@@ -87,6 +89,27 @@ LAB_SCENARIOS: Dict[str, Scenario] = {s.name: s for s in (
 )}
 
 
+@dataclass(frozen=True)
+class Placement:
+    """Where a scenario's pieces run. The default is all on loopback in this network namespace; a
+    topology (harness.topology) places them in namespaces of their own."""
+
+    server_host: str = LOOPBACK
+    server_netns: Optional[str] = None
+    client_netns: Optional[str] = None
+    client_host: Optional[str] = None        # the client's address the wire must show (None: not checked)
+    capture_interface: str = "lo"
+    capture_netns: Optional[str] = None
+    probe_host: str = LOOPBACK               # an address on the capture's side of the watched link
+    probe_from_netns: Optional[str] = None   # where probes are sent from, so they cross that link
+    settle_netns: Sequence[Optional[str]] = (None,)   # every socket table with an end of the connection
+    comments: Sequence[str] = ()             # said in the saved pcap's section header
+
+    @property
+    def bpf_host(self) -> str:
+        return "" if self.server_host == LOOPBACK else f" and host {self.server_host}"
+
+
 @dataclass
 class ScenarioResult:
     scenario: Scenario
@@ -128,33 +151,45 @@ class ScenarioFailed(AssertionError):
         super().__init__(result.report())
 
 
-def run_scenario(scenario: Scenario, pcap: Path, backend: str = "dumpcap",
-                 timeouts: Timeouts = Timeouts(), host: str = LOOPBACK) -> ScenarioResult:
+def run_scenario(scenario: Scenario, pcap: Path, backend: str = "dumpcap", timeouts: Timeouts = Timeouts(),
+                 host: Optional[str] = None, placement: Placement = Placement(),
+                 expectation: Optional[Expectation] = None) -> ScenarioResult:
     """Run it once and judge it. Raises CaptureError/SubjectError when it could not be run at all."""
-    expectation = scenario.load_expectation()
+    if host is not None:
+        placement = replace(placement, server_host=host, probe_host=host)
+    host = placement.server_host
+    expectation = expectation or scenario.load_expectation()
     phases: Dict[str, float] = {}
     began = time.monotonic()
 
     def phase(name: str) -> None:
         phases[name] = time.monotonic() - began - sum(phases.values())
 
-    server = Subject(f"{scenario.proto} server ({scenario.server_module})", scenario.server_argv(host))
+    where = f" in {placement.server_netns}" if placement.server_netns else ""
+    server = Subject(f"{scenario.proto} server ({scenario.server_module}){where}", scenario.server_argv(host),
+                     netns=placement.server_netns)
     client = None
     capture = None
     try:
         server.start()
         port = int(server.wait_for_line(READY_LINE, timeouts.server_ready).group("port"))
         phase("server ready")
-        capture = make_capture(backend, pcap, bpf=f"{scenario.proto} port {port}", probe_host=host,
+        capture = make_capture(backend, pcap, interface=placement.capture_interface,
+                               bpf=f"{scenario.proto} port {port}{placement.bpf_host}",
+                               probe_host=placement.probe_host, probe_from_netns=placement.probe_from_netns,
                                start_timeout=timeouts.capture_start, stop_timeout=timeouts.capture_stop)
-        capture.start()
+        # A capture started by this thread inside a namespace stays there (process or thread).
+        with in_netns(placement.capture_netns) if placement.capture_netns else nullcontext():
+            capture.start()
         phase("capture start proven")
-        client = Subject(f"{scenario.proto} client ({scenario.client_module})",
-                         scenario.client_argv(host, port)).start()
+        where = f" in {placement.client_netns}" if placement.client_netns else ""
+        client = Subject(f"{scenario.proto} client ({scenario.client_module}){where}",
+                         scenario.client_argv(host, port), netns=placement.client_netns).start()
         client_status = client.wait(timeouts.client_done, "to finish its exchange")
         server.wait(timeouts.server_done, "to exit after serving the client")
         if scenario.proto == "tcp":
-            wait_tcp_settled(port, timeouts.settle)
+            for netns in placement.settle_netns:
+                wait_tcp_settled(port, timeouts.settle, netns=netns)
         phase("traffic")
         capture_result = capture.stop()
         phase("capture end proven")
@@ -176,15 +211,20 @@ def run_scenario(scenario: Scenario, pcap: Path, backend: str = "dumpcap",
         problems.append(f"expected one conversation on port {port}, the wire has {len(trace.conversations)}")
     notes = {}
     if trace.conversations:
-        problems += expectation.problems(trace.conversations[0])
-        notes = expectation.frame_notes(trace.conversations[0])
+        conversation = trace.conversations[0]
+        hosts = (conversation.orig.host, conversation.resp.host)
+        if placement.client_host and hosts != (placement.client_host, host):
+            problems.append(f"expected the conversation between the client's {placement.client_host} and the "
+                            f"server's {host}, the wire has {hosts[0]} -> {hosts[1]}")
+        problems += expectation.problems(conversation)
+        notes = expectation.frame_notes(conversation)
     phase("assertions")
     result = ScenarioResult(scenario, expectation, capture_result, trace, port, problems, server, client, phases)
     # The saved pcap carries the verdicts, so a reviewer opening it in Wireshark sees why.
-    annotate(capture_result.path, capture_result.path, notes, [result.verdict(), *problems])
+    annotate(capture_result.path, capture_result.path, notes, [result.verdict(), *placement.comments, *problems])
     phase("annotation")
     return result
 
 
-__all__ = ["LAB_SCENARIOS", "CaptureError", "Scenario", "ScenarioFailed", "ScenarioResult", "SubjectError",
+__all__ = ["LAB_SCENARIOS", "CaptureError", "Placement", "Scenario", "ScenarioFailed", "ScenarioResult", "SubjectError",
            "Timeouts", "run_scenario"]

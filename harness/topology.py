@@ -59,14 +59,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from harness.annotate import annotate
-from harness.capture import make_capture
 from harness.expect import Expectation
-from harness.netns import NETNS_DIR, in_netns
-from harness.process import Subject
-from harness.scenario import READY_LINE, Scenario, ScenarioResult, Timeouts
-from harness.settle import wait_tcp_settled
-from harness.trace import load_trace
+from harness.netns import NETNS_DIR
+from harness.scenario import Placement, Scenario, ScenarioResult, Timeouts, run_scenario
 
 PREFIX = "htopo"
 NAME_PATTERN = re.compile(rf"^{PREFIX}-(?P<pid>\d+)-(?P<seq>\d+)-(?P<slot>\d+)-(?P<role>client|router|server)$")
@@ -548,79 +543,17 @@ def run_topology_scenario(scenario: Scenario, pcap: Path, topology: Topology, ba
     Topology.capture_point). Raises CaptureError/SubjectError when it could not be run at all."""
     if topology.slot is None or topology.closed:
         raise TopologyError("run_topology_scenario needs a built topology: use `with Topology.direct() as t:`")
-    expectation = expectation or scenario.load_expectation()
     point = topology.capture_point(capture_in)
-    host = topology.server_addr
-    phases: Dict[str, float] = {}
-    began = time.monotonic()
-
-    def phase(name: str) -> None:
-        phases[name] = time.monotonic() - began - sum(phases.values())
-
-    server = Subject(f"{scenario.proto} server ({scenario.server_module}) in {topology.server_ns}",
-                     scenario.server_argv(host), netns=topology.server_ns)
-    client = None
-    capture = None
-    try:
-        server.start()
-        port = int(server.wait_for_line(READY_LINE, timeouts.server_ready).group("port"))
-        phase("server ready")
-        capture = make_capture(backend, pcap, interface=point.interface,
-                               bpf=f"{scenario.proto} port {port} and host {host}",
-                               probe_host=point.address, probe_from_netns=point.probe_from,
-                               start_timeout=timeouts.capture_start, stop_timeout=timeouts.capture_stop)
-        # The capture process (or thread) is created by this thread while it is in the namespace,
-        # and stays there; the probe sink is bound there too, on the capture side's address.
-        with in_netns(point.namespace):
-            capture.start()
-        phase("capture start proven")
-        client = Subject(f"{scenario.proto} client ({scenario.client_module}) in {topology.client_ns}",
-                         scenario.client_argv(host, port), netns=topology.client_ns).start()
-        client_status = client.wait(timeouts.client_done, "to finish its exchange")
-        server.wait(timeouts.server_done, "to exit after serving the client")
-        if scenario.proto == "tcp":
-            # Each namespace has its own socket table: both ends must have nothing left to send.
-            wait_tcp_settled(port, timeouts.settle, netns=topology.client_ns)
-            wait_tcp_settled(port, timeouts.settle, netns=topology.server_ns)
-        phase("traffic")
-        capture_result = capture.stop()
-        phase("capture end proven")
-    except BaseException:
-        if capture is not None:
-            capture.abort()
-        raise
-    finally:
-        for subject in (client, server):
-            if subject is not None:
-                subject.stop()
-    dropped = topology.dropped()
-
-    trace = load_trace(capture_result.path)
-    phase("analysis")
-    problems = [f"{w}" for w in trace.warnings]
-    if scenario.client_must_succeed and client_status != 0:
-        problems.append(f"the client exited with status {client_status}: {' / '.join(client.stderr_lines[-2:])}")
-    if len(trace.conversations) != 1:
-        problems.append(f"expected one conversation on port {port}, the wire has {len(trace.conversations)}")
-    notes = {}
-    if trace.conversations:
-        conversation = trace.conversations[0]
-        hosts = (conversation.orig.host, conversation.resp.host)
-        if hosts != (topology.client_addr, host):
-            problems.append(f"expected the conversation between the client namespace's {topology.client_addr} "
-                            f"and the server namespace's {host}, the wire has {hosts[0]} -> {hosts[1]}")
-        problems += expectation.problems(conversation)
-        notes = expectation.frame_notes(conversation)
-    phase("assertions")
-    result = TopologyScenarioResult(scenario, expectation, capture_result, trace, port, problems, server, client,
-                                    phases, topology=topology, capture_point=point, dropped=dropped,
-                                    endpoints=(topology.client_addr, host))
-    annotate(capture_result.path, capture_result.path, notes,
-             [result.verdict(), f"topology: {topology.describe()}", f"captured on {point.interface} in "
-              f"{point.namespace}", *([f"the router dropped {dropped} packets"] if topology.nft_table else []),
-              *problems])
-    phase("annotation")
-    return result
+    placement = Placement(
+        server_host=topology.server_addr, server_netns=topology.server_ns, client_netns=topology.client_ns,
+        client_host=topology.client_addr, capture_interface=point.interface, capture_netns=point.namespace,
+        probe_host=point.address, probe_from_netns=point.probe_from,
+        # Each namespace has its own socket table: both ends must have nothing left to send.
+        settle_netns=(topology.client_ns, topology.server_ns),
+        comments=(f"topology: {topology.describe()}", f"captured on {point.interface} in {point.namespace}"))
+    result = run_scenario(scenario, pcap, backend, timeouts, placement=placement, expectation=expectation)
+    return TopologyScenarioResult(**vars(result), topology=topology, capture_point=point,
+                                  dropped=topology.dropped(), endpoints=(topology.client_addr, topology.server_addr))
 
 
 __all__ = ["CapturePoint", "LOSSY_BULK_EXPECTATION", "PREFIX", "Topology", "TopologyError",
