@@ -35,7 +35,8 @@ from harness.capture.pcapng_stream import (
     BYTE_ORDER_MAGIC, ENHANCED_PACKET, INTERFACE_DESCRIPTION, OPT_COMMENT, SECTION_HEADER, SIMPLE_PACKET,
     _encode_options,
 )
-from harness.pcapfile import CaptureFile, InterfaceInfo, Record, SectionInfo, open_capture
+from harness.pcapfile import (IF_DESCRIPTION, IF_FILTER, IF_NAME, IF_TSOFFSET, IF_TSRESOL, SHB_HARDWARE, SHB_OS,
+                              SHB_USERAPPL, CaptureFile, InterfaceInfo, Record, SectionInfo, open_capture)
 
 __all__ = ["annotate", "PARTIAL_SUFFIX"]
 
@@ -43,14 +44,6 @@ PARTIAL_SUFFIX = ".partial"
 NANOSECONDS = 10**9
 WRITER_APPLICATION = "harness annotate"
 
-SHB_HARDWARE = 2
-SHB_OS = 3
-SHB_USERAPPL = 4
-IF_NAME = 2
-IF_DESCRIPTION = 3
-IF_TSRESOL = 9
-IF_FILTER = 11
-IF_TSOFFSET = 14
 PACKET_BLOCK = 0x00000002
 TSRESOL_NANOSECONDS = bytes([9])
 

@@ -23,21 +23,12 @@ import socket
 import sys
 from typing import Optional, Sequence
 
-from harness.lab._common import (
-    EXIT_OK,
-    add_count_option,
-    announce_listening,
-    bind_or_explain,
-    format_address,
-    run_program,
-    server_argument_parser,
-    wait_until_readable,
-)
+from harness.lab import tcp_server
+from harness.lab._common import add_count_option, format_address, run_program, server_argument_parser
 
 PROGRAM_NAME = "bulk_server"
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8082
-LISTEN_BACKLOG = 5
 LINE_BYTES = 16
 MAX_REQUEST_BYTES = 1 << 30   # 1 GiB: a bound, so a typo cannot keep the server busy for hours
 MAX_REQUEST_LINE = 32
@@ -85,34 +76,14 @@ def serve_one_client(client_socket: socket.socket, clientAddr: tuple) -> None:
     print(f"server sent {sent} bytes to {format_address(clientAddr)}", flush=True)
 
 
-def serve(host: str, port: int, clients_to_serve: Optional[int]) -> int:
-    server_socket = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
-    with server_socket:
-        server_socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        bind_or_explain(server_socket, host, port)
-        server_socket.listen(LISTEN_BACKLOG)
-        announce_listening(server_socket)
-        served = 0
-        while clients_to_serve is None or served < clients_to_serve:
-            wait_until_readable(server_socket)
-            client_socket, clientAddr = server_socket.accept()
-            served += 1
-            # Closing right after the last byte is handed to the kernel: the server's FIN comes first.
-            with client_socket:
-                try:
-                    serve_one_client(client_socket, clientAddr)
-                except OSError as problem:
-                    print(f"{PROGRAM_NAME}: client {format_address(clientAddr)}: "
-                          f"{problem.strerror or problem}", file=sys.stderr, flush=True)
-    return EXIT_OK
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = server_argument_parser(PROGRAM_NAME, "Bulk TCP server: sends each client the number of "
                                     "bytes it asks for, then closes first.", DEFAULT_HOST, DEFAULT_PORT)
     add_count_option(parser, "clients")
     args = parser.parse_args(argv)
-    return run_program(PROGRAM_NAME, lambda: serve(args.host, args.port, args.count))
+    # The lab TCP server's accept loop, with this server's client handling: it closes first too.
+    return run_program(PROGRAM_NAME, lambda: tcp_server.serve(args.host, args.port, args.count,
+                                                             serve_one_client, PROGRAM_NAME))
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import socket
 import sys
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 from harness.lab._common import (
     EXIT_OK,
@@ -55,8 +55,11 @@ def serve_one_client(client_socket: socket.socket, clientAddr: tuple) -> None:
     client_socket.send(REPLY_TEXT.encode("utf-8"))
 
 
-def serve(host: str, port: int, clients_to_serve: Optional[int]) -> int:
-    tcp_server_socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+def serve(host: str, port: int, clients_to_serve: Optional[int],
+          serve_client: Callable[[socket.socket, tuple], None] = serve_one_client,
+          program_name: str = PROGRAM_NAME) -> int:
+    """The seed's accept loop; other TCP lab servers (bulk_server) bring their own `serve_client`."""
+    tcp_server_socket = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     with tcp_server_socket:
         tcp_server_socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         bind_or_explain(tcp_server_socket, host, port)
@@ -71,9 +74,9 @@ def serve(host: str, port: int, clients_to_serve: Optional[int]) -> int:
             # Closing here, right after the reply, is what makes the server send the first FIN.
             with client_socket:
                 try:
-                    serve_one_client(client_socket, clientAddr)
+                    serve_client(client_socket, clientAddr)
                 except OSError as problem:
-                    print(f"{PROGRAM_NAME}: client {format_address(clientAddr)}: "
+                    print(f"{program_name}: client {format_address(clientAddr)}: "
                           f"{problem.strerror or problem}", file=sys.stderr, flush=True)
     return EXIT_OK
 
