@@ -18,11 +18,16 @@ Rules:
   of a fragmented datagram reports the whole datagram). `payload` is what was captured.
 * An IPv4 total length or IPv6 payload length of 0 means segmentation offload or a
   jumbogram: the length is then taken from the frame's wire length.
+* A record whose original length is less than its captured length has a corrupt header
+  (nothing captures more than the wire carried; Wireshark flags it the same way): it
+  raises PacketDecodeError rather than have its IP lengths judged against a wrong wire length.
 * Malformed headers (IHL or data offset < 5, lengths past the packet, headers cut off by
   the capture) raise PacketDecodeError(frame, message); non-first IP fragments, which
   carry no ports, raise its subclass NonFirstFragment. Callers decide to skip and warn.
 * TCP options are parsed only on SYN segments, and only MSS and window scale; malformed
   options just end the parse, since they are not what the conversation model checks.
+  Options cut off by the capture are not an error either: a snaplen of 68 (tcpdump's old
+  default) cuts every SYN's options, and the fixed 20-byte header is what a conversation needs.
 """
 from __future__ import annotations
 
@@ -207,6 +212,9 @@ def decode(record, frame: int) -> Optional[Packet]:
     `frame` is its 1-based number in the capture.
     """
     linktype, ts, _caplen, origlen, data, _offset, _comments = record
+    if origlen < len(data):
+        raise PacketDecodeError(frame, f"original length {origlen} is less than the {len(data)} bytes captured "
+                                       f"(a corrupt record header)")
     if linktype == LINKTYPE_ETHERNET and len(data) >= 14 and data[12] == 0x08 and data[13] == 0x00:
         # Fast path: untagged Ethernet IPv4 is almost everything we see.
         ethertype, offset = ETHERTYPE_IPV4, 14
@@ -307,11 +315,11 @@ def _tcp(data: bytes, start: int, length: int, frame: int, ts: float, src: str, 
     if header_len > length:
         raise PacketDecodeError(frame, f"TCP header length {header_len} exceeds the {length}-byte segment")
     payload_start = start + header_len
-    if len(data) < payload_start:
-        raise PacketDecodeError(frame, "TCP options cut off by the capture")
     mss = wscale = None
     if flags & SYN and header_len > 20:
-        mss, wscale = _syn_options(data, start + 20, payload_start)
+        # A short snaplen (tcpdump's old 68) cuts a SYN's options; the fixed header is all
+        # the conversation needs, so read the options that were captured and keep the SYN.
+        mss, wscale = _syn_options(data, start + 20, min(payload_start, len(data)))
     payload_len = length - header_len
     return _new_packet(Packet, (frame, ts, src, dst, TCP, sport, dport, payload_len,
                                 data[payload_start:payload_start + payload_len],

@@ -14,9 +14,18 @@ Rules:
   every record's `data` is a copy of just its own bytes, so keeping a record does not pin
   a chunk. No length read from the file is trusted before it is checked against
   MAX_BLOCK (256 MiB), so a corrupt length field can never cause a huge allocation.
+* Memory follows the bytes really there, not the lengths claimed: the reader asks the
+  stream for CHUNK bytes at a time, so a 100-byte file whose block claims 255 MiB costs
+  one CHUNK, not 255 MiB (a buffered read(n) allocates n before it reads). A block that
+  really is that long is held once, plus once more while its pieces are joined.
 * Bad input raises only CaptureFormatError (unreadable files raise OSError). Its str is
   one line: "<file>: <what> at byte <offset> (<detail>)". Records before the damage have
   already been yielded, so a caller can report what it got and then warn.
+* By path, only regular files are read. A FIFO, socket or device is refused with
+  NotARegularFile (an OSError) before any read: opening a FIFO that has no writer
+  blocks forever, and a device may never end. The check is made on the opened file
+  descriptor (opened non-blocking), so nothing can be swapped in between. A stream
+  passed in (a pipe's, say) is read as it is.
 * `ts` is float seconds since the epoch. A float has about 0.24 us of resolution at
   today's dates, so nanosecond captures are rounded to that; the division is done on
   integers so the float is the correctly rounded value.
@@ -31,14 +40,16 @@ Rules:
 """
 from __future__ import annotations
 
+import errno
 import io
 import os
+import stat
 import struct
 import zlib
 from typing import BinaryIO, Iterator, List, NamedTuple, Optional, Tuple, Union
 
 __all__ = [
-    "CaptureFile", "CaptureFormatError", "InterfaceInfo", "Record", "SectionInfo",
+    "CaptureFile", "CaptureFormatError", "InterfaceInfo", "NotARegularFile", "Record", "SectionInfo",
     "open_capture", "MAX_BLOCK",
 ]
 
@@ -120,6 +131,13 @@ class CaptureFormatError(Exception):
         return f"{text} ({self.detail})" if self.detail else text
 
 
+class NotARegularFile(OSError):
+    """A path that names a directory, FIFO, socket or device: refused before anything is read.
+
+    Its strerror says what the path is, e.g. "a FIFO (named pipe), not a regular file".
+    """
+
+
 _new_tuple = tuple.__new__
 
 _PCAP_RECORD = {"<": struct.Struct("<IIII"), ">": struct.Struct(">IIII")}
@@ -178,21 +196,28 @@ class CaptureFile:
         """Return (buf, 0, base) holding at least `need` bytes from pos, fewer only at EOF."""
         buf = buf[pos:]
         base += pos
+        have = len(buf)
+        if have >= need:
+            return buf, 0, base
+        # Never read(need): `need` comes from a length field, and a buffered read allocates
+        # all of it before finding out how much the file holds.
+        pieces = [buf]
         read = self._stream.read
-        while len(buf) < need:
+        while have < need:
             try:
-                more = read(max(CHUNK, need - len(buf)))
+                more = read(CHUNK)
             except zlib.error as exc:
-                raise self._error(base + len(buf), "corrupt gzip data",
+                raise self._error(base + have, "corrupt gzip data",
                                   f"{exc}; offsets count decompressed bytes") from None
             if not more:
                 if self.compressed and self._stream.truncated:
-                    raise self._error(base + len(buf), "truncated gzip stream",
+                    raise self._error(base + have, "truncated gzip stream",
                                       "the compressed file ends before its end marker; "
                                       "offsets count decompressed bytes")
                 break
-            buf += more
-        return buf, 0, base
+            pieces.append(more)
+            have += len(more)
+        return b"".join(pieces), 0, base
 
     def _take(self, need: int) -> Tuple[int, bytes]:
         """Header parsing only: consume `need` bytes (or fewer at EOF); return (offset, bytes)."""
@@ -522,33 +547,58 @@ class _Gunzip:
     """
 
     RAW_CHUNK = 1 << 16
+    FEED = 1 << 14          # compressed bytes per inflate call; bounds a replay's output too
 
     def __init__(self, raw: BinaryIO):
         self._raw = raw
         self._inflater = zlib.decompressobj(wbits=31)   # 31: expect a gzip wrapper
-        self._input = b""
+        self._input = b""       # read from the raw stream; fed to the inflater from _fed on
+        self._fed = 0
+        self._failure: Optional[zlib.error] = None
         self.truncated = False
 
     def read(self, size: int) -> bytes:
         while True:
+            if self._failure is not None:
+                raise self._failure
             if self._inflater.eof:
-                rest = self._inflater.unused_data
+                rest = self._inflater.unused_data + self._input[self._fed:]
                 while not rest.strip(b"\x00"):
                     # Zero padding after a member is tolerated, as gzip(1) does.
                     rest = self._raw.read(self.RAW_CHUNK)
                     if not rest:
+                        self._input, self._fed = b"", 0
                         return b""
                 self._inflater = zlib.decompressobj(wbits=31)
-                self._input = rest.lstrip(b"\x00")
-            if not self._input:
-                self._input = self._raw.read(self.RAW_CHUNK)
+                self._input, self._fed = rest.lstrip(b"\x00"), 0
+            if self._fed == len(self._input):
+                self._input, self._fed = self._raw.read(self.RAW_CHUNK), 0
                 if not self._input:
                     self.truncated = True
                     return b""
-            out = self._inflater.decompress(self._input, size)
-            self._input = self._inflater.unconsumed_tail
+            piece = self._input[self._fed:self._fed + self.FEED]
+            checkpoint = self._inflater.copy()
+            try:
+                out = self._inflater.decompress(piece, size)
+            except zlib.error as exc:
+                # The error takes the whole call's output with it. Replay the piece from the
+                # checkpoint a byte at a time to hand out all that came before the damage
+                # (once per file, so the cost does not matter); the next read raises.
+                self._failure = exc
+                return self._replay(checkpoint, piece)
+            self._fed += len(piece) - len(self._inflater.unconsumed_tail)
             if out:
                 return out
+
+    @staticmethod
+    def _replay(inflater, piece: bytes) -> bytes:
+        good = []
+        for start in range(len(piece)):
+            try:
+                good.append(inflater.decompress(piece[start:start + 1]))
+            except zlib.error:
+                break
+        return b"".join(good)
 
 
 class _RawAdapter:
@@ -576,15 +626,44 @@ class _RawAdapter:
 def open_capture(source: Union[str, "os.PathLike[str]", BinaryIO], name: Optional[str] = None) -> CaptureFile:
     """Open a pcap/pcapng capture (plain or gzip) by path, or wrap a binary stream.
 
-    Raises CaptureFormatError if the header is bad, OSError if the file cannot be read.
+    Raises CaptureFormatError if the header is bad, OSError if the file cannot be read, and
+    NotARegularFile (an OSError) for a directory, FIFO, socket or device, without blocking.
     `name` is what error messages call the file (defaults to the path).
     """
     if hasattr(source, "read"):
         return CaptureFile(source, name or getattr(source, "name", None) or "<stream>")
     path = os.fspath(source)
-    raw = open(path, "rb")
+    raw = _open_regular_file(path)
     try:
         return CaptureFile(raw, name or path, close_stream=True)
     except BaseException:
         raw.close()
         raise
+
+
+_NOT_REGULAR = ((stat.S_ISDIR, errno.EISDIR, "a directory, not a capture file"),
+                (stat.S_ISFIFO, errno.EINVAL, "a FIFO (named pipe), not a regular file"),
+                (stat.S_ISSOCK, errno.EINVAL, "a socket, not a regular file"),
+                (stat.S_ISCHR, errno.EINVAL, "a character device, not a regular file"),
+                (stat.S_ISBLK, errno.EINVAL, "a block device, not a regular file"))
+
+
+def _open_regular_file(path: str) -> BinaryIO:
+    return open(path, "rb", opener=_open_regular_fd)
+
+
+def _open_regular_fd(path: str, flags: int) -> int:
+    # O_NONBLOCK: opening a FIFO for reading otherwise waits for a writer, possibly forever.
+    # It changes nothing for a regular file, and is cleared before any read.
+    fd = os.open(path, flags | getattr(os, "O_NONBLOCK", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            code, what = next(((code, what) for test, code, what in _NOT_REGULAR if test(mode)),
+                              (errno.EINVAL, "not a regular file"))
+            raise NotARegularFile(code, what, path)
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
