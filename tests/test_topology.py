@@ -165,14 +165,20 @@ def test_a_lossy_router_makes_a_bulk_download_retransmit_while_the_byte_counts_s
     assert_summary_agrees_with_tshark(result.capture.path)
 
 
-def test_a_lossless_bulk_download_is_sequence_consistent(netns, capture_backend, pcap_path):
+def test_a_lossless_bulk_download_loses_nothing(netns, capture_backend, pcap_path):
+    # Without a loss rule nothing is dropped, so nothing can arrive out of order and no bytes go
+    # missing. TCP may still retransmit spuriously (a tail-loss probe fires after two round trips,
+    # microseconds on a veth, when a busy CPU delays the ACKs): such a segment repeats bytes the
+    # capture has already seen, and is counted exactly as tshark counts it.
     with Topology.routed() as net:
         assert net.nft_table is None
         result = run_topology_scenario(bulk_scenario(1 << 20), pcap_path, net, backend=capture_backend,
-                                       timeouts=SLOW)   # tcp_graceful: handshake, sequence-consistent, close
+                                       timeouts=SLOW, expectation=LOSSY_BULK_EXPECTATION)
     assert result.ok, result.report()
     record = summarize(result.conversation)
-    assert (record["retransmissions"], record["resp_bytes"], result.dropped) == (0, 1 << 20, 0)
+    assert (record["resp_bytes"], record["missed_bytes"], record["out_of_order"], result.dropped) == \
+        (1 << 20, 0, 0, 0)
+    assert_summary_agrees_with_tshark(result.capture.path)
 
 
 # --- (c) nothing is left behind ----------------------------------------------------------------------
