@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib.util
 import json
 import re
 import subprocess
@@ -77,6 +78,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     unknown = [name for name in chosen if name not in known]
     if unknown:
         parser.error(f"unknown {args.engine} property {', '.join(unknown)}; choose from {', '.join(known)}")
+    if args.engine == "atheris" and importlib.util.find_spec("atheris") is None:
+        parser.error("atheris is not installed: .venv/bin/pip install atheris (or use the default engine)")
     examples = args.examples if args.examples is not None else (None if args.seconds else 10000)
     seconds_each = args.seconds / len(chosen) if args.seconds else None
     args.out.mkdir(parents=True, exist_ok=True)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import importlib.util
 import io
 import json
 import os
@@ -392,3 +393,26 @@ def test_every_seed_reads_cleanly():
 
 def test_length_fields_are_found_in_both_formats():
     assert len(length_fields(SEEDS["tcp-lab.pcapng"])) > 20 and len(length_fields(SEEDS["tcp-lab.pcap"])) > 20
+
+
+def _bench_fuzz():
+    spec = importlib.util.spec_from_file_location("bench_fuzz_under_test", ROOT / "bench" / "fuzz.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_bench_fuzz_runs_these_properties_with_its_own_budget(tmp_path, capsys):
+    assert _bench_fuzz().main(["--examples", "20", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    for name in PROPERTIES:
+        assert f"== hypothesis {name}: 20 inputs in " in out
+    assert out.count("no failure") == len(PROPERTIES) and "distinct ways inputs ended" in out
+
+
+def test_bench_fuzz_replays_a_saved_input(tmp_path, capsys):
+    saved = tmp_path / "saved.bin"
+    saved.write_bytes(SEEDS["tcp-lab.pcapng"][:1000])
+    assert _bench_fuzz().main(["--replay", str(saved)]) == 0
+    out = capsys.readouterr().out
+    assert "readers: Outcome(records=4" in out and "cli: (2, 2, 2)" in out
