@@ -128,7 +128,8 @@ def test_drops_fail_the_capture_and_keep_it_partial(tmp_path, udp_pair, monkeypa
     monkeypatch.setattr(dumpcap_backend, "interface_statistics", lambda block, endian: {"received": 9, "dropped": 3})
     path = tmp_path / "dropped.pcapng"
     capture = make_capture("dumpcap", path, bpf="udp port 9").start()
-    with pytest.raises(CaptureIncomplete, match=r"dumpcap dropped 3 packets on lo; the partial capture is .*\.partial"):
+    with pytest.raises(CaptureIncomplete, match=r"dumpcap dropped 3 packets on lo \(pcap:\d+/dumpcap:\d+/flushed:\d+/"
+                                                r"ps_ifdrop:\d+\); the partial capture is .*\.partial"):
         capture.stop()
     assert partial_path(path).exists() and not path.exists()
 

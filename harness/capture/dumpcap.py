@@ -21,7 +21,7 @@ EXIT_TIMEOUT_SECONDS = 10.0
 INSTALL_HINT = "install it with `apt-get install tshark` (Debian/Ubuntu), or use the scapy backend"
 PERMISSION_HINT = ("run as root, or give dumpcap the capture capabilities: "
                    "`setcap cap_net_raw,cap_net_admin+eip $(command -v dumpcap)`")
-_STATS_LINE = re.compile(r"received/dropped on interface '.*': (\d+)/(\d+)")
+_STATS_LINE = re.compile(r"received/dropped on interface '.*': (\d+)/(\d+) \((?P<detail>[^)]*)\)")
 
 
 def dumpcap_path() -> str:
@@ -129,9 +129,12 @@ class DumpcapCapture(Capture):
             self._kill()
             raise CaptureError(f"dumpcap did not exit within {EXIT_TIMEOUT_SECONDS:g} s of SIGTERM")
         self._join_threads()
-        if self.result.dropped is None:
-            stats = _STATS_LINE.search("".join(self._stderr))
-            if stats:
+        stats = _STATS_LINE.search("".join(self._stderr))
+        if stats:
+            # e.g. "pcap:0/dumpcap:0/flushed:0/ps_ifdrop:0": which of the kernel ring, dumpcap itself,
+            # the flush at exit or the interface lost them.
+            self.result.drop_detail = stats.group("detail")
+            if self.result.dropped is None:
                 self.result.received, self.result.dropped = int(stats.group(1)), int(stats.group(2))
         if self._process.returncode not in (0, -signal.SIGTERM):
             self._fail(explain_dumpcap_error("".join(self._stderr)))

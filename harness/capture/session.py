@@ -22,7 +22,14 @@ from typing import Dict, List, Optional, Set
 
 from harness.capture.probe import FLUSH_DATAGRAMS, START, STOP, Prober
 
+# Markers are resent, each with its flush burst, until one comes out: every 50 ms for the first
+# second (dumpcap goes live some 30 ms after it starts), then less and less often, so that however
+# long the backend stalls, probes alone cannot fill its kernel buffer (about 40 bursts of 600 KB in
+# a 10 s wait, against dumpcap's 64 MiB).
 MARKER_RESEND_SECONDS = 0.05
+MARKER_STEADY_SECONDS = 1.0
+MARKER_RESEND_GROWTH = 1.5
+MARKER_RESEND_MAX_SECONDS = 0.5
 
 
 class CaptureError(RuntimeError):
@@ -46,7 +53,8 @@ class CaptureResult:
     packets: int = 0               # packets written to the pcap (probes excluded)
     probes_removed: int = 0
     received: Optional[int] = None  # backend's own counters, probes included
-    dropped: Optional[int] = None
+    dropped: Optional[int] = None   # packets the capture lost: any makes it incomplete
+    drop_detail: str = ""           # the backend's own breakdown, for diagnosis
     start_proven_after: float = 0.0  # seconds from launch until the start marker came out
     stop_proven_after: float = 0.0   # seconds from the end marker until it came out
     complete: bool = False
@@ -122,9 +130,10 @@ class Capture:
         if self._failure:
             raise CaptureIncomplete(f"{self.backend} capture {partial_path(self.path)}: {self._failure}")
         if self.result.dropped:
+            detail = f" ({self.result.drop_detail})" if self.result.drop_detail else ""
             raise CaptureIncomplete(
-                f"{self.backend} dropped {self.result.dropped} packets on {self.interface}; the partial "
-                f"capture is {partial_path(self.path)}; give it a larger buffer")
+                f"{self.backend} dropped {self.result.dropped} packets on {self.interface}{detail}; the partial "
+                f"capture is {partial_path(self.path)}; give it a larger buffer or less competing load")
         os.replace(partial_path(self.path), self.path)
         self.result.complete = True
         return self.result
@@ -188,18 +197,22 @@ class Capture:
     # --- internals --------------------------------------------------------------------------
     def _await_marker(self, kind: bytes, timeout: float, what: str) -> None:
         assert self.prober is not None
-        deadline = time.monotonic() + timeout
+        began = time.monotonic()
+        deadline = began + timeout
         sent_from = None
+        resend_after = MARKER_RESEND_SECONDS
         while True:
             number = self.prober.send_marker(kind)
             sent_from = number if sent_from is None else sent_from
             with self._changed:
                 self._changed.wait_for(lambda: self._has_marker(kind, sent_from) or self._failure
-                                       or not self._alive(), timeout=MARKER_RESEND_SECONDS)
+                                       or not self._alive(), timeout=resend_after)
                 if self._has_marker(kind, sent_from):
                     return
                 if self._failure:
                     raise CaptureError(f"{self.backend} capture failed: {self._failure}")
+            if time.monotonic() - began > MARKER_STEADY_SECONDS:
+                resend_after = min(resend_after * MARKER_RESEND_GROWTH, MARKER_RESEND_MAX_SECONDS)
             if not self._alive():
                 raise CaptureUnavailable(self._why_dead())
             if time.monotonic() > deadline:
