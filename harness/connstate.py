@@ -57,7 +57,6 @@ from __future__ import annotations
 
 import re
 from array import array
-from dataclasses import dataclass, field
 from typing import List, Optional
 
 from harness.packet import ACK, FIN, RST, SYN, TCP, Packet
@@ -70,40 +69,55 @@ _ONCE = frozenset("ADIQ")
 _SEQUENCED = frozenset("SHFR")
 _LOGARITHMIC = frozenset("TW")
 SEQ_MODULO = 1 << 32
+HALF_SEQ_SPACE = 1 << 31
 MAX_HOLES = 64  # beyond this the oldest holes are forgotten: memory stays bounded on a lossy capture
+# Sequence numbers a segment takes besides its payload, by flags & (SYN | FIN): SYN and FIN one each.
+_CONTROL_LENGTH = (0, 1, 1, 2)
+assert FIN == 1 and SYN == 2
 
 
 def _seq_delta(a: int, b: int) -> int:
     """a - b in sequence space, as a signed 32-bit difference."""
     delta = (a - b) % SEQ_MODULO
-    return delta - SEQ_MODULO if delta >= 1 << 31 else delta
+    return delta - SEQ_MODULO if delta >= HALF_SEQ_SPACE else delta
 
 
-@dataclass
+def _seq_after(a: int, b: int) -> bool:
+    """_seq_delta(a, b) > 0, without the call: it is asked for nearly every segment."""
+    return 0 < (a - b) % SEQ_MODULO < HALF_SEQ_SPACE
+
+
 class Side:
     """What one endpoint has sent, as far as the summary needs it."""
 
-    is_orig: bool
-    state: str = INACTIVE
-    prev_state: str = INACTIVE
-    packets: int = 0
-    start_seq: Optional[int] = None   # the sequence number just before the first payload byte
-    highest_seq: Optional[int] = None  # one past the highest payload byte sent
-    rexmit_payloads: int = 0          # Zeek's count behind history T
-    retransmissions: int = 0          # tshark's, from here on
-    out_of_order: int = 0
-    duplicate_acks: int = 0
-    zero_windows: int = 0
-    holes: list = field(default_factory=list)   # [start, end) ranges skipped by a sequence jump
-    next_seq: Optional[int] = None    # one past the highest sequence number sent, SYN and FIN included
-    next_seq_time: float = 0.0
-    last_ack: Optional[int] = None    # the highest ACK number sent
-    last_ack_time: float = 0.0
-    window: Optional[int] = None
-    dupacks_in_a_row: int = 0
-    payloads: array = field(default_factory=lambda: array("I"))
-    _recorded: set = field(default_factory=set)
-    _last_seq_of: dict = field(default_factory=dict)
+    # Slots: a capture has a pair of these per conversation, and each packet reads and writes several.
+    __slots__ = ("is_orig", "state", "prev_state", "packets", "start_seq", "highest_seq", "rexmit_payloads",
+                 "retransmissions", "out_of_order", "duplicate_acks", "zero_windows", "holes", "next_seq",
+                 "next_seq_time", "last_ack", "last_ack_time", "window", "dupacks_in_a_row", "payloads",
+                 "_recorded", "_last_seq_of")
+
+    def __init__(self, is_orig: bool) -> None:
+        self.is_orig = is_orig
+        self.state = INACTIVE
+        self.prev_state = INACTIVE
+        self.packets = 0
+        self.start_seq: Optional[int] = None    # the sequence number just before the first payload byte
+        self.highest_seq: Optional[int] = None  # one past the highest payload byte sent
+        self.rexmit_payloads = 0                # Zeek's count behind history T
+        self.retransmissions = 0                # tshark's, from here on
+        self.out_of_order = 0
+        self.duplicate_acks = 0
+        self.zero_windows = 0
+        self.holes: List[list] = []             # [start, end) ranges skipped by a sequence jump
+        self.next_seq: Optional[int] = None     # one past the highest sequence number sent, SYN and FIN included
+        self.next_seq_time = 0.0
+        self.last_ack: Optional[int] = None     # the highest ACK number sent
+        self.last_ack_time = 0.0
+        self.window: Optional[int] = None
+        self.dupacks_in_a_row = 0
+        self.payloads = array("I")
+        self._recorded: set = set()
+        self._last_seq_of: dict = {}
 
     def set_state(self, state: str) -> None:
         self.prev_state, self.state = self.state, state
@@ -113,6 +127,9 @@ class Side:
         if self.start_seq is None or self.highest_seq is None:
             return 0
         return max(0, _seq_delta(self.highest_seq, self.start_seq))
+
+    def __repr__(self) -> str:
+        return f"Side({'orig' if self.is_orig else 'resp'}, {self.state}, packets={self.packets})"
 
 
 def _fill_hole(holes: List[list], start: int, end: int) -> bool:
@@ -130,58 +147,36 @@ FAST_RETRANSMISSION_WINDOW = 0.02
 DEFAULT_OUT_OF_ORDER_THRESHOLD = 0.003
 
 
-def _segment_length(packet: Packet) -> int:
-    return packet.payload_len + (1 if packet.flags & SYN else 0) + (1 if packet.flags & FIN else 0)
-
-
-def _classify_resend(side: Side, peer: Side, packet: Packet, initial_rtt: Optional[float]) -> Optional[str]:
-    """'retransmission', 'out_of_order' or None, by tshark's rules (module docstring)."""
-    flags, seq, length = packet.flags, packet.seq, packet.payload_len
-    seglen = _segment_length(packet)
-    if not seglen or side.next_seq is None or flags & RST:
-        return None
-    if length <= 1 and not flags & (SYN | FIN) and seq == (side.next_seq - 1) % SEQ_MODULO:
+def _classify_resend(side: Side, peer: Side, flags: int, seq: int, length: int, seglen: int, now: float,
+                     initial_rtt: Optional[float]) -> Optional[str]:
+    """'retransmission', 'out_of_order' or None, by tshark's rules (module docstring), for a segment
+    that takes sequence space (seglen > 0), carries no RST, from a side whose next_seq is known."""
+    next_seq = side.next_seq
+    if length <= 1 and not flags & (SYN | FIN) and seq == (next_seq - 1) % SEQ_MODULO:
         return None  # a keep-alive
-    not_advanced = _seq_delta(seq, side.next_seq) < 0 and not (length > 1 and seq == (side.next_seq - 1) % SEQ_MODULO)
-    now = packet.time
+    not_advanced = _seq_delta(seq, next_seq) < 0 and not (length > 1 and seq == (next_seq - 1) % SEQ_MODULO)
     if (not_advanced and peer.dupacks_in_a_row >= 2 and peer.last_ack == seq
             and now - peer.last_ack_time < FAST_RETRANSMISSION_WINDOW):
         return "retransmission"
     threshold = initial_rtt or DEFAULT_OUT_OF_ORDER_THRESHOLD
-    if not_advanced and now - side.next_seq_time < threshold and side.next_seq != (seq + seglen) % SEQ_MODULO:
+    if not_advanced and now - side.next_seq_time < threshold and next_seq != (seq + seglen) % SEQ_MODULO:
         return "out_of_order"
     if length and peer.last_ack is not None and _seq_delta((seq + seglen) % SEQ_MODULO, peer.last_ack) <= 0:
         return "retransmission"
     return "retransmission" if not_advanced else None
 
 
-def _update_tshark_view(side: Side, packet: Packet) -> bool:
-    """Advance next_seq, last_ack and window after the segment; returns whether it was a duplicate ACK."""
-    flags, now = packet.flags, packet.time
-    duplicate = (not _segment_length(packet) and not flags & (SYN | FIN | RST) and packet.window != 0
-                 and packet.window == side.window and side.next_seq is not None and packet.seq == side.next_seq
-                 and packet.ack == side.last_ack)
-    if duplicate:
-        side.dupacks_in_a_row += 1
-    if not flags & RST:
-        end = (packet.seq + _segment_length(packet)) % SEQ_MODULO
-        if side.next_seq is None or _seq_delta(end, side.next_seq) > 0:
-            side.next_seq, side.next_seq_time = end, now
-    if flags & ACK and (side.last_ack is None or _seq_delta(packet.ack, side.last_ack) > 0):
-        side.last_ack, side.last_ack_time, side.dupacks_in_a_row = packet.ack, now, 0
-    side.window = packet.window
-    return duplicate
-
-
 class ConnectionState:
     """Feed a conversation's packets in order; read conn_state, history and counters at any time."""
+
+    __slots__ = ("proto", "orig", "resp", "flipped", "_history", "initial_rtt", "_syn_time", "_syn_ack_seen")
 
     def __init__(self, proto: int) -> None:
         self.proto = proto
         self.orig = Side(True)
         self.resp = Side(False)
         self.flipped = False
-        self._history = []
+        self._history: List[str] = []
         self.initial_rtt: Optional[float] = None
         self._syn_time: Optional[float] = None
         self._syn_ack_seen = False
@@ -192,58 +187,77 @@ class ConnectionState:
 
     def feed(self, packet: Packet, from_orig: bool) -> bool:
         """Take one packet; returns whether it retransmitted payload (TCP only)."""
-        side, peer = (self.orig, self.resp) if from_orig else (self.resp, self.orig)
+        if from_orig:
+            side, peer = self.orig, self.resp
+        else:
+            side, peer = self.resp, self.orig
         side.packets += 1
+        length = packet.payload_len
         if self.proto != TCP:
-            side.payloads.append(packet.payload_len)
+            side.payloads.append(length)
             if side.highest_seq is None:
                 side.start_seq = side.highest_seq = 0
-            side.highest_seq += packet.payload_len
+            side.highest_seq += length
             self._record(side, "D")
             side.state = ESTABLISHED  # "active", in Zeek's UDP terms
             return False
-        retransmitted = self._track_sequence(side, packet)
-        resend = _classify_resend(side, peer, packet, self.initial_rtt)
-        if resend == "retransmission":
-            side.retransmissions += 1
-        elif resend == "out_of_order":
-            side.out_of_order += 1
-        if _update_tshark_view(side, packet):
+        flags, seq, now, window = packet.flags, packet.seq, packet.time, packet.window
+        seglen = length + _CONTROL_LENGTH[flags & (SYN | FIN)]
+        retransmitted = self._track_sequence(side, flags, seq, length)
+
+        # tshark's analysis: judge the segment against what the side had sent before it ...
+        if seglen and side.next_seq is not None and not flags & RST:
+            resend = _classify_resend(side, peer, flags, seq, length, seglen, now, self.initial_rtt)
+            if resend == "retransmission":
+                side.retransmissions += 1
+            elif resend == "out_of_order":
+                side.out_of_order += 1
+        # ... then advance next_seq, last_ack and window past it.
+        if (not seglen and not flags & RST and window != 0 and window == side.window and seq == side.next_seq
+                and packet.ack == side.last_ack):
+            side.dupacks_in_a_row += 1
             side.duplicate_acks += 1
-        self._measure_initial_rtt(side, packet)
-        self._update_history(side, peer, packet, retransmitted)
-        self._update_state(side, peer, packet)
+        if not flags & RST:
+            end = (seq + seglen) % SEQ_MODULO
+            if side.next_seq is None or _seq_after(end, side.next_seq):
+                side.next_seq, side.next_seq_time = end, now
+        if flags & ACK and (side.last_ack is None or _seq_after(packet.ack, side.last_ack)):
+            side.last_ack, side.last_ack_time, side.dupacks_in_a_row = packet.ack, now, 0
+        side.window = window
+        if self.initial_rtt is None:
+            self._measure_initial_rtt(side, flags, now)
+
+        self._update_history(side, peer, flags, seq, length, window, retransmitted)
+        # Only a first packet, a FIN or a RST moves an endpoint's state (rules 1-5).
+        if flags & (FIN | RST) or side.state == INACTIVE:
+            self._update_state(side, peer, flags, length)
         return retransmitted
 
     def mark_flipped(self) -> None:
         self.flipped = True
 
-    def _measure_initial_rtt(self, side: Side, packet: Packet) -> None:
+    def _measure_initial_rtt(self, side: Side, flags: int, now: float) -> None:
         """tshark's iRTT: from the first SYN to the originator's ACK of the SYN-ACK."""
-        flags = packet.flags
         if flags & SYN and not flags & ACK and self._syn_time is None:
-            self._syn_time = packet.time
+            self._syn_time = now
         elif flags & SYN and flags & ACK:
             self._syn_ack_seen = True
-        elif (side.is_orig and flags & ACK and self._syn_ack_seen and self._syn_time is not None
-              and self.initial_rtt is None):
-            self.initial_rtt = packet.time - self._syn_time
+        elif side.is_orig and flags & ACK and self._syn_ack_seen and self._syn_time is not None:
+            self.initial_rtt = now - self._syn_time
 
     # --- sequence space ------------------------------------------------------------------
-    def _track_sequence(self, side: Side, packet: Packet) -> bool:
-        flags, length = packet.flags, packet.payload_len
+    def _track_sequence(self, side: Side, flags: int, seq: int, length: int) -> bool:
         if flags & RST:
             return False
-        first_byte = packet.seq + (1 if flags & SYN else 0)
+        first_byte = seq + 1 if flags & SYN else seq
         if side.start_seq is None or (flags & SYN and side.highest_seq == side.start_seq):
             side.start_seq = side.highest_seq = first_byte
         if length == 0:
             return False
         side.payloads.append(length)
         end = (first_byte + length) % SEQ_MODULO
-        gap = _seq_delta(first_byte, side.highest_seq)
-        if _seq_delta(end, side.highest_seq) > 0:
-            if gap > 0:
+        if _seq_after(end, side.highest_seq):
+            if _seq_after(first_byte, side.highest_seq):
                 side.holes.append([side.highest_seq, first_byte])
                 del side.holes[:-MAX_HOLES]
             side.highest_seq = end
@@ -271,33 +285,38 @@ class ConnectionState:
                 return
         self._history.append(code)
 
-    def _update_history(self, side: Side, peer: Side, packet: Packet, retransmitted: bool) -> None:
-        flags = packet.flags
+    def _update_history(self, side: Side, peer: Side, flags: int, seq: int, length: int, window: int,
+                        retransmitted: bool) -> None:
+        if flags & (SYN | FIN | RST):
+            self._record_control(side, flags, seq, length)
+        elif length:
+            if "D" not in side._recorded:   # D and A are recorded once: skip the call when done
+                self._record(side, "D")
+        elif flags & ACK:
+            if "A" not in side._recorded:
+                self._record(side, "A")
+        if retransmitted:
+            self._record(side, "T")
+        if window == 0 and not flags & RST and peer.state != CLOSED and side.state != RESET:
+            side.zero_windows += 1
+            self._record(side, "W")
+
+    def _record_control(self, side: Side, flags: int, seq: int, length: int) -> None:
         control = (flags & SYN != 0) + (flags & FIN != 0) + (flags & RST != 0)
         if control > 1:
             self._record(side, "I" if flags & FIN and flags & RST else "Q")
         elif flags & SYN:
-            self._record(side, "H" if flags & ACK else "S", packet.seq)
+            self._record(side, "H" if flags & ACK else "S", seq)
         elif flags & FIN:
-            self._record(side, "F", (packet.seq + packet.payload_len) % SEQ_MODULO)
-        elif flags & RST:
-            self._record(side, "R", packet.seq)
-        elif packet.payload_len:
-            self._record(side, "D")
-        elif flags & ACK:
-            self._record(side, "A")
-        if retransmitted:
-            self._record(side, "T")
-        if packet.window == 0 and not flags & RST and peer.state != CLOSED and side.state != RESET:
-            side.zero_windows += 1
-            self._record(side, "W")
+            self._record(side, "F", (seq + length) % SEQ_MODULO)
+        else:
+            self._record(side, "R", seq)
 
     # --- endpoint state machine --------------------------------------------------------------
-    def _update_state(self, side: Side, peer: Side, packet: Packet) -> None:
-        flags = packet.flags
+    def _update_state(self, side: Side, peer: Side, flags: int, length: int) -> None:
         state = side.state
         if state == INACTIVE:
-            self._from_inactive(side, peer, packet)
+            self._from_inactive(side, peer, flags, length)
         elif state in (SYN_SENT, SYN_ACK_SENT):
             if flags & FIN:
                 side.set_state(CLOSED)
@@ -314,8 +333,7 @@ class ConnectionState:
             if flags & RST and peer.state != CLOSED:
                 side.set_state(RESET)
 
-    def _from_inactive(self, side: Side, peer: Side, packet: Packet) -> None:
-        flags = packet.flags
+    def _from_inactive(self, side: Side, peer: Side, flags: int, length: int) -> None:
         if flags & SYN:
             if side.is_orig:
                 side.set_state(SYN_ACK_SENT if flags & ACK else SYN_SENT)
@@ -329,7 +347,7 @@ class ConnectionState:
             side.set_state(RESET)
         if side.state != INACTIVE:
             return
-        if not side.is_orig and packet.payload_len == 0 and self.orig.state == SYN_SENT:
+        if not side.is_orig and length == 0 and self.orig.state == SYN_SENT:
             return
         if flags & ACK and peer.state == ESTABLISHED:
             side.set_state(ESTABLISHED)

@@ -26,7 +26,6 @@ Nothing here opens files, sockets or processes: the input is any iterable of `Pa
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterable, List, NamedTuple, Optional, Tuple
 
 from harness.connstate import ConnectionState
@@ -65,22 +64,33 @@ class Segment(NamedTuple):
         return self.packet.payload
 
 
-@dataclass
 class Conversation:
-    index: int                   # 1-based, in order of first packet
-    proto: int                   # TCP or UDP
-    orig: Endpoint
-    resp: Endpoint
-    began_mid_stream: bool = False
-    keep_segments: bool = True
-    segments: List[Segment] = field(default_factory=list)
-    state: ConnectionState = field(init=False, repr=False)
-    unreachable: List[Tuple[int, float]] = field(default_factory=list)  # (frame, time) of ICMP errors
-    first_time: float = 0.0
-    last_time: float = 0.0
-    # Per direction (True = outbound) base for relative numbers, and the originator's ISN.
-    _seq_base: Dict[bool, int] = field(default_factory=dict, repr=False)
-    _orig_isn: Optional[int] = field(default=None, repr=False)
+    """One conversation: its endpoints, its ConnectionState, and (with keep_segments) its Segments."""
+
+    # Slots: a long capture makes one of these per conversation, and every packet touches one.
+    __slots__ = ("index", "proto", "orig", "resp", "began_mid_stream", "keep_segments", "segments", "state",
+                 "unreachable", "first_time", "last_time", "_seq_base", "_orig_isn")
+
+    def __init__(self, index: int, proto: int, orig: Endpoint, resp: Endpoint, began_mid_stream: bool = False,
+                 keep_segments: bool = True) -> None:
+        self.index = index                  # 1-based, in order of first packet
+        self.proto = proto                  # TCP or UDP
+        self.orig = orig
+        self.resp = resp
+        self.began_mid_stream = began_mid_stream
+        self.keep_segments = keep_segments
+        self.segments: List[Segment] = []
+        self.state = ConnectionState(proto)
+        self.unreachable: List[Tuple[int, float]] = []    # (frame, time) of ICMP errors
+        self.first_time = 0.0
+        self.last_time = 0.0
+        # Per direction (True = outbound) base for relative numbers, and the originator's ISN.
+        self._seq_base: Dict[bool, int] = {}
+        self._orig_isn: Optional[int] = None
+
+    def __repr__(self) -> str:
+        return (f"Conversation(index={self.index}, {self.describe()}, packets={self.packet_count}, "
+                f"first_time={self.first_time!r}, last_time={self.last_time!r})")
 
     @property
     def proto_name(self) -> str:
@@ -93,21 +103,20 @@ class Conversation:
     def from_side(self, outbound: bool) -> List[Segment]:
         return [s for s in self.segments if s.outbound == outbound]
 
-    def __post_init__(self) -> None:
-        self.state = ConnectionState(self.proto)
-
     @property
     def packet_count(self) -> int:
         return self.state.orig.packets + self.state.resp.packets
 
     def _add(self, packet: Packet) -> None:
-        outbound = (packet.src, packet.sport) == self.orig
+        outbound = packet.sport == self.orig.port and packet.src == self.orig.host
         if not self.packet_count:
             self.first_time = packet.time
         self.last_time = packet.time
         retransmitted = self.state.feed(packet, outbound)
-        if not self.keep_segments:
-            return
+        if self.keep_segments:
+            self._keep(packet, outbound, retransmitted)
+
+    def _keep(self, packet: Packet, outbound: bool, retransmitted: bool) -> None:
         if self.proto != TCP:
             self.segments.append(Segment(packet, outbound, None, None))
             return
@@ -131,6 +140,10 @@ UDP_IDLE_TIMEOUT = 60.0
 SWEEP_INTERVAL = 1.0   # seconds of capture time between looks for ended conversations
 
 
+# No conversation ends before it has been idle this long: most packets are let through on one comparison.
+SHORTEST_TIMEOUT = min(CLOSE_DELAY, TCP_IDLE_TIMEOUT, UDP_IDLE_TIMEOUT)
+
+
 def ended(conversation: Conversation, now: float) -> bool:
     """Rule 7: has this conversation ended by capture time `now`?"""
     idle = now - conversation.last_time
@@ -139,12 +152,15 @@ def ended(conversation: Conversation, now: float) -> bool:
     return idle > TCP_IDLE_TIMEOUT or (idle > CLOSE_DELAY and conversation.state.closed)
 
 
-Key = Tuple[Tuple[str, int], Tuple[str, int], int]
+Key = Tuple[str, int, str, int, int]
 
 
-def _key(packet: Packet) -> Key:
-    a, b = (packet.src, packet.sport), (packet.dst, packet.dport)
-    return (a, b, packet.proto) if a <= b else (b, a, packet.proto)
+def _key(packet) -> Key:
+    """Rule 1: the same key both ways (the lower endpoint first); `packet` is a Packet or UnreachableQuote."""
+    src, sport, dst, dport = packet.src, packet.sport, packet.dst, packet.dport
+    if src < dst or (src == dst and sport <= dport):
+        return (src, sport, dst, dport, packet.proto)
+    return (dst, dport, src, sport, packet.proto)
 
 
 class ConversationTracker:
@@ -162,18 +178,20 @@ class ConversationTracker:
 
     def feed(self, packet: Packet) -> Conversation:
         key = _key(packet)
+        now = packet.time
         conv = self._current.get(key)
         is_open = packet.proto == TCP and packet.flags & (SYN | ACK) == SYN
-        if conv is not None and (ended(conv, packet.time) or (
-                is_open and conv._orig_isn is not None and conv._orig_isn != packet.seq)):
+        if conv is not None and (
+                (now - conv.last_time > SHORTEST_TIMEOUT and ended(conv, now))
+                or (is_open and conv._orig_isn is not None and conv._orig_isn != packet.seq)):
             self._end(key, conv)  # rules 7 and 3: it ended, or the port is reused
             conv = None
         if conv is None:
             conv = self._start(packet, is_open)
             self._current[key] = conv
         conv._add(packet)
-        if packet.time >= self._next_sweep:
-            self._sweep(packet.time)
+        if now >= self._next_sweep:
+            self._sweep(now)
         return conv
 
     def finish(self) -> None:
@@ -184,7 +202,7 @@ class ConversationTracker:
     def _sweep(self, now: float) -> None:
         self._next_sweep = now + SWEEP_INTERVAL
         for key, conv in list(self._current.items()):
-            if ended(conv, now):
+            if now - conv.last_time > SHORTEST_TIMEOUT and ended(conv, now):
                 self._end(key, conv)
 
     def _end(self, key: Key, conv: Conversation) -> None:

@@ -101,6 +101,10 @@ _IPV6_FIXED = struct.Struct("!4xHB").unpack_from           # payload length, nex
 _TCP_FIXED = struct.Struct("!HHIIBBH").unpack_from          # ports, seq, ack, offset, flags, window
 _UDP_FIXED = struct.Struct("!HHH").unpack_from              # ports, length
 _new_packet = tuple.__new__
+# From the start of an untagged Ethernet frame: ethertype; IPv4 version/IHL, total length, fragment
+# field, protocol, addresses; TCP ports, seq, ack, data offset, flags, window.
+_ETHERNET_IPV4_TCP = struct.Struct("!12xHBxHxxHxB2x8sHHIIBBH").unpack_from
+_ETHERNET_IPV4_TCP_SIZE = 14 + 20 + 20
 
 
 class UnsupportedLinkType(Exception):
@@ -215,8 +219,31 @@ def decode(record, frame: int) -> Optional[Packet]:
     if origlen < len(data):
         raise PacketDecodeError(frame, f"original length {origlen} is less than the {len(data)} bytes captured "
                                        f"(a corrupt record header)")
+    if linktype == LINKTYPE_ETHERNET and len(data) >= _ETHERNET_IPV4_TCP_SIZE:
+        # Fast path for almost everything a loopback or LAN capture holds: untagged Ethernet, IPv4
+        # without options, TCP. One unpack reads both headers; a frame that passes every check below
+        # decodes exactly as _decode_layers would (tests/test_decode_fast_path.py holds it to that),
+        # and anything else, malformed or not, is left to _decode_layers.
+        (ethertype, version_ihl, total_length, fragment, proto, addresses, sport, dport, seq, ack, data_offset,
+         flags, window) = _ETHERNET_IPV4_TCP(data, 0)
+        header_len = (data_offset >> 4) * 4
+        if (ethertype == ETHERTYPE_IPV4 and version_ihl == 0x45 and proto == TCP and not fragment & 0x1FFF
+                and 40 <= total_length <= origlen - 14 and 20 <= header_len <= total_length - 20):
+            src, dst = _address_pairs.get(addresses) or _address_pair(addresses)
+            payload_start = 34 + header_len
+            payload_len = total_length - 20 - header_len
+            mss = wscale = None
+            if flags & SYN and header_len > 20:
+                mss, wscale = _syn_options(data, 54, min(payload_start, len(data)))
+            return _new_packet(Packet, (frame, ts, src, dst, TCP, sport, dport, payload_len,
+                                        data[payload_start:payload_start + payload_len],
+                                        seq, ack, flags, window, mss, wscale))
+    return _decode_layers(linktype, ts, origlen, data, frame)
+
+
+def _decode_layers(linktype: int, ts: float, origlen: int, data: bytes, frame: int) -> Optional[Packet]:
+    """decode() for any frame, one layer at a time."""
     if linktype == LINKTYPE_ETHERNET and len(data) >= 14 and data[12] == 0x08 and data[13] == 0x00:
-        # Fast path: untagged Ethernet IPv4 is almost everything we see.
         ethertype, offset = ETHERTYPE_IPV4, 14
     else:
         ethertype, offset = _network_layer(linktype, data, frame)

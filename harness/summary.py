@@ -7,6 +7,9 @@ from typing import Dict, List
 from harness.conversation import Conversation
 
 _BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+# Two digits per divmod: entry n is the digits of n % 62 then n // 62, least significant first.
+_BASE62_PAIRS = tuple(low + high for high in _BASE62 for low in _BASE62)
+_UID_DIGITS = 17
 
 COLUMNS = ("uid", "proto", "id.orig_h", "id.orig_p", "id.resp_h", "id.resp_p", "conn_state", "history",
            "orig_pkts", "resp_pkts", "orig_bytes", "resp_bytes", "retransmissions")
@@ -17,15 +20,17 @@ def uid(conversation: Conversation) -> str:
     key = f"{conversation.first_time!r}|{conversation.proto}|{conversation.orig}|{conversation.resp}|" \
           f"{conversation.index}"
     number = int.from_bytes(hashlib.sha1(key.encode()).digest()[:13], "big")
-    digits = []
-    for _ in range(17):
-        number, digit = divmod(number, 62)
-        digits.append(_BASE62[digit])
-    return "C" + "".join(digits)
+    digits = ["C"]
+    for _ in range(_UID_DIGITS // 2):
+        number, pair = divmod(number, 62 * 62)
+        digits.append(_BASE62_PAIRS[pair])
+    digits.append(_BASE62[number % 62])
+    return "".join(digits)
 
 
 def summarize(conversation: Conversation) -> Dict[str, object]:
     state = conversation.state
+    orig, resp = state.orig, state.resp
     return {
         "ts": conversation.first_time,
         "uid": uid(conversation),
@@ -37,19 +42,22 @@ def summarize(conversation: Conversation) -> Dict[str, object]:
         "duration": round(conversation.last_time - conversation.first_time, 9),
         "conn_state": state.conn_state,
         "history": state.history,
-        "orig_pkts": state.orig.packets,
-        "resp_pkts": state.resp.packets,
-        "orig_bytes": state.orig.payload_bytes,
-        "resp_bytes": state.resp.payload_bytes,
-        "orig_payloads": list(state.orig.payloads),
-        "resp_payloads": list(state.resp.payloads),
-        "retransmissions": state.orig.retransmissions + state.resp.retransmissions,
-        "out_of_order": state.orig.out_of_order + state.resp.out_of_order,
-        "duplicate_acks": state.orig.duplicate_acks + state.resp.duplicate_acks,
-        "missed_bytes": sum((hole_end - hole_start) % (1 << 32) for side in (state.orig, state.resp)
-                            for hole_start, hole_end in side.holes),
+        "orig_pkts": orig.packets,
+        "resp_pkts": resp.packets,
+        "orig_bytes": orig.payload_bytes,
+        "resp_bytes": resp.payload_bytes,
+        "orig_payloads": orig.payloads.tolist(),
+        "resp_payloads": resp.payloads.tolist(),
+        "retransmissions": orig.retransmissions + resp.retransmissions,
+        "out_of_order": orig.out_of_order + resp.out_of_order,
+        "duplicate_acks": orig.duplicate_acks + resp.duplicate_acks,
+        "missed_bytes": _missed_bytes(orig.holes) + _missed_bytes(resp.holes) if orig.holes or resp.holes else 0,
         "icmp_unreachable": len(conversation.unreachable),
     }
+
+
+def _missed_bytes(holes) -> int:
+    return sum((hole_end - hole_start) % (1 << 32) for hole_start, hole_end in holes)
 
 
 def table(records: List[Dict[str, object]]) -> str:
