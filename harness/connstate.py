@@ -57,7 +57,7 @@ from __future__ import annotations
 
 import re
 from array import array
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 from harness.packet import ACK, FIN, RST, SYN, TCP, Packet
 
@@ -65,9 +65,7 @@ INACTIVE, SYN_SENT, SYN_ACK_SENT, PARTIAL, ESTABLISHED, CLOSED, RESET = (
     "INACTIVE", "SYN_SENT", "SYN_ACK_SENT", "PARTIAL", "ESTABLISHED", "CLOSED", "RESET")
 _INACTIVE_LIKE = (INACTIVE, PARTIAL)
 _RSTOS0_HISTORY = re.compile(r"\^?S[^HAFGIQ]*R.*")
-_ONCE = frozenset("ADIQ")
-_SEQUENCED = frozenset("SHFR")
-_LOGARITHMIC = frozenset("TW")
+_LOGARITHMIC_COUNTS = frozenset((1, 10, 100, 1000, 10000, 100000, 1000000))
 SEQ_MODULO = 1 << 32
 HALF_SEQ_SPACE = 1 << 31
 MAX_HOLES = 64  # beyond this the oldest holes are forgotten: memory stays bounded on a lossy capture
@@ -94,7 +92,7 @@ class Side:
     __slots__ = ("is_orig", "state", "prev_state", "packets", "start_seq", "highest_seq", "rexmit_payloads",
                  "retransmissions", "out_of_order", "duplicate_acks", "zero_windows", "holes", "next_seq",
                  "next_seq_time", "last_ack", "last_ack_time", "window", "dupacks_in_a_row", "payloads",
-                 "_recorded", "_last_seq_of")
+                 "_recorded")
 
     def __init__(self, is_orig: bool) -> None:
         self.is_orig = is_orig
@@ -116,8 +114,9 @@ class Side:
         self.window: Optional[int] = None
         self.dupacks_in_a_row = 0
         self.payloads = array("I")
-        self._recorded: set = set()
-        self._last_seq_of: dict = {}
+        # History letters recorded so far, each with the sequence number it was last seen with (None
+        # for the letters recorded once only).
+        self._recorded: Dict[str, Optional[int]] = {}
 
     def set_state(self, state: str) -> None:
         self.prev_state, self.state = self.state, state
@@ -198,12 +197,14 @@ class ConnectionState:
             if side.highest_seq is None:
                 side.start_seq = side.highest_seq = 0
             side.highest_seq += length
-            self._record(side, "D")
+            self._record_once(side, "D")
             side.state = ESTABLISHED  # "active", in Zeek's UDP terms
             return False
         flags, seq, now, window = packet.flags, packet.seq, packet.time, packet.window
         seglen = length + _CONTROL_LENGTH[flags & (SYN | FIN)]
-        retransmitted = self._track_sequence(side, flags, seq, length)
+        # A bare ACK after the first segment leaves the sequence space as it was.
+        retransmitted = (self._track_sequence(side, flags, seq, length)
+                         if length or flags & SYN or side.start_seq is None else False)
 
         # tshark's analysis: judge the segment against what the side had sent before it ...
         if seglen and side.next_seq is not None and not flags & RST:
@@ -217,12 +218,15 @@ class ConnectionState:
                 and packet.ack == side.last_ack):
             side.dupacks_in_a_row += 1
             side.duplicate_acks += 1
+        # (0 < (a - b) % SEQ_MODULO < HALF_SEQ_SPACE is _seq_after(a, b), written out on this hot path.)
         if not flags & RST:
             end = (seq + seglen) % SEQ_MODULO
-            if side.next_seq is None or _seq_after(end, side.next_seq):
+            if side.next_seq is None or 0 < (end - side.next_seq) % SEQ_MODULO < HALF_SEQ_SPACE:
                 side.next_seq, side.next_seq_time = end, now
-        if flags & ACK and (side.last_ack is None or _seq_after(packet.ack, side.last_ack)):
-            side.last_ack, side.last_ack_time, side.dupacks_in_a_row = packet.ack, now, 0
+        if flags & ACK:
+            ack = packet.ack
+            if side.last_ack is None or 0 < (ack - side.last_ack) % SEQ_MODULO < HALF_SEQ_SPACE:
+                side.last_ack, side.last_ack_time, side.dupacks_in_a_row = ack, now, 0
         side.window = window
         if self.initial_rtt is None:
             self._measure_initial_rtt(side, flags, now)
@@ -267,50 +271,45 @@ class ConnectionState:
         return True
 
     # --- history -----------------------------------------------------------------------------
-    def _record(self, side: Side, letter: str, seq: Optional[int] = None) -> None:
-        code = letter if side.is_orig else letter.lower()
-        if letter in _ONCE:
-            if letter in side._recorded:
-                return
-            side._recorded.add(letter)
-        elif letter in _SEQUENCED:
-            last = side._last_seq_of.get(letter)
-            side._last_seq_of[letter] = seq
-            if letter in side._recorded and last == seq:
-                return
-            side._recorded.add(letter)
-        elif letter in _LOGARITHMIC:
-            count = side.rexmit_payloads if letter == "T" else side.zero_windows
-            if count not in (1, 10, 100, 1000, 10000, 100000, 1000000):
-                return
-        self._history.append(code)
+    def _record_once(self, side: Side, letter: str) -> None:
+        """A, D, I, Q: recorded the first time only."""
+        if letter not in side._recorded:
+            side._recorded[letter] = None
+            self._history.append(letter if side.is_orig else letter.lower())
+
+    def _record_sequenced(self, side: Side, letter: str, seq: int) -> None:
+        """S, H, F, R: recorded again whenever the sequence number differs from the last one."""
+        recorded = side._recorded
+        if letter not in recorded or recorded[letter] != seq:
+            recorded[letter] = seq
+            self._history.append(letter if side.is_orig else letter.lower())
+
+    def _record_counted(self, side: Side, letter: str, count: int) -> None:
+        """T, W: recorded on the 1st, 10th, 100th... occurrence."""
+        if count in _LOGARITHMIC_COUNTS:
+            self._history.append(letter if side.is_orig else letter.lower())
 
     def _update_history(self, side: Side, peer: Side, flags: int, seq: int, length: int, window: int,
                         retransmitted: bool) -> None:
         if flags & (SYN | FIN | RST):
-            self._record_control(side, flags, seq, length)
+            control = (flags & SYN != 0) + (flags & FIN != 0) + (flags & RST != 0)
+            if control > 1:
+                self._record_once(side, "I" if flags & FIN and flags & RST else "Q")
+            elif flags & SYN:
+                self._record_sequenced(side, "H" if flags & ACK else "S", seq)
+            elif flags & FIN:
+                self._record_sequenced(side, "F", (seq + length) % SEQ_MODULO)
+            else:
+                self._record_sequenced(side, "R", seq)
         elif length:
-            if "D" not in side._recorded:   # D and A are recorded once: skip the call when done
-                self._record(side, "D")
+            self._record_once(side, "D")
         elif flags & ACK:
-            if "A" not in side._recorded:
-                self._record(side, "A")
+            self._record_once(side, "A")
         if retransmitted:
-            self._record(side, "T")
+            self._record_counted(side, "T", side.rexmit_payloads)
         if window == 0 and not flags & RST and peer.state != CLOSED and side.state != RESET:
             side.zero_windows += 1
-            self._record(side, "W")
-
-    def _record_control(self, side: Side, flags: int, seq: int, length: int) -> None:
-        control = (flags & SYN != 0) + (flags & FIN != 0) + (flags & RST != 0)
-        if control > 1:
-            self._record(side, "I" if flags & FIN and flags & RST else "Q")
-        elif flags & SYN:
-            self._record(side, "H" if flags & ACK else "S", seq)
-        elif flags & FIN:
-            self._record(side, "F", (seq + length) % SEQ_MODULO)
-        else:
-            self._record(side, "R", seq)
+            self._record_counted(side, "W", side.zero_windows)
 
     # --- endpoint state machine --------------------------------------------------------------
     def _update_state(self, side: Side, peer: Side, flags: int, length: int) -> None:

@@ -108,9 +108,8 @@ class Conversation:
         return self.state.orig.packets + self.state.resp.packets
 
     def _add(self, packet: Packet) -> None:
+        """Take the next packet; the tracker has set first_time from the first one."""
         outbound = packet.sport == self.orig.port and packet.src == self.orig.host
-        if not self.packet_count:
-            self.first_time = packet.time
         self.last_time = packet.time
         retransmitted = self.state.feed(packet, outbound)
         if self.keep_segments:
@@ -177,10 +176,15 @@ class ConversationTracker:
         self._next_sweep = float("-inf")
 
     def feed(self, packet: Packet) -> Conversation:
-        key = _key(packet)
+        src, sport, dst, dport, proto = packet.src, packet.sport, packet.dst, packet.dport, packet.proto
+        # _key(packet), written out: this runs for every packet.
+        if src < dst or (src == dst and sport <= dport):
+            key = (src, sport, dst, dport, proto)
+        else:
+            key = (dst, dport, src, sport, proto)
         now = packet.time
         conv = self._current.get(key)
-        is_open = packet.proto == TCP and packet.flags & (SYN | ACK) == SYN
+        is_open = proto == TCP and packet.flags & (SYN | ACK) == SYN
         if conv is not None and (
                 (now - conv.last_time > SHORTEST_TIMEOUT and ended(conv, now))
                 or (is_open and conv._orig_isn is not None and conv._orig_isn != packet.seq)):
@@ -229,6 +233,7 @@ class ConversationTracker:
                 began_mid_stream = True
         self.started += 1
         conv = Conversation(self.started, packet.proto, src, dst, began_mid_stream, self.keep_segments)
+        conv.first_time = packet.time
         if flipped:
             conv.state.mark_flipped()
         if is_open:

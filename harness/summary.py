@@ -17,7 +17,8 @@ COLUMNS = ("uid", "proto", "id.orig_h", "id.orig_p", "id.resp_h", "id.resp_p", "
 
 def uid(conversation: Conversation) -> str:
     """Like Zeek's uids (C + 17 base-62 digits), but derived from the conversation so reruns agree."""
-    key = f"{conversation.first_time!r}|{conversation.proto}|{conversation.orig}|{conversation.resp}|" \
+    # !s: str() the endpoints directly; the default format() of a tuple subclass takes a slower way there.
+    key = f"{conversation.first_time!r}|{conversation.proto}|{conversation.orig!s}|{conversation.resp!s}|" \
           f"{conversation.index}"
     number = int.from_bytes(hashlib.sha1(key.encode()).digest()[:13], "big")
     digits = ["C"]
