@@ -304,18 +304,36 @@ def _positional_differences(steps: Sequence[Step], segments: Sequence[Segment], 
 
 
 def _first_unmatched(steps: Sequence[Optional[Step]], segments: Sequence[Segment], proto: int) -> Problem:
-    """The step the wire could not reach, scanning greedily: a hint, not a proof."""
+    """Where the wire first leaves the expectation, walking both in order: a step must match the
+    next segment unless a `...` comes before it; optional steps are taken when they match. A hint
+    for the reader (the first dead end of one walk), not a proof that no other alignment exists."""
     j = 0
+    may_skip = False
     for step in steps:
-        if step is None or step.optional:
+        if step is None:
+            may_skip = True
             continue
-        while j < len(segments) and step.mismatches(segments[j], proto):
+        if may_skip:
+            while j < len(segments) and step.mismatches(segments[j], proto):
+                j += 1
+        if j < len(segments) and not step.mismatches(segments[j], proto):
             j += 1
+            may_skip = False
+            continue
+        if step.optional:
+            continue
         if j == len(segments):
-            return Problem(f"no segment matches step `{step.describe()}` (line {step.line}) in order")
-        j += 1
-    return Problem(f"{len(segments) - j} segment(s) after the last step, from frame {segments[j].packet.frame}",
-                   segments[j].packet.frame)
+            return Problem(f"no segment left for step `{step.describe()}` (line {step.line})")
+        segment = segments[j]
+        return Problem(f"segment {j + 1} (frame {segment.packet.frame}): expected `{step.describe()}` "
+                       f"(line {step.line}), wire `{_describe_segment(segment, proto)}`\n"
+                       + "\n".join(f"    {field}" for field in step.mismatches(segment, proto)),
+                       segment.packet.frame)
+    if j < len(segments) and not may_skip:
+        return Problem(f"{len(segments) - j} segment(s) after the last step, from frame {segments[j].packet.frame}",
+                       segments[j].packet.frame)
+    return Problem("the wire matches each step in turn but not the expectation as a whole "
+                   "(an optional step or `...` is taken where another alignment was needed)")
 
 
 def _describe_segment(segment: Segment, proto: int) -> str:

@@ -95,7 +95,7 @@ def test_wildcard_and_alternatives():
     spec = Expectation.parse("C>S SYN\n...\nS>C RST|RST,ACK\n")
     assert spec.problems(conv_of(tcp(HANDSHAKE + [("S", "R", b"")]))) == []
     assert spec.problems(conv_of(tcp(HANDSHAKE + [("S", "RA", b"")]))) == []
-    assert spec.problems(conv_of(tcp(HANDSHAKE))) == ["no segment matches step `S>C RST|RST,ACK` (line 3) in order"]
+    assert spec.problems(conv_of(tcp(HANDSHAKE))) == ["no segment left for step `S>C RST|RST,ACK` (line 3)"]
 
 
 def test_psh_is_compared_only_when_named():
@@ -129,7 +129,8 @@ def test_an_optional_step_may_be_missing_but_must_match_if_present():
     assert spec.problems(conv_of(tcp(HANDSHAKE + [("C", "PA", b"yp")]))) == []
     assert spec.problems(conv_of(tcp(HANDSHAKE[:2] + [("C", "PA", b"yp")]))) == []
     assert spec.problems(conv_of(tcp(HANDSHAKE[:2] + [("C", "PA", b"yp!")]))) == [
-        "no segment matches step `C>S PSH,ACK len=2` (line 4) in order"]
+        "segment 3 (frame 3): expected `C>S PSH,ACK len=2` (line 4), wire `C>S PSH, ACK seq=1 ack=1 len=3`\n"
+        "    len: expected 2, wire 3"]
     assert spec.steps[2].describe() == "? C>S ACK len=0"
 
 
@@ -152,3 +153,11 @@ def test_a_long_conversation_matches_without_recursion():
     assert spec.problems(conversation) == []
     notes = spec.frame_notes(conversation)
     assert notes[5004] == "ok: step 4 `S>C FIN,ACK`" and len(notes) == len(conversation.segments)
+
+
+def test_a_stray_segment_before_a_wildcard_is_named_not_skipped():
+    # Steps before a `...` must meet consecutive segments: a bad ACK is the problem, not a later good one.
+    stray = [("C", "A", b"", {"ack": 900058}), ("C", "A", b"")]
+    problems = Expectation.builtin("tcp_graceful").problems(conv_of(tcp(HANDSHAKE[:2] + stray)))
+    assert problems[0].startswith("segment 3 (frame 3): expected `C>S ACK seq=1 ack=1` (line 6)")
+    assert problems[0].frame == 3 and "ack: expected 1, wire 58" in problems[0]

@@ -483,8 +483,6 @@ def test_open_capture_refuses_a_fifo_by_path_but_reads_a_pipe_handed_to_it(tmp_p
 
 # -- found by fuzzing, in code this suite does not own ----------------------------------------
 
-@pytest.mark.xfail(strict=True, raises=IndexError,
-                   reason="expect._first_unmatched reads segments[j] after the greedy scan used the last one")
 def test_check_when_the_last_segment_matches_the_last_step_but_the_path_fails(tmp_path, capsys):
     syn, syn_ack, ack = _frames[0], _frames[1], _frames[2]
     stray = patched(ack, ETHERNET + 20 + 8, b"\x00\x00\x00\x3a")    # the ACK's ack number, now 58 off
