@@ -205,9 +205,10 @@ class ConversationTracker:
 
     def _sweep(self, now: float) -> None:
         self._next_sweep = now + SWEEP_INTERVAL
-        for key, conv in list(self._current.items()):
-            if now - conv.last_time > SHORTEST_TIMEOUT and ended(conv, now):
-                self._end(key, conv)
+        finished = [(key, conv) for key, conv in self._current.items()
+                    if now - conv.last_time > SHORTEST_TIMEOUT and ended(conv, now)]
+        for key, conv in finished:
+            self._end(key, conv)
 
     def _end(self, key: Key, conv: Conversation) -> None:
         if self._current.get(key) is conv:
