@@ -81,7 +81,7 @@ def _seq_delta(a: int, b: int) -> int:
 
 
 def _seq_after(a: int, b: int) -> bool:
-    """_seq_delta(a, b) > 0, without the call: it is asked for nearly every segment."""
+    """_seq_delta(a, b) > 0: is a after b in sequence space?"""
     return 0 < (a - b) % SEQ_MODULO < HALF_SEQ_SPACE
 
 
