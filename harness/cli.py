@@ -11,8 +11,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-from harness import ladder, svg
-from harness.annotate import annotate
+from harness import ladder
 from harness.capture import BACKENDS, CaptureError
 from harness.decode import UnsupportedLinkType
 from harness.expect import Expectation, SpecError
@@ -232,6 +231,7 @@ def _show(args) -> int:
     else:
         print(f"{args.file}: no TCP or UDP conversations")
     if args.svg:
+        from harness import svg   # drawing is rare: keep its imports off every other command's start
         _write(args.svg, svg.render_svg_all(chosen, str(args.file), notes))
     return _damaged(trace)
 
@@ -250,10 +250,12 @@ def _check(args) -> int:
                f"{'does not match' if problems else 'matches'} {expectation.source}")
     if args.annotate:
         try:
+            from harness.annotate import annotate
             annotate(args.file, args.annotate, notes, [f"harness check: {verdict}", *problems])
         except (OSError, CaptureFormatError) as error:
             raise Unusable(f"cannot write {args.annotate}: {error}") from None
     if args.svg:
+        from harness import svg
         _write(args.svg, svg.render_svg(conversation, str(args.file), notes, title=verdict))
     if _damaged(trace):
         return UNUSABLE
