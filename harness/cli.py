@@ -214,11 +214,6 @@ def _write(path: Path, text: str) -> None:
         raise Unusable(f"cannot write {path}: {error.strerror}") from None
 
 
-def _print_json_array(records, after: str = "") -> None:
-    """One record per line: readable, and json's C encoder stays in use (indent would switch it off)."""
-    print("[" + ",\n ".join(json.dumps(record) for record in records) + "]" + after)
-
-
 def _show(args) -> int:
     expectation = _expectation(args.expect) if args.expect else None
     trace = _load(args.file)

@@ -100,9 +100,6 @@ class Conversation:
         opener = "first seen" if self.began_mid_stream else "originator"
         return f"{self.proto_name} {self.orig} ({opener}) <-> {self.resp}"
 
-    def from_side(self, outbound: bool) -> List[Segment]:
-        return [s for s in self.segments if s.outbound == outbound]
-
     @property
     def packet_count(self) -> int:
         return self.state.orig.packets + self.state.resp.packets

@@ -6,7 +6,7 @@
 """
 from __future__ import annotations
 
-from typing import Dict, Iterable, Optional
+from typing import Dict, Optional
 
 from harness.conversation import Conversation, Segment
 from harness.packet import TCP, flag_names
@@ -46,6 +46,3 @@ def render(conversation: Conversation, pcap: Optional[str] = None,
         lines.append(f"{row}  << {note}" if note else row)
     return "\n".join(lines)
 
-
-def render_all(conversations: Iterable[Conversation], pcap: Optional[str] = None) -> str:
-    return "\n\n".join(render(c, pcap) for c in conversations)

@@ -11,7 +11,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 from typing import List, Optional, Sequence
@@ -59,10 +58,6 @@ class Subject:
         self.stderr_lines: List[str] = []
         self._new_line = threading.Condition()
         self._readers: List[threading.Thread] = []
-
-    @classmethod
-    def python_module(cls, name: str, module: str, args: Sequence[str] = (), **kwargs) -> "Subject":
-        return cls(name, [sys.executable, "-u", "-m", module, *args], **kwargs)
 
     def start(self) -> "Subject":
         env = dict(os.environ if self._env is None else self._env)
