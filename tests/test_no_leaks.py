@@ -4,7 +4,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import pytest
 from harness.capture import partial_path
 from harness.process import SubjectError
 from harness.scenario import LAB_SCENARIOS, Timeouts, run_scenario
+from procfs import alive, wait_until
 
 pytestmark = pytest.mark.capture
 HANG = [sys.executable, "-c", "import signal; signal.pause()"]
@@ -33,20 +33,8 @@ def children_of(pid):
     return found
 
 
-def alive(pid):
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
-def wait_until(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.01)  # polling /proc, which offers no notification
 
 
 def test_a_failing_assertion_leaves_a_complete_pcap_and_no_process(capture_backend, tmp_path):

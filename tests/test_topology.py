@@ -15,7 +15,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -30,6 +29,7 @@ from harness.topology import (LOSSY_BULK_EXPECTATION, NAME_PATTERN, NFT_TABLE, T
                               cleanup_stale, list_namespaces, owned_namespaces, run_topology_scenario,
                               topology_unavailable_reason)
 from harness.trace import load_trace
+from procfs import alive, wait_until
 
 pytestmark = pytest.mark.capture
 
@@ -39,20 +39,8 @@ SLOW = Timeouts(client_done=60.0, server_done=60.0, settle=30.0)
 TOPOLOGY_SPACE = ipaddress.ip_network("10.210.0.0/16")
 
 
-def wait_until(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.01)  # ok: polling /proc and /run/netns, which offer no notification
 
 
-def alive(pid):
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 def root_nft_tables():
