@@ -51,7 +51,8 @@ its side's next sequence number (keep-alives aside), in this order:
    retransmission: any other.
    Fast and spurious retransmissions count as retransmissions, as tshark flags them.
 A duplicate ACK: no payload, no SYN/FIN/RST, a non-zero window and the same window, ACK number and
-next sequence number as the side's previous segment.
+next sequence number as the side's previous segment. A new ACK number ends a run of them; the ACK
+number and time compared against are those of the side's last segment, as tshark keeps them.
 """
 from __future__ import annotations
 
@@ -109,7 +110,7 @@ class Side:
         self.holes: List[list] = []             # [start, end) ranges skipped by a sequence jump
         self.next_seq: Optional[int] = None     # one past the highest sequence number sent, SYN and FIN included
         self.next_seq_time = 0.0
-        self.last_ack: Optional[int] = None     # the highest ACK number sent
+        self.last_ack: Optional[int] = None     # the ACK number of the side's last ACK
         self.last_ack_time = 0.0
         self.window: Optional[int] = None
         self.dupacks_in_a_row = 0
@@ -218,15 +219,16 @@ class ConnectionState:
                 and packet.ack == side.last_ack):
             side.dupacks_in_a_row += 1
             side.duplicate_acks += 1
+        elif packet.ack != side.last_ack:
+            side.dupacks_in_a_row = 0   # a new ACK number ends the run, as in tshark
         # (0 < (a - b) % SEQ_MODULO < HALF_SEQ_SPACE is _seq_after(a, b), written out on this hot path.)
         if not flags & RST:
             end = (seq + seglen) % SEQ_MODULO
             if side.next_seq is None or 0 < (end - side.next_seq) % SEQ_MODULO < HALF_SEQ_SPACE:
                 side.next_seq, side.next_seq_time = end, now
         if flags & ACK:
-            ack = packet.ack
-            if side.last_ack is None or 0 < (ack - side.last_ack) % SEQ_MODULO < HALF_SEQ_SPACE:
-                side.last_ack, side.last_ack_time, side.dupacks_in_a_row = ack, now, 0
+            # tshark remembers each ACK as it comes, and when, whether or not it moved forward.
+            side.last_ack, side.last_ack_time = packet.ack, now
         side.window = window
         if self.initial_rtt is None:
             self._measure_initial_rtt(side, flags, now)

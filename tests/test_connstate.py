@@ -141,3 +141,25 @@ def test_simultaneous_close_is_sf():
     simultaneous = [("C", "FA", b""), ("S", "FA", b"", {"ack": 1004}), ("C", "A", b""), ("S", "A", b"")]
     record = summary_of(tcp(HANDSHAKE + LAB_DATA + simultaneous))
     assert record["conn_state"] == "SF" and record["history"].endswith("Ff")
+
+
+def test_a_window_update_does_not_end_a_run_of_duplicate_acks_but_a_new_ack_does():
+    # Segment 2 is lost before the capture (it sees 1 and 3). The server repeats ACK 1101, once with
+    # a new window, and segment 2 comes again within the initial RTT of segment 3. After two duplicate
+    # ACKs for its sequence number it is a fast retransmission; without such a run, out of order.
+    def resent_quickly(server_acks):
+        steps = [("C", "PA", b"a" * 100), ("C", "PA", b"c" * 100, {"seq": 1201}), *server_acks,
+                 ("C", "PA", b"b" * 100, {"seq": 1101})]
+        packets = tcp(HANDSHAKE + steps)
+        third = packets[4].time   # the initial RTT here is 2 ms: the rest come within it
+        return [p._replace(time=third + 0.0001 * n) if i > 4 else p for n, (i, p) in enumerate(
+            enumerate(packets))]
+
+    dup = {"ack": 1101}
+    window_update = [("S", "A", b"", dup), ("S", "A", b"", dup), ("S", "A", b"", {**dup, "window": 1000}),
+                     ("S", "A", b"", {**dup, "window": 1000})]
+    record = summary_of(resent_quickly(window_update))
+    assert (record["duplicate_acks"], record["retransmissions"], record["out_of_order"]) == (2, 1, 0)
+    new_ack = [("S", "A", b"", dup), ("S", "A", b"", dup), ("S", "A", b"", dup), ("S", "A", b"", {"ack": 1201})]
+    record = summary_of(resent_quickly(new_ack))
+    assert (record["duplicate_acks"], record["retransmissions"], record["out_of_order"]) == (2, 0, 1)
