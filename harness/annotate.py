@@ -13,11 +13,9 @@ Rules:
   interface (link type, snaplen, name, description, filter, comments, if_tsoffset), so packets
   keep their interface. `section_comments` go on the first Section Header Block. Blocks the
   reader does not surface (name resolution, statistics, decryption secrets, EPB flags) are dropped.
-* Timestamps are written with if_tsresol=9 (nanoseconds). The reader hands out float seconds,
-  which pin a microsecond tick exactly at today's dates but not a nanosecond one: when the
-  source interface's ticks are coarse enough for the float to identify them, the tick is
-  recovered exactly (a microsecond pcap comes out with exactly the same times); otherwise the
-  float is rounded to the nearest nanosecond, which reads back as the very same float.
+* Timestamps are written with if_tsresol=9 (nanoseconds), from the reader's integer
+  nanoseconds: microsecond and nanosecond sources come out with exactly the same times (ticks
+  finer than a nanosecond are truncated to it, as Wireshark reads them).
 * Streaming, constant memory. The file is written as OUT.partial and renamed over OUT only once
   complete and synced, so OUT is never half-written; on any error the .partial is removed.
 * Comments for frames the capture does not have are an error (ValueError), not silently lost.
@@ -25,7 +23,6 @@ Rules:
 from __future__ import annotations
 
 import gzip
-import math
 import os
 import stat
 import struct
@@ -100,19 +97,9 @@ def _enhanced_packet(interface_id: int, nanoseconds: int, record: Record, commen
     return _block(ENHANCED_PACKET, fixed + record.data + _PAD[len(record.data) & 3] + options)
 
 
-def _nanoseconds(ts: float, interface: InterfaceInfo) -> int:
-    """Nanoseconds since the interface's if_tsoffset, as exact as the float allows.
-
-    The reader computed ts = ticks / tsresol + tsoffset with at most one float ulp of error; when
-    a tick is longer than two ulps, the nearest tick is the source's own, recovered exactly.
-    """
-    numerator, denominator = ts.as_integer_ratio()
-    numerator -= interface.tsoffset * denominator
-    units = interface.tsresol
-    if NANOSECONDS % units == 0 and units * 2 * math.ulp(ts) < 1:
-        ticks = (2 * numerator * units + denominator) // (2 * denominator)
-        return ticks * (NANOSECONDS // units)
-    return (2 * numerator * NANOSECONDS + denominator) // (2 * denominator)
+def _nanoseconds(time_ns: int, interface: InterfaceInfo) -> int:
+    """Nanoseconds since the interface's if_tsoffset, the unit the copy's interfaces use."""
+    return time_ns - interface.tsoffset * NANOSECONDS
 
 
 class _SourcePeek:
@@ -244,7 +231,7 @@ def annotate(source_path: Union[str, "os.PathLike[str]"], out_path: Union[str, "
                     interface = mirror.interface_for(record)
                     added = wanted.get(frame, ())
                     out.write(_enhanced_packet(interface.index,
-                                               _nanoseconds(record.ts, interface), record,
+                                               _nanoseconds(record.time_ns, interface), record,
                                                record.comments + tuple(added) if added else record.comments))
                     written = frame
                 mirror.catch_up()   # sections and interfaces after the last packet

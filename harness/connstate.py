@@ -41,15 +41,17 @@ holes a jump in sequence numbers leaves and nothing fills are reported as missed
 History T is Zeek's: a segment with payload that does not advance its side's highest sequence number.
 
 The counters of retransmissions, out-of-order segments and duplicate ACKs follow tshark's TCP
-analysis instead, so that the two agree; for a segment whose SYN, FIN or payload does not advance
-its side's next sequence number (keep-alives aside), in this order:
-   fast retransmission: the peer has sent two duplicate ACKs for exactly this sequence number,
-     the last one under 20 ms ago;
-   out of order: the side's next sequence number advanced less than the initial RTT ago (3 ms if
-     unknown) and the segment does not end exactly there;
-   spurious retransmission: the peer had already acknowledged all of it;
-   retransmission: any other.
-   Fast and spurious retransmissions count as retransmissions, as tshark flags them.
+analysis instead, so that the two agree; for a segment that takes sequence space (keep-alives
+aside), the first that holds of:
+   spurious retransmission: it has payload and the peer had already acknowledged all of it;
+   fast retransmission: it does not advance the side's next sequence number, and the peer has
+     sent two duplicate ACKs for exactly this sequence number, the last one under 20 ms ago;
+   out of order: it does not advance it, the side's next sequence number advanced less than the
+     initial RTT ago (3 ms if unknown), and the segment does not end exactly there;
+   retransmission: it does not advance it.
+   Spurious and fast retransmissions count as retransmissions, as tshark flags them.
+Times are compared in integer nanoseconds, as tshark's nstime: a float of today's epoch seconds
+cannot tell 68664 ns from 68665 ns, and the out-of-order threshold sits exactly on such a line.
 A duplicate ACK: no payload, no SYN/FIN/RST, a non-zero window and the same window, ACK number and
 next sequence number as the side's previous segment. A new ACK number ends a run of them; the ACK
 number and time compared against are those of the side's last segment, as tshark keeps them.
@@ -109,9 +111,9 @@ class Side:
         self.zero_windows = 0
         self.holes: List[list] = []             # [start, end) ranges skipped by a sequence jump
         self.next_seq: Optional[int] = None     # one past the highest sequence number sent, SYN and FIN included
-        self.next_seq_time = 0.0
+        self.next_seq_time = 0
         self.last_ack: Optional[int] = None     # the ACK number of the side's last ACK
-        self.last_ack_time = 0.0
+        self.last_ack_time = 0
         self.window: Optional[int] = None
         self.dupacks_in_a_row = 0
         self.payloads = array("I")
@@ -143,27 +145,30 @@ def _fill_hole(holes: List[list], start: int, end: int) -> bool:
     return False
 
 
-FAST_RETRANSMISSION_WINDOW = 0.02
-DEFAULT_OUT_OF_ORDER_THRESHOLD = 0.003
+FAST_RETRANSMISSION_WINDOW = 20_000_000      # nanoseconds
+DEFAULT_OUT_OF_ORDER_THRESHOLD = 3_000_000   # nanoseconds, when the initial RTT is unknown
 
 
-def _classify_resend(side: Side, peer: Side, flags: int, seq: int, length: int, seglen: int, now: float,
-                     initial_rtt: Optional[float]) -> Optional[str]:
+def _classify_resend(side: Side, peer: Side, flags: int, seq: int, length: int, seglen: int, now: int,
+                     initial_rtt: Optional[int]) -> Optional[str]:
     """'retransmission', 'out_of_order' or None, by tshark's rules (module docstring), for a segment
     that takes sequence space (seglen > 0), carries no RST, from a side whose next_seq is known."""
     next_seq = side.next_seq
     if length <= 1 and not flags & (SYN | FIN) and seq == (next_seq - 1) % SEQ_MODULO:
         return None  # a keep-alive
+    # tshark's spurious test compares the end of the payload, SYN and FIN aside, with a non-zero ACK.
+    if length and peer.last_ack and _seq_delta((seq + length) % SEQ_MODULO, peer.last_ack) <= 0:
+        return "retransmission"
     not_advanced = _seq_delta(seq, next_seq) < 0 and not (length > 1 and seq == (next_seq - 1) % SEQ_MODULO)
-    if (not_advanced and peer.dupacks_in_a_row >= 2 and peer.last_ack == seq
+    if not not_advanced:
+        return None
+    if (peer.dupacks_in_a_row >= 2 and peer.last_ack == seq
             and now - peer.last_ack_time < FAST_RETRANSMISSION_WINDOW):
         return "retransmission"
     threshold = initial_rtt or DEFAULT_OUT_OF_ORDER_THRESHOLD
-    if not_advanced and now - side.next_seq_time < threshold and next_seq != (seq + seglen) % SEQ_MODULO:
+    if now - side.next_seq_time < threshold and next_seq != (seq + seglen) % SEQ_MODULO:
         return "out_of_order"
-    if length and peer.last_ack is not None and _seq_delta((seq + seglen) % SEQ_MODULO, peer.last_ack) <= 0:
-        return "retransmission"
-    return "retransmission" if not_advanced else None
+    return "retransmission"
 
 
 class ConnectionState:
@@ -177,8 +182,8 @@ class ConnectionState:
         self.resp = Side(False)
         self.flipped = False
         self._history: List[str] = []
-        self.initial_rtt: Optional[float] = None
-        self._syn_time: Optional[float] = None
+        self.initial_rtt: Optional[int] = None     # nanoseconds
+        self._syn_time: Optional[int] = None
         self._syn_ack_seen = False
 
     @property
@@ -201,7 +206,7 @@ class ConnectionState:
             self._record_once(side, "D")
             side.state = ESTABLISHED  # "active", in Zeek's UDP terms
             return False
-        flags, seq, now, window = packet.flags, packet.seq, packet.time, packet.window
+        flags, seq, now, window = packet.flags, packet.seq, packet.time_ns, packet.window
         seglen = length + _CONTROL_LENGTH[flags & (SYN | FIN)]
         # A bare ACK after the first segment leaves the sequence space as it was.
         retransmitted = (self._track_sequence(side, flags, seq, length)
@@ -242,7 +247,7 @@ class ConnectionState:
     def mark_flipped(self) -> None:
         self.flipped = True
 
-    def _measure_initial_rtt(self, side: Side, flags: int, now: float) -> None:
+    def _measure_initial_rtt(self, side: Side, flags: int, now: int) -> None:
         """tshark's iRTT: from the first SYN to the originator's ACK of the SYN-ACK."""
         if flags & SYN and not flags & ACK and self._syn_time is None:
             self._syn_time = now

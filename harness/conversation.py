@@ -69,7 +69,7 @@ class Conversation:
 
     # Slots: a long capture makes one of these per conversation, and every packet touches one.
     __slots__ = ("index", "proto", "orig", "resp", "began_mid_stream", "keep_segments", "segments", "state",
-                 "unreachable", "first_time", "last_time", "_seq_base", "_orig_isn")
+                 "unreachable", "first_time_ns", "last_time_ns", "_seq_base", "_orig_isn")
 
     def __init__(self, index: int, proto: int, orig: Endpoint, resp: Endpoint, began_mid_stream: bool = False,
                  keep_segments: bool = True) -> None:
@@ -81,16 +81,16 @@ class Conversation:
         self.keep_segments = keep_segments
         self.segments: List[Segment] = []
         self.state = ConnectionState(proto)
-        self.unreachable: List[Tuple[int, float]] = []    # (frame, time) of ICMP errors
-        self.first_time = 0.0
-        self.last_time = 0.0
+        self.unreachable: List[Tuple[int, int]] = []    # (frame, time_ns) of ICMP errors
+        self.first_time_ns = 0
+        self.last_time_ns = 0
         # Per direction (True = outbound) base for relative numbers, and the originator's ISN.
         self._seq_base: Dict[bool, int] = {}
         self._orig_isn: Optional[int] = None
 
     def __repr__(self) -> str:
         return (f"Conversation(index={self.index}, {self.describe()}, packets={self.packet_count}, "
-                f"first_time={self.first_time!r}, last_time={self.last_time!r})")
+                f"first_time_ns={self.first_time_ns}, last_time_ns={self.last_time_ns})")
 
     @property
     def proto_name(self) -> str:
@@ -105,9 +105,9 @@ class Conversation:
         return self.state.orig.packets + self.state.resp.packets
 
     def _add(self, packet: Packet) -> None:
-        """Take the next packet; the tracker has set first_time from the first one."""
+        """Take the next packet; the tracker has set first_time_ns from the first one."""
         outbound = packet.sport == self.orig.port and packet.src == self.orig.host
-        self.last_time = packet.time
+        self.last_time_ns = packet.time_ns
         retransmitted = self.state.feed(packet, outbound)
         if self.keep_segments:
             self._keep(packet, outbound, retransmitted)
@@ -130,19 +130,20 @@ class Conversation:
         self.segments.append(Segment(packet, outbound, rel_seq, rel_ack, retransmitted))
 
 
-CLOSE_DELAY = 5.0
-TCP_IDLE_TIMEOUT = 300.0
-UDP_IDLE_TIMEOUT = 60.0
-SWEEP_INTERVAL = 1.0   # seconds of capture time between looks for ended conversations
+SECOND = 10**9        # capture times are integer nanoseconds
+CLOSE_DELAY = 5 * SECOND
+TCP_IDLE_TIMEOUT = 300 * SECOND
+UDP_IDLE_TIMEOUT = 60 * SECOND
+SWEEP_INTERVAL = SECOND   # capture time between looks for ended conversations
 
 
 # No conversation ends before it has been idle this long: most packets are let through on one comparison.
 SHORTEST_TIMEOUT = min(CLOSE_DELAY, TCP_IDLE_TIMEOUT, UDP_IDLE_TIMEOUT)
 
 
-def ended(conversation: Conversation, now: float) -> bool:
-    """Rule 7: has this conversation ended by capture time `now`?"""
-    idle = now - conversation.last_time
+def ended(conversation: Conversation, now: int) -> bool:
+    """Rule 7: has this conversation ended by capture time `now` (nanoseconds)?"""
+    idle = now - conversation.last_time_ns
     if conversation.proto != TCP:
         return idle > UDP_IDLE_TIMEOUT
     return idle > TCP_IDLE_TIMEOUT or (idle > CLOSE_DELAY and conversation.state.closed)
@@ -170,7 +171,7 @@ class ConversationTracker:
         self.conversations: List[Conversation] = []
         self.started = 0
         self._current: Dict[Key, Conversation] = {}
-        self._next_sweep = float("-inf")
+        self._next_sweep = -1 << 63
 
     def feed(self, packet: Packet) -> Conversation:
         src, sport, dst, dport, proto = packet.src, packet.sport, packet.dst, packet.dport, packet.proto
@@ -179,11 +180,11 @@ class ConversationTracker:
             key = (src, sport, dst, dport, proto)
         else:
             key = (dst, dport, src, sport, proto)
-        now = packet.time
+        now = packet.time_ns
         conv = self._current.get(key)
         is_open = proto == TCP and packet.flags & (SYN | ACK) == SYN
         if conv is not None and (
-                (now - conv.last_time > SHORTEST_TIMEOUT and ended(conv, now))
+                (now - conv.last_time_ns > SHORTEST_TIMEOUT and ended(conv, now))
                 or (is_open and conv._orig_isn is not None and conv._orig_isn != packet.seq)):
             self._end(key, conv)  # rules 7 and 3: it ended, or the port is reused
             conv = None
@@ -200,10 +201,10 @@ class ConversationTracker:
         for key, conv in list(self._current.items()):
             self._end(key, conv)
 
-    def _sweep(self, now: float) -> None:
+    def _sweep(self, now: int) -> None:
         self._next_sweep = now + SWEEP_INTERVAL
         finished = [(key, conv) for key, conv in self._current.items()
-                    if now - conv.last_time > SHORTEST_TIMEOUT and ended(conv, now)]
+                    if now - conv.last_time_ns > SHORTEST_TIMEOUT and ended(conv, now)]
         for key, conv in finished:
             self._end(key, conv)
 
@@ -213,11 +214,11 @@ class ConversationTracker:
         if self.on_finished is not None:
             self.on_finished(conv)
 
-    def feed_unreachable(self, quote, frame: int, time: float) -> Optional[Conversation]:
+    def feed_unreachable(self, quote, frame: int, time_ns: int) -> Optional[Conversation]:
         """An ICMP port unreachable quoting a UDP datagram: tie it to that datagram's conversation."""
         conv = self._current.get(_key(quote))
         if conv is not None:
-            conv.unreachable.append((frame, time))
+            conv.unreachable.append((frame, time_ns))
         return conv
 
     def _start(self, packet: Packet, is_open: bool) -> Conversation:
@@ -231,7 +232,7 @@ class ConversationTracker:
                 began_mid_stream = True
         self.started += 1
         conv = Conversation(self.started, packet.proto, src, dst, began_mid_stream, self.keep_segments)
-        conv.first_time = packet.time
+        conv.first_time_ns = packet.time_ns
         if flipped:
             conv.state.mark_flipped()
         if is_open:

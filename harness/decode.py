@@ -212,10 +212,10 @@ def _network_layer(linktype: int, data: bytes, frame: int) -> Tuple[int, int]:
 def decode(record, frame: int) -> Optional[Packet]:
     """The TCP/UDP header fields of a capture record, or None if it is not TCP/UDP over IP.
 
-    `record` is a pcapfile.Record (of which linktype, ts, origlen and data are used);
+    `record` is a pcapfile.Record (of which linktype, time_ns, origlen and data are used);
     `frame` is its 1-based number in the capture.
     """
-    linktype, ts, _caplen, origlen, data, _offset, _comments = record
+    linktype, time_ns, _caplen, origlen, data, _offset, _comments = record
     if origlen < len(data):
         raise PacketDecodeError(frame, f"original length {origlen} is less than the {len(data)} bytes captured "
                                        f"(a corrupt record header)")
@@ -235,13 +235,13 @@ def decode(record, frame: int) -> Optional[Packet]:
             mss = wscale = None
             if flags & SYN and header_len > 20:
                 mss, wscale = _syn_options(data, 54, min(payload_start, len(data)))
-            return _new_packet(Packet, (frame, ts, src, dst, TCP, sport, dport, payload_len,
+            return _new_packet(Packet, (frame, time_ns, src, dst, TCP, sport, dport, payload_len,
                                         data[payload_start:payload_start + payload_len],
                                         seq, ack, flags, window, mss, wscale))
-    return _decode_layers(linktype, ts, origlen, data, frame)
+    return _decode_layers(linktype, time_ns, origlen, data, frame)
 
 
-def _decode_layers(linktype: int, ts: float, origlen: int, data: bytes, frame: int) -> Optional[Packet]:
+def _decode_layers(linktype: int, time_ns: int, origlen: int, data: bytes, frame: int) -> Optional[Packet]:
     """decode() for any frame, one layer at a time."""
     if linktype == LINKTYPE_ETHERNET and len(data) >= 14 and data[12] == 0x08 and data[13] == 0x00:
         ethertype, offset = ETHERTYPE_IPV4, 14
@@ -257,8 +257,8 @@ def _decode_layers(linktype: int, ts: float, origlen: int, data: bytes, frame: i
         return None
     proto, src, dst, start, length, first_fragment = found
     if proto == TCP:
-        return _tcp(data, start, length, frame, ts, src, dst)
-    return _udp(data, start, length, frame, ts, src, dst, first_fragment)
+        return _tcp(data, start, length, frame, time_ns, src, dst)
+    return _udp(data, start, length, frame, time_ns, src, dst, first_fragment)
 
 
 def _ipv4(data: bytes, offset: int, wire_len: int, frame: int):
@@ -330,7 +330,7 @@ def _ipv6(data: bytes, offset: int, wire_len: int, frame: int):
     return next_header, src, dst, start, end - start, first_fragment
 
 
-def _tcp(data: bytes, start: int, length: int, frame: int, ts: float, src: str, dst: str) -> Packet:
+def _tcp(data: bytes, start: int, length: int, frame: int, time_ns: int, src: str, dst: str) -> Packet:
     if length < 20:
         raise PacketDecodeError(frame, f"TCP segment of {length} bytes is shorter than a TCP header")
     if len(data) < start + 20:
@@ -348,7 +348,7 @@ def _tcp(data: bytes, start: int, length: int, frame: int, ts: float, src: str, 
         # the conversation needs, so read the options that were captured and keep the SYN.
         mss, wscale = _syn_options(data, start + 20, min(payload_start, len(data)))
     payload_len = length - header_len
-    return _new_packet(Packet, (frame, ts, src, dst, TCP, sport, dport, payload_len,
+    return _new_packet(Packet, (frame, time_ns, src, dst, TCP, sport, dport, payload_len,
                                 data[payload_start:payload_start + payload_len],
                                 seq, ack, flags, window, mss, wscale))
 
@@ -375,7 +375,7 @@ def _syn_options(data: bytes, pos: int, end: int) -> Tuple[Optional[int], Option
     return mss, wscale
 
 
-def _udp(data: bytes, start: int, length: int, frame: int, ts: float, src: str, dst: str,
+def _udp(data: bytes, start: int, length: int, frame: int, time_ns: int, src: str, dst: str,
          fragmented: bool) -> Packet:
     if length < 8:
         raise PacketDecodeError(frame, f"UDP datagram of {length} bytes is shorter than a UDP header")
@@ -390,7 +390,7 @@ def _udp(data: bytes, start: int, length: int, frame: int, ts: float, src: str, 
         raise PacketDecodeError(frame, f"UDP length {udp_len} exceeds the {length} bytes of IP payload")
     payload_len = udp_len - 8
     payload_end = start + 8 + min(payload_len, length - 8)
-    return _new_packet(Packet, (frame, ts, src, dst, UDP, sport, dport, payload_len,
+    return _new_packet(Packet, (frame, time_ns, src, dst, UDP, sport, dport, payload_len,
                                 data[start + 8:payload_end], 0, 0, 0, 0, None, None))
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Dict, Optional
 
-from harness.conversation import Conversation, Segment
+from harness.conversation import SECOND, Conversation, Segment
 from harness.packet import TCP, flag_names
 
 
@@ -29,20 +29,20 @@ def render(conversation: Conversation, pcap: Optional[str] = None,
            notes: Optional[Dict[int, str]] = None, width: int = 58) -> str:
     """The ladder as text. `notes` maps frame numbers to a verdict shown at the row's end."""
     notes = notes or {}
-    start = conversation.segments[0].packet.time if conversation.segments else 0.0
+    start = conversation.segments[0].packet.time_ns if conversation.segments else 0
     lines = []
     if pcap:
         lines.append(f"pcap: {pcap}")
     lines.append(f"conversation {conversation.index}: {conversation.describe()}")
     client, server = f"client {conversation.orig}", f"server {conversation.resp}"
     lines.append(f"{'frame':>6} {'time':>9}  {client:<{width - len(server) + 8}}{server}")
-    rows = [(s.packet.frame, s.packet.time, s.outbound, segment_label(s, conversation.proto)) for s in conversation.segments]
-    rows += [(frame, time, False, "ICMP port unreachable") for frame, time in conversation.unreachable]
-    for frame, time, outbound, label in sorted(rows):
+    rows = [(s.packet.frame, s.packet.time_ns, s.outbound, segment_label(s, conversation.proto)) for s in conversation.segments]
+    rows += [(frame, time_ns, False, "ICMP port unreachable") for frame, time_ns in conversation.unreachable]
+    for frame, time_ns, outbound, label in sorted(rows):
         body = f" {label} "
         arrow = f"----{body:-<{width}}-->" if outbound else f"<---{body:-<{width}}---"
         note = notes.get(frame)
-        row = f"{frame:>6} {time - start:>9.6f}  {arrow}"
+        row = f"{frame:>6} {(time_ns - start) / SECOND:>9.6f}  {arrow}"
         lines.append(f"{row}  << {note}" if note else row)
     return "\n".join(lines)
 

@@ -30,7 +30,7 @@ def flag_names(flags: int) -> str:
 
 class Packet(NamedTuple):
     frame: int                 # 1-based position in the capture, as Wireshark numbers frames
-    time: float                # seconds since the epoch
+    time_ns: int               # nanoseconds since the epoch (exact: time differences are compared to the ns)
     src: str                   # IP address, textual (IPv4 dotted quad or compressed IPv6)
     dst: str
     proto: int                 # TCP or UDP

@@ -1,7 +1,7 @@
 """Streaming readers for capture files: pcap, pcapng, and either one gzip-compressed.
 
     with open_capture("captures/run.pcapng") as capture:
-        for record in capture:          # Record(linktype, ts, caplen, origlen, data, offset, comments)
+        for record in capture:          # Record(linktype, time_ns, caplen, origlen, data, offset, comments)
             ...
         capture.comments, capture.interfaces   # pcapng metadata, filled in as blocks are read
 
@@ -26,9 +26,10 @@ Rules:
   blocks forever, and a device may never end. The check is made on the opened file
   descriptor (opened non-blocking), so nothing can be swapped in between. A stream
   passed in (a pipe's, say) is read as it is.
-* `ts` is float seconds since the epoch. A float has about 0.24 us of resolution at
-  today's dates, so nanosecond captures are rounded to that; the division is done on
-  integers so the float is the correctly rounded value.
+* `time_ns` is integer nanoseconds since the epoch, exact for microsecond and nanosecond
+  resolutions (finer ones are truncated to the nanosecond, as Wireshark's nstime is). Not
+  a float: at today's dates a float has 0.24 us of resolution, and the analysis compares
+  time differences to the nanosecond, as tshark does.
 * pcap records longer than the header's snaplen are accepted up to
   max(snaplen, 262144) bytes: scapy writes snaplen 65535 while writing whole 65550-byte
   loopback frames, and libpcap tolerates the same.
@@ -56,6 +57,7 @@ __all__ = [
 MAX_BLOCK = 256 * 1024 * 1024
 CHUNK = 1 << 20
 PCAP_MAX_RECORD = 262144    # the largest snaplen libpcap and Wireshark use for any link type
+NANOSECONDS = 10**9
 
 PCAP_MICRO = 0xA1B2C3D4
 PCAP_NANO = 0xA1B23C4D
@@ -85,7 +87,7 @@ ACCEPTED_FORMATS = ("pcap (magic a1b2c3d4 or a1b23c4d, either byte order), "
 
 class Record(NamedTuple):
     linktype: int
-    ts: float               # seconds since the epoch
+    time_ns: int            # nanoseconds since the epoch
     caplen: int             # bytes captured, == len(data)
     origlen: int            # bytes on the wire
     data: bytes
@@ -307,7 +309,7 @@ class CaptureFile:
 
     def _pcap_records(self) -> Iterator[Record]:
         linktype = self.interfaces[0].linktype
-        units = self.interfaces[0].tsresol
+        scale = NANOSECONDS // self.interfaces[0].tsresol
         limit = min(max(self.snaplen or 0, PCAP_MAX_RECORD), MAX_BLOCK)
         unpack_header = _PCAP_RECORD[self._pcap_order].unpack_from
         fill = self._fill
@@ -337,7 +339,7 @@ class CaptureFile:
                 if end > size:
                     raise self._error(base, "truncated pcap record",
                                       f"needs {16 + caplen} bytes, {size} left")
-            yield new(Record, (linktype, (sec * units + frac) / units, caplen, origlen,
+            yield new(Record, (linktype, sec * NANOSECONDS + frac * scale, caplen, origlen,
                                buf[pos + 16:end], base + pos, no_comments))
             pos = end
 
@@ -356,7 +358,7 @@ class CaptureFile:
         # Per interface: (linktype, units per second, offset seconds, snaplen)
         ifaces: List[Tuple[int, int, int, int]] = []
         section = -1
-        last_ts = 0.0
+        last_time_ns = 0
         while True:
             if size - pos < 8:
                 buf, pos, base = fill(buf, pos, base, 8)
@@ -424,18 +426,18 @@ class CaptureFile:
                 if iface >= len(ifaces):
                     raise self._error(base + pos, f"Enhanced Packet Block refers to interface {iface}",
                                       f"section {section} has {len(ifaces)} interfaces")
-                linktype, units, tsoffset, _snaplen = ifaces[iface]
-                last_ts = ((ts_high << 32) | ts_low) / units + tsoffset
-                yield new(Record, (linktype, last_ts, caplen, origlen, buf[pos + 28:data_end], base + pos,
+                linktype, scale, divisor, offset_ns, _snaplen = ifaces[iface]
+                last_time_ns = ((ts_high << 32) | ts_low) * scale // divisor + offset_ns
+                yield new(Record, (linktype, last_time_ns, caplen, origlen, buf[pos + 28:data_end], base + pos,
                                    no_comments if options == end - 4
                                    else self._packet_comments(buf, options, end - 4, order, base)))
             elif btype == BLOCK_SPB:
                 if not ifaces:
                     raise self._error(base + pos, "Simple Packet Block before any Interface Description Block")
-                linktype, _units, _tsoffset, snaplen = ifaces[0]
+                linktype, _scale, _divisor, _offset_ns, snaplen = ifaces[0]
                 origlen = u32(buf, pos + 8)[0]
                 caplen = min(origlen, blen - 16, snaplen or origlen)
-                yield new(Record, (linktype, last_ts, caplen, origlen, buf[pos + 12:pos + 12 + caplen],
+                yield new(Record, (linktype, last_time_ns, caplen, origlen, buf[pos + 12:pos + 12 + caplen],
                                    base + pos, no_comments))
             elif btype == BLOCK_IDB:
                 ifaces.append(self._interface(buf, pos, end, order, base, section, len(ifaces)))
@@ -452,9 +454,9 @@ class CaptureFile:
                 if iface >= len(ifaces):
                     raise self._error(base + pos, f"Packet Block refers to interface {iface}",
                                       f"section {section} has {len(ifaces)} interfaces")
-                linktype, units, tsoffset, _snaplen = ifaces[iface]
-                last_ts = ((ts_high << 32) | ts_low) / units + tsoffset
-                yield new(Record, (linktype, last_ts, caplen, origlen, buf[pos + 28:pos + 28 + caplen],
+                linktype, scale, divisor, offset_ns, _snaplen = ifaces[iface]
+                last_time_ns = ((ts_high << 32) | ts_low) * scale // divisor + offset_ns
+                yield new(Record, (linktype, last_time_ns, caplen, origlen, buf[pos + 28:pos + 28 + caplen],
                                    base + pos,
                                    no_comments if options == end - 4
                                    else self._packet_comments(buf, options, end - 4, order, base)))
@@ -498,7 +500,9 @@ class CaptureFile:
                                          fields.get(SHB_USERAPPL)))
 
     def _interface(self, buf: bytes, pos: int, end: int, order: str, base: int,
-                   section: int, index: int) -> Tuple[int, int, int, int]:
+                   section: int, index: int) -> Tuple[int, int, int, int, int]:
+        """Record the interface; returns what its packet blocks need: the link type, ticks to
+        nanoseconds as (scale, divisor), if_tsoffset in nanoseconds, and the snaplen."""
         linktype, _reserved, snaplen = _IDB_FIXED[order].unpack_from(buf, pos + 8)
         units = 10**6
         tsoffset = 0
@@ -523,7 +527,11 @@ class CaptureFile:
         self.linktypes.add(linktype)
         self.interfaces.append(InterfaceInfo(section, index, linktype, snaplen, tsresol=units,
                                              tsoffset=tsoffset, comments=tuple(comments), **info))
-        return linktype, units, tsoffset, snaplen
+        if NANOSECONDS % units == 0:
+            scale, divisor = NANOSECONDS // units, 1
+        else:
+            scale, divisor = NANOSECONDS, units
+        return linktype, scale, divisor, tsoffset * NANOSECONDS, snaplen
 
 
 _BLOCK_NAMES = {

@@ -4,7 +4,7 @@ from __future__ import annotations
 import hashlib
 from typing import Dict, List
 
-from harness.conversation import Conversation
+from harness.conversation import SECOND, Conversation
 
 _BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 # Two digits per divmod: entry n is the digits of n % 62 then n // 62, least significant first.
@@ -18,7 +18,7 @@ COLUMNS = ("uid", "proto", "id.orig_h", "id.orig_p", "id.resp_h", "id.resp_p", "
 def uid(conversation: Conversation) -> str:
     """Like Zeek's uids (C + 17 base-62 digits), but derived from the conversation so reruns agree."""
     # !s: str() the endpoints directly; the default format() of a tuple subclass takes a slower way there.
-    key = f"{conversation.first_time!r}|{conversation.proto}|{conversation.orig!s}|{conversation.resp!s}|" \
+    key = f"{conversation.first_time_ns / SECOND!r}|{conversation.proto}|{conversation.orig!s}|{conversation.resp!s}|" \
           f"{conversation.index}"
     number = int.from_bytes(hashlib.sha1(key.encode()).digest()[:13], "big")
     digits = ["C"]
@@ -33,14 +33,14 @@ def summarize(conversation: Conversation) -> Dict[str, object]:
     state = conversation.state
     orig, resp = state.orig, state.resp
     return {
-        "ts": conversation.first_time,
+        "ts": conversation.first_time_ns / SECOND,
         "uid": uid(conversation),
         "proto": conversation.proto_name,
         "id.orig_h": conversation.orig.host,
         "id.orig_p": conversation.orig.port,
         "id.resp_h": conversation.resp.host,
         "id.resp_p": conversation.resp.port,
-        "duration": round(conversation.last_time - conversation.first_time, 9),
+        "duration": (conversation.last_time_ns - conversation.first_time_ns) / SECOND,
         "conn_state": state.conn_state,
         "history": state.history,
         "orig_pkts": orig.packets,

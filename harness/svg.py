@@ -22,7 +22,7 @@ import re
 from typing import Dict, Iterable, List, NamedTuple, Optional, Tuple
 from xml.sax.saxutils import escape, quoteattr
 
-from harness.conversation import Conversation
+from harness.conversation import SECOND, Conversation
 from harness.ladder import segment_label
 
 ROW_HEIGHT = 22
@@ -78,26 +78,26 @@ def _text_element(x: float, y: float, content: str, *, anchor: str = "start", fi
 
 
 class _Row:
-    __slots__ = ("frame", "time", "outbound", "label", "kind")
+    __slots__ = ("frame", "time_ns", "outbound", "label", "kind")
 
-    def __init__(self, frame: int, time: float, outbound: bool, label: str, kind: str):
-        self.frame, self.time, self.outbound, self.label, self.kind = frame, time, outbound, label, kind
+    def __init__(self, frame: int, time_ns: int, outbound: bool, label: str, kind: str):
+        self.frame, self.time_ns, self.outbound, self.label, self.kind = frame, time_ns, outbound, label, kind
 
 
 def _rows(conversation: Conversation) -> List[_Row]:
-    rows = [_Row(s.packet.frame, s.packet.time, s.outbound, segment_label(s, conversation.proto),
+    rows = [_Row(s.packet.frame, s.packet.time_ns, s.outbound, segment_label(s, conversation.proto),
                  "segment retransmitted" if s.retransmitted else "segment")
             for s in conversation.segments]
-    rows += [_Row(frame, time, False, "ICMP port unreachable", "unreachable")
-             for frame, time in conversation.unreachable]
+    rows += [_Row(frame, time_ns, False, "ICMP port unreachable", "unreachable")
+             for frame, time_ns in conversation.unreachable]
     rows.sort(key=lambda row: row.frame)
     return rows
 
 
-def _start_time(conversation: Conversation) -> float:
+def _start_time(conversation: Conversation) -> int:
     if conversation.segments:
-        return conversation.segments[0].packet.time
-    return min((time for _frame, time in conversation.unreachable), default=0.0)
+        return conversation.segments[0].packet.time_ns
+    return min((time_ns for _frame, time_ns in conversation.unreachable), default=0)
 
 
 class _Layout(NamedTuple):
@@ -200,7 +200,7 @@ def _conversation(conversation: Conversation, pcap: Optional[str], notes: Dict[i
             group.append(f'<rect class="verdict" x="0" y="{row_top:g}" width="{layout.width}" height="{ROW_HEIGHT}" '
                          f'fill="{tint}"/>')
         group.append(_text_element(FRAME_RIGHT, arrow_y - 1, str(row.frame), anchor="end", css_class="frame"))
-        group.append(_text_element(TIME_RIGHT, arrow_y - 1, f"{row.time - start:.6f}", anchor="end",
+        group.append(_text_element(TIME_RIGHT, arrow_y - 1, f"{(row.time_ns - start) / SECOND:.6f}", anchor="end",
                                    css_class="time"))
         group.extend(_arrow(row, arrow_y, layout))
         group.append(_text_element(layout.label_x, arrow_y - 5, row.label, css_class="label",

@@ -20,7 +20,7 @@ WARNING_LIMIT = 100
 
 
 def read_packets(path, warnings: Optional[List[str]] = None,
-                 on_unreachable: Optional[Callable[[UnreachableQuote, int, float], None]] = None) -> Iterator[Packet]:
+                 on_unreachable: Optional[Callable[[UnreachableQuote, int, int], None]] = None) -> Iterator[Packet]:
     """TCP and UDP packets of a capture, in file order; frames number every record, as Wireshark does.
 
     ICMP port-unreachable errors are not packets of a conversation; `on_unreachable` gets the
@@ -45,7 +45,7 @@ def read_packets(path, warnings: Optional[List[str]] = None,
             elif on_unreachable is not None:
                 quote = decode_icmp_unreachable(record)
                 if quote is not None:
-                    on_unreachable(quote, frame, record.ts)
+                    on_unreachable(quote, frame, record.time_ns)
 
 
 def _warn_skipped(warnings: List[str], path, error: PacketDecodeError, skipped: int) -> None:

@@ -73,7 +73,7 @@ def test_workload_is_complete_distinct_lab_conversations_in_both_formats(tmp_pat
     records = {}
     for path in (workload.pcap, workload.pcapng):
         with open_capture(path) as capture:
-            times = [record.ts for record in capture]
+            times = [record.time_ns for record in capture]
         assert len(times) == 110 and times == sorted(times)
         records[path.suffix] = [summarize(c) for c in load_trace(path, keep_segments=False).conversations]
     assert records[".pcap"] == records[".pcapng"]

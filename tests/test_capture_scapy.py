@@ -172,7 +172,7 @@ def assert_well_formed(capture: ScapyCapture, expected_filter_clause: str) -> No
     [interface] = interfaces
     assert (interface.linktype, interface.name, interface.tsresol) == (1, "lo", 10**9)
     assert expected_filter_clause in (interface.filter or ""), interface.filter
-    times = [record.ts for record in records]
+    times = [record.time_ns for record in records]
     assert times == sorted(times), "timestamps go backwards"
     assert all(record.caplen == record.origlen for record in records), "a frame was cut short"
     assert not any(capture.prober.token in record.data for record in records), "a probe reached the file"

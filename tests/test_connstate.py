@@ -4,8 +4,8 @@ import pytest
 from harness.conversation import conversations
 from harness.summary import summarize
 
-from wire import (CLIENT_FIRST, FOUR_WAY_SERVER_FIRST, HANDSHAKE, LAB_DATA, THREE_WAY_SERVER_FIRST, renumber,
-                  tcp, udp)
+from wire import (CLIENT_FIRST, FOUR_WAY_SERVER_FIRST, HANDSHAKE, LAB_DATA, START_NS, THREE_WAY_SERVER_FIRST,
+                  hole_filled_after, renumber, tcp, udp)
 
 SYN, SYN_ACK, ACK = HANDSHAKE
 
@@ -151,8 +151,8 @@ def test_a_window_update_does_not_end_a_run_of_duplicate_acks_but_a_new_ack_does
         steps = [("C", "PA", b"a" * 100), ("C", "PA", b"c" * 100, {"seq": 1201}), *server_acks,
                  ("C", "PA", b"b" * 100, {"seq": 1101})]
         packets = tcp(HANDSHAKE + steps)
-        third = packets[4].time   # the initial RTT here is 2 ms: the rest come within it
-        return [p._replace(time=third + 0.0001 * n) if i > 4 else p for n, (i, p) in enumerate(
+        third = packets[4].time_ns   # the initial RTT here is 2 ms: the rest come within it
+        return [p._replace(time_ns=third + 100_000 * n) if i > 4 else p for n, (i, p) in enumerate(
             enumerate(packets))]
 
     dup = {"ack": 1101}
@@ -160,6 +160,26 @@ def test_a_window_update_does_not_end_a_run_of_duplicate_acks_but_a_new_ack_does
                      ("S", "A", b"", {**dup, "window": 1000})]
     record = summary_of(resent_quickly(window_update))
     assert (record["duplicate_acks"], record["retransmissions"], record["out_of_order"]) == (2, 1, 0)
-    new_ack = [("S", "A", b"", dup), ("S", "A", b"", dup), ("S", "A", b"", dup), ("S", "A", b"", {"ack": 1201})]
+    # (The new ACK must not cover segment 2, or segment 2 would be a spurious retransmission.)
+    new_ack = [("S", "A", b"", dup), ("S", "A", b"", dup), ("S", "A", b"", dup), ("S", "A", b"", {"ack": 1151})]
     record = summary_of(resent_quickly(new_ack))
     assert (record["duplicate_acks"], record["retransmissions"], record["out_of_order"]) == (2, 0, 1)
+
+
+def _hole_filled_after(delay_ns, acked_by_server=None):
+    record = summary_of(hole_filled_after(delay_ns, acked_by_server=acked_by_server))
+    return record["retransmissions"], record["out_of_order"]
+
+
+def test_out_of_order_is_judged_to_the_nanosecond_against_the_initial_rtt():
+    # tshark compares integer nanoseconds: 68664 ns after the segment that advanced next_seq is
+    # within an initial RTT of 68665 ns, 68665 ns is not. A float of today's epoch seconds cannot
+    # tell the two apart (its step is 238 ns there).
+    assert _hole_filled_after(68_664) == (0, 1)
+    assert _hole_filled_after(68_665) == (1, 0)
+
+
+def test_a_segment_the_peer_already_acknowledged_is_a_spurious_retransmission_even_when_quick():
+    # tshark tests for a spurious retransmission before it tests for out of order.
+    assert _hole_filled_after(1_000, acked_by_server=1301) == (1, 0)
+    assert _hole_filled_after(1_000, acked_by_server=1151) == (0, 1)

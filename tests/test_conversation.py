@@ -1,5 +1,5 @@
 """Packets to conversations: orientation, relative numbers, port reuse (pure, no capture)."""
-from harness.conversation import Endpoint, conversations
+from harness.conversation import SECOND, Endpoint, conversations
 from harness.packet import TCP, UDP
 
 from wire import CLIENT, FOUR_WAY_SERVER_FIRST, HANDSHAKE, LAB_DATA, SERVER, renumber, tcp, udp
@@ -63,9 +63,9 @@ def test_separate_pairs_are_separate_conversations_in_order_of_first_packet():
 def test_udp_exchanges_a_minute_apart_are_two_conversations_as_zeek_counts_them():
     first = udp([("C", b"YP"), ("S", b"thank you !")])
     second = udp([("C", b"nihao"), ("S", b"thank you !")])
-    a_minute_later = [p._replace(time=p.time + 61.0) for p in second]
+    a_minute_later = [p._replace(time_ns=p.time_ns + 61 * SECOND) for p in second]
     assert [len(c.segments) for c in conversations(renumber(first + a_minute_later))] == [2, 2]
-    within_the_minute = [p._replace(time=p.time + 59.0) for p in second]
+    within_the_minute = [p._replace(time_ns=p.time_ns + 59 * SECOND) for p in second]
     assert [len(c.segments) for c in conversations(renumber(first + within_the_minute))] == [4]
 
 
@@ -73,9 +73,9 @@ def test_a_packet_long_after_a_close_starts_a_new_conversation_but_a_straggler_d
     from wire import FOUR_WAY_SERVER_FIRST, LAB_DATA
     closed = tcp(HANDSHAKE + LAB_DATA + FOUR_WAY_SERVER_FIRST)
     last_ack = closed[-1]
-    straggler = last_ack._replace(time=last_ack.time + 1.0)
+    straggler = last_ack._replace(time_ns=last_ack.time_ns + 1 * SECOND)
     assert [len(c.segments) for c in conversations(renumber(closed + [straggler]))] == [12]
-    much_later = last_ack._replace(time=last_ack.time + 6.0)
+    much_later = last_ack._replace(time_ns=last_ack.time_ns + 6 * SECOND)
     assert [len(c.segments) for c in conversations(renumber(closed + [much_later]))] == [11, 1]
 
 
@@ -85,7 +85,7 @@ def test_a_streaming_tracker_hands_over_ended_conversations_and_keeps_none():
     tracker = ConversationTracker(keep_segments=False, on_finished=finished.append)
     for number in range(50):
         for packet in tcp(HANDSHAKE + LAB_DATA, client=("10.0.0.1", 40000 + number)):
-            tracker.feed(packet._replace(time=packet.time + number * 10.0))
+            tracker.feed(packet._replace(time_ns=packet.time_ns + number * 10 * SECOND))
     assert tracker.conversations == [] and len(tracker._current) < 50
     assert len(finished) == 50 - len(tracker._current) and finished[0].index == 1
     tracker.finish()

@@ -16,7 +16,7 @@ ports = st.sampled_from([0, 1, 9, 10, 80, 443, 65535])
 @given(hosts, ports, hosts, ports, st.sampled_from([TCP, UDP]), st.booleans())
 def test_a_quote_finds_the_conversation_of_the_datagram_it_quotes(src, sport, dst, dport, proto, quoted_backwards):
     tracker = ConversationTracker(keep_segments=False, on_finished=lambda conversation: None)
-    packet = Packet(1, 1.0, src, dst, proto, sport, dport, 0, b"", 0, 0, 0x10 if proto == TCP else 0, 1)
+    packet = Packet(1, 10**9, src, dst, proto, sport, dport, 0, b"", 0, 0, 0x10 if proto == TCP else 0, 1)
     conversation = tracker.feed(packet)
     quote = (UnreachableQuote(dst, src, proto, dport, sport) if quoted_backwards
              else UnreachableQuote(src, dst, proto, sport, dport))

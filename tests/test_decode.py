@@ -22,12 +22,12 @@ SEGMENT = pb.tcp(sport=40000, dport=8080, seq=0xDEADBEEF, ack=0x01020304, flags=
 DATAGRAM = pb.udp(sport=5353, dport=53, payload=b"query")
 
 
-def record(data: bytes, linktype: int = 1, origlen=None, ts: float = 12.5) -> Record:
-    return Record(linktype, ts, len(data), len(data) if origlen is None else origlen, data, 0, ())
+def record(data: bytes, linktype: int = 1, origlen=None, time_ns: int = 12_500_000_000) -> Record:
+    return Record(linktype, time_ns, len(data), len(data) if origlen is None else origlen, data, 0, ())
 
 
 def check_segment(packet: Packet, src="10.0.0.1", dst="10.0.0.2", frame=7):
-    assert packet == Packet(frame, 12.5, src, dst, TCP, 40000, 8080, 11, b"hello world",
+    assert packet == Packet(frame, 12_500_000_000, src, dst, TCP, 40000, 8080, 11, b"hello world",
                             0xDEADBEEF, 0x01020304, PSH | ACK, 512, None, None)
 
 
@@ -112,9 +112,9 @@ def test_decode_refuses_unsupported_link_type():
 
 def test_udp_over_ipv4_and_ipv6():
     v4 = decode(record(pb.ether(pb.ipv4(src="192.168.1.1", dst="192.168.1.2", proto=17, payload=DATAGRAM))), 3)
-    assert v4 == Packet(3, 12.5, "192.168.1.1", "192.168.1.2", UDP, 5353, 53, 5, b"query")
+    assert v4 == Packet(3, 12_500_000_000, "192.168.1.1", "192.168.1.2", UDP, 5353, 53, 5, b"query")
     v6 = decode(record(pb.ether(pb.ipv6(src="::1", dst="fe80::1", next_header=17, payload=DATAGRAM), 0x86DD)), 4)
-    assert v6 == Packet(4, 12.5, "::1", "fe80::1", UDP, 5353, 53, 5, b"query")
+    assert v6 == Packet(4, 12_500_000_000, "::1", "fe80::1", UDP, 5353, 53, 5, b"query")
 
 
 def test_ipv4_options_are_skipped():

@@ -101,7 +101,7 @@ def _check_packet(packet: Packet, frame: int) -> None:
 
 def _records(path: Path):
     with open_capture(path) as capture:
-        records = [(int(r.ts), round(r.ts % 1 * 1e6) % 10**6, r.data) for r in capture]
+        records = [(r.time_ns // 10**9, r.time_ns % 10**9 // 1000, r.data) for r in capture]
         return capture.linktype, records    # known once the interface block has been read
 
 

@@ -57,7 +57,7 @@ def pcapng_blocks(data: bytes) -> List[Tuple[int, int, int]]:
 
 def records_of(path: Path) -> List[Tuple[int, int, bytes]]:
     with open_capture(path) as capture:
-        return [(int(record.ts), round(record.ts % 1 * 1e6), record.data) for record in capture]
+        return [(record.time_ns // 10**9, record.time_ns % 10**9 // 1000, record.data) for record in capture]
 
 
 def pcap_record_offsets(data: bytes) -> List[int]:

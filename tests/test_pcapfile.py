@@ -45,8 +45,7 @@ def test_pcap_microsecond_both_byte_orders(tmp_path, order):
     assert capture.format == "pcap" and not capture.compressed and not capture.nanosecond
     assert capture.linktype == 1 and capture.linktypes == {1} and capture.snaplen == 65535
     assert [r.data for r in records] == frames
-    assert [round(r.ts * 1e6) for r in records] == [1700000000123456, 1700000001999999, 1700000002000001]
-    assert records[0].ts == 1700000000.123456
+    assert [r.time_ns for r in records] == [1700000000123456000, 1700000001999999000, 1700000002000001000]
     assert [r.offset for r in records] == [24, 24 + 16 + len(frames[0]), 24 + 32 + len(frames[0]) + len(frames[1])]
     assert records[2].caplen == 60 and records[2].origlen == 1514
     assert all(r.linktype == 1 and r.comments == () and isinstance(r, Record) for r in records)
@@ -59,11 +58,8 @@ def test_pcap_nanosecond_both_byte_orders(tmp_path, order):
     capture, records = read_all(write(tmp_path, data))
     assert capture.nanosecond
     assert capture.interfaces[0].tsresol == 10**9
-    assert round(records[0].ts * 1e9) == 1123456789
-    assert records[2].ts == 5.999999999
-    # At epoch scale a float holds ~0.24 us: the reader must give the closest float.
-    assert records[1].ts == 1700000000123456789 / 10**9
-    assert abs(records[1].ts - 1700000000.123456789) < 1e-6
+    # Every nanosecond, also at epoch scale, where a float would hold only ~0.24 us.
+    assert [r.time_ns for r in records] == [1123456789, 1700000000123456789, 5999999999]
 
 
 def test_pcap_linktype_upper_bits_are_not_link_type(tmp_path):
@@ -104,7 +100,7 @@ def test_scapy_written_pcap(tmp_path):
     wrpcap(str(path), packets)
     _, records = read_all(path)
     assert [r.data for r in records] == [bytes(p) for p in packets]
-    assert [round(r.ts * 1e6) for r in records] == [1700000000500000 + i * 1000 for i in range(5)]
+    assert [r.time_ns for r in records] == [1700000000500000000 + i * 1000000 for i in range(5)]
 
 
 # -- pcapng -----------------------------------------------------------------------------
@@ -134,11 +130,11 @@ def test_pcapng_sections_interfaces_and_block_kinds(tmp_path):
     assert capture.format == "pcapng"
     assert [(r.linktype, r.data) for r in records] == [
         (1, FRAME), (276, b"sll2 frame"), (1, FRAME), (0, b"\x02\x00\x00\x00null"), (0, b"old")]
-    ts = [r.ts for r in records]
-    assert ts[0] == 1700000000123456789 / 10**9
-    assert ts[1] == 1003.5
-    assert ts[2] == ts[1]               # Simple Packet Blocks have no timestamp
-    assert round(ts[3] * 1e6) == 42_000_001 and round(ts[4] * 1e6) == 43_000_000
+    times = [r.time_ns for r in records]
+    assert times[0] == 1700000000123456789
+    assert times[1] == 1003_500_000_000
+    assert times[2] == times[1]         # Simple Packet Blocks have no timestamp
+    assert times[3] == 42_000_001_000 and times[4] == 43_000_000_000
     assert records[0].comments == ("look here",)
     assert all(r.comments == () for r in records[1:])
     assert records[3].caplen == 8 and records[3].origlen == 100
@@ -188,7 +184,7 @@ def test_dumpcap_style_pcapng_from_scapy(tmp_path):
             writer.write(packet)
     _, records = read_all(path)
     assert [r.data for r in records] == [bytes(p) for p in packets]
-    assert [r.ts for r in records] == [1700000000, 1700000000.25, 1700000000.5]
+    assert [r.time_ns for r in records] == [1700000000_000000000, 1700000000_250000000, 1700000000_500000000]
 
 
 # -- gzip and streams -------------------------------------------------------------------
@@ -206,7 +202,7 @@ def test_gzip_multiple_members(tmp_path):
     plain = pb.pcap([(i, 0, FRAME) for i in range(10)])
     data = gzip.compress(plain[:100]) + gzip.compress(plain[100:])
     _, records = read_all(write(tmp_path, data, "x.gz"))
-    assert [r.ts for r in records] == list(range(10))
+    assert [r.time_ns for r in records] == [i * 10**9 for i in range(10)]
 
 
 def test_gzip_streams_in_bounded_reads(tmp_path):
@@ -287,7 +283,7 @@ def test_truncated_pcap_record_after_good_records(tmp_path):
     data = pb.pcap([(1, 0, FRAME), (2, 0, FRAME), (3, 0, FRAME)])
     path = write(tmp_path, data[:-10])
     got, error = read_until_error(path)
-    assert [r.ts for r in got] == [1, 2]
+    assert [r.time_ns for r in got] == [10**9, 2 * 10**9]
     damaged = 24 + 2 * (16 + len(FRAME))
     assert error.offset == damaged
     assert str(error) == (f"{path}: truncated pcap record at byte {damaged} "
@@ -407,7 +403,7 @@ def test_truncated_gzip_yields_everything_before_the_cut(tmp_path):
     compressed = gzip.compress(plain)
     path = write(tmp_path, compressed[:len(compressed) // 2], "x.pcap.gz")
     got, error = read_until_error(path)
-    assert len(got) > 0 and [r.ts for r in got] == list(range(len(got)))
+    assert len(got) > 0 and [r.time_ns for r in got] == [i * 10**9 for i in range(len(got))]
     assert "truncated gzip stream" in str(error) and str(path) in str(error) and "\n" not in str(error)
     assert error.offset >= 24 + len(got) * (16 + len(FRAME))
 

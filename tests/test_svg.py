@@ -9,7 +9,7 @@ from harness.ladder import segment_label as ladder_label
 from harness.svg import render_svg, render_svg_all
 from harness.trace import load_trace
 
-from wire import HANDSHAKE, LAB_DATA, FOUR_WAY_SERVER_FIRST, renumber, tcp, udp
+from wire import HANDSHAKE, LAB_DATA, FOUR_WAY_SERVER_FIRST, START_NS, renumber, tcp, udp
 
 LAB = Path(__file__).resolve().parent.parent / "captures" / "lab"
 SVG = "{http://www.w3.org/2000/svg}"
@@ -109,7 +109,7 @@ def test_retransmissions_are_dashed():
 
 def test_icmp_unreachable_is_its_own_kind_of_arrow_from_the_server():
     (conversation,) = conversations(udp([("C", b"YP")]))
-    conversation.unreachable.append((2, 1700000000.5))
+    conversation.unreachable.append((2, START_NS + 500_000_000))
     root = parse(render_svg(conversation))
     assert len(groups(root, "segment")) == 1
     (unreachable,) = groups(root, "unreachable")

@@ -1,8 +1,9 @@
 """What tshark says of a capture, stream by stream, and whether the harness's summary agrees.
 
 For each conversation (matched to tshark's tcp.stream / udp.stream by its first frame) the two must
-agree on: who is who, the packets each side sent, the payload lengths in order, the payload bytes
-by sequence space, the retransmissions, and the connection's shape, which tshark gives as
+agree on: who is who, the duration to the nanosecond, the packets each side sent, the payload
+lengths in order, the payload bytes by sequence space, the retransmissions, out-of-order segments
+and duplicate ACKs, and the connection's shape, which tshark gives as
 tcp.completeness (SYN 1, SYN-ACK 2, ACK 4, DATA 8, FIN 16, RST 32) and the harness as Zeek's
 conn_state and history.
 """
@@ -15,7 +16,7 @@ import pytest
 from harness.summary import summarize
 from harness.trace import load_trace
 
-FIELDS = ("frame.number", "tcp.stream", "udp.stream", "ip.src", "ipv6.src", "tcp.srcport", "udp.srcport",
+FIELDS = ("frame.number", "frame.time_relative", "tcp.stream", "udp.stream", "ip.src", "ipv6.src", "tcp.srcport", "udp.srcport",
           "tcp.len", "udp.length", "tcp.seq", "tcp.flags.fin",
           "tcp.analysis.retransmission", "tcp.analysis.fast_retransmission",
           "tcp.analysis.spurious_retransmission", "tcp.analysis.out_of_order", "tcp.analysis.duplicate_ack",
@@ -34,7 +35,8 @@ def tshark_streams(path):
                           capture_output=True, text=True, timeout=300, check=True)
     streams = defaultdict(lambda: {"first": None, "orig": None, "pkts": defaultdict(int),
                                    "payloads": defaultdict(list), "nxtseq": defaultdict(int),
-                                   "retrans": 0, "ooo": 0, "dupack": 0, "completeness": 0})
+                                   "retrans": 0, "ooo": 0, "dupack": 0, "completeness": 0,
+                                   "first_ns": None, "last_ns": None})
     for line in done.stdout.splitlines():
         row = dict(zip(FIELDS, line.split("|")))
         if row["icmp.type"] or row["icmpv6.type"]:
@@ -48,6 +50,10 @@ def tshark_streams(path):
             stream["first"] = int(row["frame.number"])
             stream["orig"] = sender
         stream["pkts"][sender] += 1
+        seconds, _, fraction = row["frame.time_relative"].partition(".")   # tshark prints nanoseconds
+        stream["last_ns"] = int(seconds) * 10**9 + int(fraction.ljust(9, "0"))
+        if stream["first_ns"] is None:
+            stream["first_ns"] = stream["last_ns"]
         length = int(row["tcp.len"]) if proto == "tcp" else int(row["udp.length"]) - 8
         if length:
             stream["payloads"][sender].append(length)
@@ -109,6 +115,7 @@ def assert_summary_agrees_with_tshark(path):
         if not conversation.state.flipped:
             assert stream["orig"] == orig, where
         assert (stream["pkts"][orig], stream["pkts"][resp]) == (record["orig_pkts"], record["resp_pkts"]), where
+        assert round(record["duration"] * 10**9) == stream["last_ns"] - stream["first_ns"], f"{where}: duration"
         assert (stream["payloads"][orig], stream["payloads"][resp]) == \
             (record["orig_payloads"], record["resp_payloads"]), where
         if record["proto"] == "tcp":
@@ -116,8 +123,10 @@ def assert_summary_agrees_with_tshark(path):
                 tshark_bytes = max(0, stream["nxtseq"][side] - 1) if side in stream["nxtseq"] else 0
                 if not conversation.began_mid_stream:
                     assert tshark_bytes == record[field], f"{where}: {field}"
-            assert (stream["retrans"], stream["ooo"], stream["dupack"]) == \
-                (record["retransmissions"], record["out_of_order"], record["duplicate_acks"]), where
+            tshark_counts = (stream["retrans"], stream["ooo"], stream["dupack"])
+            harness_counts = (record["retransmissions"], record["out_of_order"], record["duplicate_acks"])
+            assert tshark_counts == harness_counts, \
+                f"{where}: retransmissions, out-of-order, duplicate ACKs: tshark {tshark_counts}, harness {harness_counts}"
             bits = completeness_of(conversation)
             assert bits == stream["completeness"], f"{where}: completeness {bits} vs tshark {stream['completeness']}"
             must, must_not = STATE_SHAPES[record["conn_state"]]

@@ -5,9 +5,13 @@ from typing import List, Optional, Sequence, Tuple
 
 from harness.packet import ACK, FIN, PSH, RST, SYN, TCP, UDP, Packet
 
+import pcapbuild as pb
+
 FLAGS = {"S": SYN, "F": FIN, "R": RST, "P": PSH, "A": ACK}
 CLIENT = ("10.0.0.1", 40000)
 SERVER = ("10.0.0.2", 8080)
+START_NS = 1_700_000_000 * 10**9   # capture times are integer nanoseconds since the epoch
+MILLISECOND = 10**6
 
 
 def tcp(steps: Sequence[Tuple], client=CLIENT, server=SERVER, isn=(1000, 900000),
@@ -15,7 +19,8 @@ def tcp(steps: Sequence[Tuple], client=CLIENT, server=SERVER, isn=(1000, 900000)
     """steps: (direction 'C' or 'S', flag letters like 'PA', payload bytes[, overrides dict]).
 
     Each side's seq advances by payload, SYN and FIN; ACK numbers acknowledge all the peer sent.
-    Overrides (seq=, ack=, mss=, window=) replace the computed values for one segment.
+    Overrides (seq=, ack=, mss=, window=, time_ns=) replace the computed values for one segment;
+    by default segment n is sent at START_NS + n ms.
     """
     next_seq = {"C": isn[0], "S": isn[1]}
     packets = []
@@ -30,7 +35,8 @@ def tcp(steps: Sequence[Tuple], client=CLIENT, server=SERVER, isn=(1000, 900000)
         seq = overrides.get("seq", next_seq[direction])
         ack = overrides.get("ack", next_seq[peer] if flags & ACK else 0)
         mss = overrides.get("mss", 65495 if flags & SYN else None)
-        packets.append(Packet(first_frame + number, 1700000000.0 + number * 0.001, src[0], dst[0], TCP,
+        time_ns = overrides.get("time_ns", START_NS + number * MILLISECOND)
+        packets.append(Packet(first_frame + number, time_ns, src[0], dst[0], TCP,
                               src[1], dst[1], len(payload), payload, seq, ack, flags,
                               overrides.get("window", 65483), mss, 7 if flags & SYN else None))
         consumed = len(payload) + bool(flags & SYN) + bool(flags & FIN)
@@ -51,7 +57,7 @@ def udp(datagrams: Sequence[Tuple[str, bytes]], client=CLIENT, server=SERVER,
     packets = []
     for number, (direction, payload) in enumerate(datagrams):
         src, dst = (client, server) if direction == "C" else (server, client)
-        packets.append(Packet(first_frame + number, 1700000000.0 + number * 0.001, src[0], dst[0], UDP,
+        packets.append(Packet(first_frame + number, START_NS + number * MILLISECOND, src[0], dst[0], UDP,
                               src[1], dst[1], len(payload), payload))
     return packets
 
@@ -62,3 +68,33 @@ def renumber(packets: Sequence[Packet], first_frame: int = 1) -> List[Packet]:
 
 def only(packets: Sequence[Packet], frame: int) -> Optional[Packet]:
     return next((p for p in packets if p.frame == frame), None)
+
+
+def hole_filled_after(delay_ns: int, initial_rtt_ns: int = 68_665,
+                      acked_by_server: Optional[int] = None) -> List[Packet]:
+    """Client segments 1 and 3 (100 bytes each), then segment 2 `delay_ns` after segment 3 advanced
+    the client's next sequence number, at today's epoch; the handshake's initial RTT is
+    `initial_rtt_ns`. With `acked_by_server`, the server ACKs that number just after segment 3."""
+    at = START_NS
+    handshake = [("C", "S", b"", {"time_ns": at}), ("S", "SA", b"", {"time_ns": at + 20_000}),
+                 ("C", "A", b"", {"time_ns": at + initial_rtt_ns})]
+    third = at + initial_rtt_ns + 30_000
+    steps = [("C", "PA", b"a" * 100, {"time_ns": third - 10_000}),
+             ("C", "PA", b"c" * 100, {"seq": 1201, "time_ns": third})]
+    if acked_by_server:
+        steps.append(("S", "A", b"", {"ack": acked_by_server, "time_ns": third + 1}))
+    steps.append(("C", "PA", b"b" * 100, {"seq": 1101, "time_ns": third + delay_ns}))
+    return renumber(tcp(handshake + steps))
+
+
+def to_pcap(packets: Sequence[Packet]) -> bytes:
+    """The packets as a nanosecond pcap of Ethernet/IPv4 frames (TCP options aside), for tshark to judge."""
+    records = []
+    for p in packets:
+        if p.proto == TCP:
+            transport = pb.tcp(p.sport, p.dport, p.seq, p.ack, p.flags, p.window, payload=p.payload)
+        else:
+            transport = pb.udp(p.sport, p.dport, p.payload)
+        frame = pb.ether(pb.ipv4(p.src, p.dst, p.proto, transport))
+        records.append((p.time_ns // 10**9, p.time_ns % 10**9, frame))
+    return pb.pcap(records, nano=True)
