@@ -355,8 +355,8 @@ class CaptureFile:
         block_head = _BLOCK_HEAD[order].unpack_from
         u32 = _U32[order].unpack_from
         epb_fixed = _EPB_FIXED[order].unpack_from
-        # Per interface: (linktype, units per second, offset seconds, snaplen)
-        ifaces: List[Tuple[int, int, int, int]] = []
+        # Per interface: (linktype, ticks-to-ns scale, divisor, offset ns, snaplen), as _interface returns
+        ifaces: List[Tuple[int, int, int, int, int]] = []
         section = -1
         last_time_ns = 0
         while True:
