@@ -40,21 +40,34 @@ retransmission is not counted twice (and bytes the capture missed are, as Zeek c
 holes a jump in sequence numbers leaves and nothing fills are reported as missed bytes).
 History T is Zeek's: a segment with payload that does not advance its side's highest sequence number.
 
-The counters of retransmissions, out-of-order segments and duplicate ACKs follow tshark's TCP
-analysis instead, so that the two agree; for a segment that takes sequence space (keep-alives
-aside), the first that holds of:
-   spurious retransmission: it has payload and the peer had already acknowledged all of it;
-   fast retransmission: it does not advance the side's next sequence number, and the peer has
-     sent two duplicate ACKs for exactly this sequence number, the last one under 20 ms ago;
-   out of order: it does not advance it, the side's next sequence number advanced less than the
-     initial RTT ago (3 ms if unknown), and the segment does not end exactly there;
-   retransmission: it does not advance it.
-   Spurious and fast retransmissions count as retransmissions, as tshark flags them.
+The counters of retransmissions, out-of-order segments and duplicate ACKs follow tshark 4.0's TCP
+analysis instead, so that the two agree. Per side tshark keeps next_seq (one past the highest
+sequence number sent; 0 means unknown, also when it wraps to exactly 0), the last segment's ACK
+field, its time and window (ACK flag or not), and the run of duplicate ACKs. For each segment:
+   zero-window probe: 1 byte at next_seq while the peer's last window was 0 (leaves next_seq alone);
+   keep-alive: otherwise, 0 or 1 byte at next_seq - 1, no SYN/FIN/RST;
+   duplicate ACK: no payload, no SYN/FIN/RST, a non-zero window and the same window, ACK field and
+     next sequence number as the side's previous segment, unless the peer's last segment was a
+     keep-alive (then it is that keep-alive's ACK). A new ACK field ends a run;
+   an ACK above the peer's highest gap-free sequence number (a segment the capture missed) moves
+     that up to the peer's next_seq if there was a gap, else sets the peer's run to -1, which the
+     fast-retransmission test takes as "many" (tshark keeps it unsigned);
+   then, for a segment with payload, SYN or FIN (RST too) that is not a keep-alive, the first that
+   holds of:
+   spurious retransmission: it has payload and the peer's last ACK field, if non-zero, covers all of
+     it (payload only; tested even before next_seq is known);
+   fast retransmission: it does not advance next_seq (is below it, and is not more than one byte
+     starting at next_seq - 1), the peer's run is 2 or more, the peer's last ACK is this sequence
+     number and came under 20 ms ago;
+   out of order: it does not advance next_seq, next_seq advanced less than the initial RTT ago
+     (3 ms if unknown), and the segment does not end exactly there (SYN and FIN, even both, count 1);
+   retransmission: it does not advance next_seq.
+   Spurious and fast retransmissions count as retransmissions, as tshark flags them. Then any
+   segment, RST included, moves next_seq forward to its end.
+The initial RTT: from the last SYN (without ACK) to the first segment with ACK and without SYN,
+from either side, measured after that segment's own analysis (and again if it came out 0).
 Times are compared in integer nanoseconds, as tshark's nstime: a float of today's epoch seconds
 cannot tell 68664 ns from 68665 ns, and the out-of-order threshold sits exactly on such a line.
-A duplicate ACK: no payload, no SYN/FIN/RST, a non-zero window and the same window, ACK number and
-next sequence number as the side's previous segment. A new ACK number ends a run of them; the ACK
-number and time compared against are those of the side's last segment, as tshark keeps them.
 """
 from __future__ import annotations
 
@@ -94,8 +107,8 @@ class Side:
     # Slots: a capture has a pair of these per conversation, and each packet reads and writes several.
     __slots__ = ("is_orig", "state", "prev_state", "packets", "start_seq", "highest_seq", "rexmit_payloads",
                  "retransmissions", "out_of_order", "duplicate_acks", "zero_windows", "holes", "next_seq",
-                 "next_seq_time", "last_ack", "last_ack_time", "window", "dupacks_in_a_row", "payloads",
-                 "_recorded")
+                 "next_seq_time", "last_ack", "last_ack_time", "window", "dupacks_in_a_row", "keep_alive",
+                 "max_seq_to_ack", "payloads", "_recorded")
 
     def __init__(self, is_orig: bool) -> None:
         self.is_orig = is_orig
@@ -110,12 +123,15 @@ class Side:
         self.duplicate_acks = 0
         self.zero_windows = 0
         self.holes: List[list] = []             # [start, end) ranges skipped by a sequence jump
-        self.next_seq: Optional[int] = None     # one past the highest sequence number sent, SYN and FIN included
+        # tshark's view from here on (module docstring): 0 stands for "not known yet", as in tshark.
+        self.next_seq = 0                       # one past the highest sequence number sent, SYN and FIN included
         self.next_seq_time = 0
-        self.last_ack: Optional[int] = None     # the ACK number of the side's last ACK
+        self.max_seq_to_ack = 0                 # one past the highest sequence number sent without a gap
+        self.last_ack: Optional[int] = None     # the ACK field of the side's last segment
         self.last_ack_time = 0
         self.window: Optional[int] = None
-        self.dupacks_in_a_row = 0
+        self.dupacks_in_a_row = 0               # -1 after an ACK of a segment the capture missed
+        self.keep_alive = False                 # whether the side's last segment was a keep-alive
         self.payloads = array("I")
         # History letters recorded so far, each with the sequence number it was last seen with (None
         # for the letters recorded once only).
@@ -149,24 +165,27 @@ FAST_RETRANSMISSION_WINDOW = 20_000_000      # nanoseconds
 DEFAULT_OUT_OF_ORDER_THRESHOLD = 3_000_000   # nanoseconds, when the initial RTT is unknown
 
 
-def _classify_resend(side: Side, peer: Side, flags: int, seq: int, length: int, seglen: int, now: int,
+def _classify_resend(side: Side, peer: Side, flags: int, seq: int, length: int, now: int,
                      initial_rtt: Optional[int]) -> Optional[str]:
     """'retransmission', 'out_of_order' or None, by tshark's rules (module docstring), for a segment
-    that takes sequence space (seglen > 0), carries no RST, from a side whose next_seq is known."""
+    with payload, SYN or FIN that is not a keep-alive. (a - b) % SEQ_MODULO >= HALF_SEQ_SPACE is
+    tshark's LT_SEQ(a, b): a signed 32-bit difference below zero."""
     next_seq = side.next_seq
-    if length <= 1 and not flags & (SYN | FIN) and seq == (next_seq - 1) % SEQ_MODULO:
-        return None  # a keep-alive
-    # tshark's spurious test compares the end of the payload, SYN and FIN aside, with a non-zero ACK.
-    if length and peer.last_ack and _seq_delta((seq + length) % SEQ_MODULO, peer.last_ack) <= 0:
+    # Spurious: tshark compares the end of the payload, SYN and FIN aside, with a non-zero ACK, and
+    # does so before it knows next_seq.
+    last_ack = peer.last_ack
+    if length and last_ack and ((seq + length - last_ack) % SEQ_MODULO >= HALF_SEQ_SPACE
+                                or (seq + length - last_ack) % SEQ_MODULO == 0):
         return "retransmission"
-    not_advanced = _seq_delta(seq, next_seq) < 0 and not (length > 1 and seq == (next_seq - 1) % SEQ_MODULO)
-    if not not_advanced:
-        return None
-    if (peer.dupacks_in_a_row >= 2 and peer.last_ack == seq
+    if (not next_seq or (seq - next_seq) % SEQ_MODULO < HALF_SEQ_SPACE
+            or (length > 1 and seq == (next_seq - 1) % SEQ_MODULO)):
+        return None    # it advances next_seq (or next_seq is unknown: 0, as tshark keeps it)
+    # (A run cut short by an ACK of an unseen segment is -1, which tshark keeps unsigned: "many".)
+    if (peer.dupacks_in_a_row not in (0, 1) and last_ack == seq
             and now - peer.last_ack_time < FAST_RETRANSMISSION_WINDOW):
         return "retransmission"
     threshold = initial_rtt or DEFAULT_OUT_OF_ORDER_THRESHOLD
-    if now - side.next_seq_time < threshold and next_seq != (seq + seglen) % SEQ_MODULO:
+    if now - side.next_seq_time < threshold and next_seq != (seq + length + (flags & (SYN | FIN) != 0)) % SEQ_MODULO:
         return "out_of_order"
     return "retransmission"
 
@@ -174,7 +193,7 @@ def _classify_resend(side: Side, peer: Side, flags: int, seq: int, length: int, 
 class ConnectionState:
     """Feed a conversation's packets in order; read conn_state, history and counters at any time."""
 
-    __slots__ = ("proto", "orig", "resp", "flipped", "_history", "initial_rtt", "_syn_time", "_syn_ack_seen")
+    __slots__ = ("proto", "orig", "resp", "flipped", "_history", "initial_rtt", "_syn_time")
 
     def __init__(self, proto: int) -> None:
         self.proto = proto
@@ -184,7 +203,6 @@ class ConnectionState:
         self._history: List[str] = []
         self.initial_rtt: Optional[int] = None     # nanoseconds
         self._syn_time: Optional[int] = None
-        self._syn_ack_seen = False
 
     @property
     def history(self) -> str:
@@ -207,36 +225,52 @@ class ConnectionState:
             side.state = ESTABLISHED  # "active", in Zeek's UDP terms
             return False
         flags, seq, now, window = packet.flags, packet.seq, packet.time_ns, packet.window
-        seglen = length + _CONTROL_LENGTH[flags & (SYN | FIN)]
         # A bare ACK after the first segment leaves the sequence space as it was.
         retransmitted = (self._track_sequence(side, flags, seq, length)
                          if length or flags & SYN or side.start_seq is None else False)
 
-        # tshark's analysis: judge the segment against what the side had sent before it ...
-        if seglen and side.next_seq is not None and not flags & RST:
-            resend = _classify_resend(side, peer, flags, seq, length, seglen, now, self.initial_rtt)
+        # tshark's analysis, in its order (module docstring); next_seq 0 is "unknown", as in tshark.
+        next_seq = side.next_seq
+        probe = keep_alive = False
+        if length <= 1:
+            if length and seq == next_seq and peer.window == 0:
+                probe = True      # a zero-window probe: not a keep-alive, and it leaves next_seq alone
+            elif not flags & (SYN | FIN | RST) and seq == (next_seq - 1) % SEQ_MODULO:
+                keep_alive = True
+        ack = packet.ack
+        if (not length and window and window == side.window and seq == next_seq and ack == side.last_ack
+                and not flags & (SYN | FIN | RST) and not peer.keep_alive):   # (else a keep-alive's ACK)
+            side.dupacks_in_a_row = 1 if side.dupacks_in_a_row < 0 else side.dupacks_in_a_row + 1
+            side.duplicate_acks += 1
+        elif ack != side.last_ack:
+            side.dupacks_in_a_row = 0   # a new ACK number ends the run, as in tshark
+        # An ACK beyond the peer's highest contiguous sequence number (a segment the capture missed)
+        # cuts the peer's run of duplicate ACKs short: tshark's "ACKed unseen segment".
+        peer_max = peer.max_seq_to_ack
+        if flags & ACK and peer_max and (peer_max - ack) % SEQ_MODULO >= HALF_SEQ_SPACE:
+            if peer_max != peer.next_seq:   # a gap: the ACK covers it, and is told once
+                peer.max_seq_to_ack = peer.next_seq
+            else:
+                peer.dupacks_in_a_row = -1
+        if (length or flags & (SYN | FIN)) and not keep_alive:
+            resend = _classify_resend(side, peer, flags, seq, length, now, self.initial_rtt)
             if resend == "retransmission":
                 side.retransmissions += 1
             elif resend == "out_of_order":
                 side.out_of_order += 1
-        # ... then advance next_seq, last_ack and window past it.
-        if (not seglen and not flags & RST and window != 0 and window == side.window and seq == side.next_seq
-                and packet.ack == side.last_ack):
-            side.dupacks_in_a_row += 1
-            side.duplicate_acks += 1
-        elif packet.ack != side.last_ack:
-            side.dupacks_in_a_row = 0   # a new ACK number ends the run, as in tshark
-        # (0 < (a - b) % SEQ_MODULO < HALF_SEQ_SPACE is _seq_after(a, b), written out on this hot path.)
-        if not flags & RST:
-            end = (seq + seglen) % SEQ_MODULO
-            if side.next_seq is None or 0 < (end - side.next_seq) % SEQ_MODULO < HALF_SEQ_SPACE:
+        # ... then advance next_seq (RSTs and pure ACKs too), last_ack and window past it.
+        if not probe:
+            end = (seq + length + (flags & (SYN | FIN) != 0)) % SEQ_MODULO
+            if not next_seq or (next_seq - end) % SEQ_MODULO >= HALF_SEQ_SPACE:
                 side.next_seq, side.next_seq_time = end, now
-        if flags & ACK:
-            # tshark remembers each ACK as it comes, and when, whether or not it moved forward.
-            side.last_ack, side.last_ack_time = packet.ack, now
+            if seq == side.max_seq_to_ack or not side.max_seq_to_ack:
+                side.max_seq_to_ack = side.next_seq
+        # tshark remembers each segment's ACK field and window as they come, ACK flag or not.
+        side.last_ack, side.last_ack_time = ack, now
         side.window = window
+        side.keep_alive = keep_alive
         if self.initial_rtt is None:
-            self._measure_initial_rtt(side, flags, now)
+            self._measure_initial_rtt(flags, now)
 
         self._update_history(side, peer, flags, seq, length, window, retransmitted)
         # Only a first packet, a FIN or a RST moves an endpoint's state (rules 1-5).
@@ -247,13 +281,13 @@ class ConnectionState:
     def mark_flipped(self) -> None:
         self.flipped = True
 
-    def _measure_initial_rtt(self, side: Side, flags: int, now: int) -> None:
-        """tshark's iRTT: from the first SYN to the originator's ACK of the SYN-ACK."""
-        if flags & SYN and not flags & ACK and self._syn_time is None:
-            self._syn_time = now
-        elif flags & SYN and flags & ACK:
-            self._syn_ack_seen = True
-        elif side.is_orig and flags & ACK and self._syn_ack_seen and self._syn_time is not None:
+    def _measure_initial_rtt(self, flags: int, now: int) -> None:
+        """tshark's iRTT: from the last SYN before it to the first segment with ACK and without SYN,
+        from either side; measured after that segment's own analysis, and again if it came out 0."""
+        if flags & SYN:
+            if not flags & ACK:
+                self._syn_time = now
+        elif flags & ACK and self._syn_time is not None and now != self._syn_time:
             self.initial_rtt = now - self._syn_time
 
     # --- sequence space ------------------------------------------------------------------

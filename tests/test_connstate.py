@@ -183,3 +183,13 @@ def test_a_segment_the_peer_already_acknowledged_is_a_spurious_retransmission_ev
     # tshark tests for a spurious retransmission before it tests for out of order.
     assert _hole_filled_after(1_000, acked_by_server=1301) == (1, 0)
     assert _hole_filled_after(1_000, acked_by_server=1151) == (0, 1)
+
+
+def test_a_keep_alives_ack_and_a_probes_repeat_are_not_duplicate_acks_but_a_pure_ack_at_the_probe_is():
+    # tshark: the peer's ACK of a keep-alive is a keep-alive ACK; a zero-window probe does not move
+    # next_seq, so the prober's pure ACKs at the probe's sequence number repeat its previous segment.
+    keep_alive = [("C", "PA", b"a" * 10), ("S", "A", b""), ("C", "A", b"", {"seq": 1010}), ("S", "A", b"")]
+    assert summary_of(tcp(HANDSHAKE + keep_alive))["duplicate_acks"] == 0
+    probe = [("S", "A", b"", {"window": 0}), ("C", "A", b"p"), ("C", "A", b"", {"seq": 1001}),
+             ("C", "A", b"", {"seq": 1001})]
+    assert summary_of(tcp(HANDSHAKE + probe))["duplicate_acks"] == 2

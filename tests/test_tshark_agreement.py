@@ -4,8 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from tshark_view import assert_summary_agrees_with_tshark
-from wire import hole_filled_after, to_pcap
+from harness.connstate import SEQ_MODULO
+from tshark_view import assert_frames_agree_with_tshark, assert_summary_agrees_with_tshark
+from wire import HANDSHAKE, START_NS, hole_filled_after, renumber, tcp, to_pcap
 
 CAPTURES = Path(__file__).parent.parent / "captures"
 REFERENCE = sorted(p for p in CAPTURES.rglob("*") if p.suffix in (".pcap", ".pcapng", ".gz")
@@ -32,3 +33,55 @@ def test_summary_agrees_with_tshark_on_the_edges_of_its_rules(name, tmp_path):
     path = tmp_path / "edge.pcap"
     path.write_bytes(to_pcap(EDGES[name]))
     assert_summary_agrees_with_tshark(path)
+
+
+# Found by the differential test (tests/test_tshark_differential.py), each the smallest capture
+# where the harness and tshark 4.0 once disagreed on a frame; harness/connstate.py names the rules.
+def _within_the_initial_rtt(steps):
+    """The steps after the handshake (its initial RTT: 2 ms) 100 us apart, so a resend is out of
+    order unless it is a retransmission of another kind."""
+    return [step if n < 3 else (*step[:3], {**(step[3] if len(step) > 3 else {}),
+                                            "time_ns": START_NS + 3_000_000 + 100_000 * n})
+            for n, step in enumerate(steps)]
+
+
+_SERVER_DATA = [("S", "PA", b"x" * 100), ("S", "PA", b"y" * 100)]
+_ACK_LOST_THEN_RESENT = _within_the_initial_rtt(HANDSHAKE + _SERVER_DATA + [
+    ("C", "A", b"", {"ack": 900001}),                            # a duplicate ACK of the client
+    ("S", "A", b"", {"ack": 1005, "seq": 900201}),               # ACKs client bytes never captured
+    ("S", "PA", b"x" * 100, {"seq": 900001})])                   # fast retransmission, not out of order
+_GAP_ACKED_THEN_RESENT = _within_the_initial_rtt(HANDSHAKE + _SERVER_DATA + [
+    ("C", "PA", b"a" * 100, {"ack": 900001}), ("C", "PA", b"c" * 100, {"seq": 1201, "ack": 900001}),
+    ("C", "A", b"", {"ack": 900001}),                            # a duplicate ACK of the client
+    ("S", "A", b"", {"ack": 1301, "seq": 900201}),               # ACKs across the client's gap
+    ("S", "PA", b"x" * 100, {"seq": 900001, "ack": 1301})])      # out of order
+_WRAP = SEQ_MODULO - 101                       # the client's next sequence number wraps to exactly 0
+EDGES.update({
+    "a keep-alive's ACK is not a duplicate ACK": renumber(tcp(HANDSHAKE + [
+        ("C", "PA", b"a" * 10), ("S", "A", b""), ("C", "A", b"", {"seq": 1010}), ("S", "A", b"")])),
+    "the ACK field of a segment without the ACK flag counts": renumber(tcp(HANDSHAKE + [
+        ("C", "A", b""), ("C", "S", b"", {"seq": 1000}), ("C", "A", b"", {"seq": 1001})])),
+    "spurious before next_seq is known": renumber(tcp([
+        ("S", "A", b"", {"ack": 2000}), ("C", "PA", b"a" * 100, {"seq": 1500})])),
+    "a zero-window probe leaves next_seq": renumber(tcp(HANDSHAKE + [
+        ("S", "A", b"", {"window": 0}), ("C", "A", b"p"), ("C", "A", b"", {"seq": 1001}),
+        ("C", "A", b"", {"seq": 1001})])),
+    "an ACK of an unseen segment makes the peer's duplicate ACKs many": renumber(tcp(_ACK_LOST_THEN_RESENT)),
+    "an ACK across a gap moves the peer's gap-free point instead": renumber(tcp(_GAP_ACKED_THEN_RESENT)),
+    "the initial RTT runs from the last SYN": renumber(tcp([
+        ("C", "S", b"", {"time_ns": START_NS}), ("C", "S", b"", {"seq": 1000, "time_ns": START_NS + 10**9}),
+        ("S", "SA", b"", {"time_ns": START_NS + 10**9 + 500_000}), ("C", "A", b"", {"time_ns": START_NS + 10**9 + 1_000_000}),
+        ("C", "PA", b"a" * 100, {"time_ns": START_NS + 10**9 + 2_000_000}),
+        ("C", "PA", b"c" * 100, {"seq": 1201, "time_ns": START_NS + 10**9 + 3_000_000}),
+        ("C", "PA", b"b" * 100, {"seq": 1101, "time_ns": START_NS + 10**9 + 5_000_000})])),
+    "next_seq wrapped to exactly 0 is unknown to tshark": renumber(tcp([
+        ("C", "S", b""), ("S", "SA", b""), ("C", "A", b""), ("C", "PA", b"a" * 100),
+        ("C", "PA", b"a" * 100, {"seq": _WRAP + 1})], isn=(_WRAP, 900000))),
+})
+
+
+@pytest.mark.parametrize("name", EDGES)
+def test_frames_agree_with_tshark_on_the_edges_of_its_rules(name, tmp_path):
+    path = tmp_path / "edge.pcap"
+    path.write_bytes(to_pcap(EDGES[name]))
+    assert_frames_agree_with_tshark(path, EDGES[name])
