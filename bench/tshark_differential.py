@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import random
+import re
 import sys
 import tempfile
 import time
@@ -90,7 +91,7 @@ def main(argv=None) -> int:
             tv.assert_summary_agrees_with_tshark(path, check_shapes=False)
         except AssertionError as error:
             message = str(error).splitlines()[0]
-            kind = ("summary", message.split(":", 1)[-1].split("(")[0].strip()[:80])
+            kind = ("summary", re.sub(r"\d+", "N", message.split(": ", 1)[-1])[:80])
             kinds[kind] += 1
             examples.setdefault(kind, (seed, None, message, None))
             if not found:   # keep the capture: the summary's failure names the conversation
