@@ -350,14 +350,81 @@ def analyse_with_pyshark(path: str) -> Tuple[int, dict]:
 ANALYSES = {"scapy": analyse_with_scapy, "dpkt": analyse_with_dpkt, "pyshark": analyse_with_pyshark}
 
 
+# -- where harness summary's time goes ------------------------------------------------------------
+# Each harness stage does what the one before it does, and more; each runs in its own process, like
+# the tools. The last, not the harness, shows what pure Python costs for the least work per packet.
+
+def stage_floor(path: str) -> Tuple[int, dict]:
+    """The least per-packet work pure Python can do for a conversation summary: one unpack of the
+    record header, one of the Ethernet/IPv4/TCP fields (harness.decode's fast-path layout), and a
+    direction-independent dict key. Little-endian microsecond pcap of Ethernet/IPv4/TCP only: the
+    workload, nothing else."""
+    import mmap
+    record_header = struct.Struct("<IIII").unpack_from
+    fields = struct.Struct("!12xHBxHxxHxB2x4s4sHHIIBBH").unpack_from
+    counts: dict = {}
+    packets = 0
+    with open(path, "rb") as file, mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        position, size = 24, len(data)
+        while position + 16 <= size:
+            caplen = record_header(data, position)[2]
+            (_ethertype, _version, _length, _fragment, _proto, src, dst, sport, dport, _seq, _ack, _offset,
+             _flags, _window) = fields(data, position + 16)
+            a, b = (src, sport), (dst, dport)
+            key = (a, b) if a <= b else (b, a)
+            counts[key] = counts.get(key, 0) + 1
+            packets += 1
+            position += 16 + caplen
+    return packets, counts
+
+
+def stage_records(path: str) -> Tuple[int, None]:
+    from harness.pcapfile import open_capture
+    with open_capture(path) as capture:
+        return sum(1 for _record in capture), None
+
+
+def stage_packets(path: str) -> Tuple[int, None]:
+    from harness.trace import read_packets
+    return sum(1 for _packet in read_packets(path)), None
+
+
+def stage_conversations(path: str) -> Tuple[int, list]:
+    from harness.trace import load_trace
+    trace = load_trace(path, keep_segments=False)
+    return trace.packets, trace.conversations
+
+
+def stage_summaries(path: str) -> Tuple[int, list]:
+    from harness.trace import stream_summaries
+    records: list = []
+    trace = stream_summaries(path, records.append)
+    return trace.packets, records
+
+
+STAGES = {
+    "records": ("harness: read records", stage_records),
+    "packets": ("harness: + decode", stage_packets),
+    "conversations": ("harness: + conversations, state machines", stage_conversations),
+    "summaries": ("harness: + summary records", stage_summaries),
+    "floor": ("for comparison: unpack and group only", stage_floor),
+}
+ANALYSES.update({f"stage-{name}": analyse for name, (_label, analyse) in STAGES.items()})
+
+
 def worker(tool: str, path: str) -> int:
     """Run one peer's analysis and print one JSON line: what it found, so the parent can check it."""
     try:
+        began = time.process_time()
         packets, conversations = ANALYSES[tool](path)
+        analysis_cpu = time.process_time() - began
     except NotInstalled as error:
         print(json.dumps({"not_installed": str(error)}))
         return WORKER_NOT_INSTALLED
-    print(json.dumps({"packets": packets, "conversations": len(conversations)}))
+    found = {"packets": packets, "analysis_cpu": analysis_cpu}
+    if conversations is not None:        # reading and decoding alone do not group conversations
+        found["conversations"] = len(conversations)
+    print(json.dumps(found))
     return 0
 
 
@@ -371,6 +438,7 @@ class Run:
     status: int
     stdout: str
     stderr: str
+    analysis_cpu: Optional[float] = None    # a --worker's own CPU seconds for the analysis alone
 
 
 def run_measured(argv: Sequence[str], keep_stdout: bool) -> Run:
@@ -414,6 +482,11 @@ class Tool:
         return statistics.median(run.peak_rss_mb for run in self.runs)
 
     @property
+    def analysis_cpu(self) -> Optional[float]:
+        measured = [run.analysis_cpu for run in self.runs if run.analysis_cpu is not None]
+        return statistics.median(measured) * self.scale if measured else None
+
+    @property
     def usable(self) -> bool:
         return bool(self.runs) and not self.note and not self.failure
 
@@ -444,6 +517,15 @@ def tool_set(workload: Workload, pyshark_workload: Workload) -> Dict[str, Tool]:
     return tools
 
 
+def stage_set(workload: Workload) -> List[Tool]:
+    me = [sys.executable, str(Path(__file__).resolve()), "--worker"]
+    stages = [Tool(f"stage-{name}", label, me + [f"stage-{name}", str(workload.pcap)], checks_output=True)
+              for name, (label, _analyse) in STAGES.items()]
+    for stage in stages:
+        stage.file_packets = workload.packets
+    return stages
+
+
 def measure_tools(tools: Sequence[Tool], workload: Workload, repeat: int, progress) -> None:
     for round_number in range(1, repeat + 1):
         for tool in tools:
@@ -466,7 +548,8 @@ def measure_tools(tools: Sequence[Tool], workload: Workload, repeat: int, progre
                     continue
                 expected = {"packets": tool.file_packets,
                             "conversations": tool.file_packets // PACKETS_PER_CONVERSATION}
-                if found != expected:
+                run.analysis_cpu = found.pop("analysis_cpu", None)
+                if "packets" not in found or found != {key: expected.get(key) for key in found}:
                     tool.failure = f"{tool.name}: found {found}, the file has {expected}"
                     continue
             tool.runs.append(run)
@@ -575,6 +658,20 @@ def targets_table(tools: Dict[str, Tool], workload: Workload, scenario: Optional
     return format_table(rows, right_aligned_from=4)
 
 
+def stages_table(stages: Sequence[Tool], harness: Optional[Tool]) -> str:
+    """Cumulative stages: the CPU seconds of each stage's analysis alone, measured in its own process;
+    the harness summary row is the whole command, its start-up and JSON output included."""
+    rows = [["stage", "cpu s", "of harness summary's"]]
+    for stage in [*stages, *([harness] if harness is not None else [])]:
+        if not stage.usable:
+            rows.append([stage.label, stage.note or f"FAILED: {stage.failure}"])
+            continue
+        cpu = stage.cpu if stage is harness else stage.analysis_cpu
+        share = f"{cpu / harness.cpu:.0%}" if harness is not None and harness.usable else "-"
+        rows.append([stage.label, f"{cpu:.3f}", share])
+    return format_table(rows)
+
+
 def scenario_table(figures: ScenarioFigures) -> str:
     rows = [["phase", "median ms", "min ms", "max ms"]]
     named = [p for p in SCENARIO_PHASES if p in figures.phases] + \
@@ -623,6 +720,8 @@ def _parser() -> argparse.ArgumentParser:
                         help="where generated captures are cached (default /tmp/harness-bench)")
     parser.add_argument("--tools", default="harness,scapy,dpkt,pyshark,tshark",
                         help="comma-separated subset of harness,scapy,dpkt,pyshark,tshark")
+    parser.add_argument("--skip-stages", action="store_true",
+                        help="skip the table of where harness summary's time goes")
     return parser
 
 
@@ -663,6 +762,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
               f"by {chosen['pyshark'].scale:.1f}, its peak RSS (its tshark's) is as measured on that subset")
     print(f"load average after: {_load()}; wall s counts waiting for a CPU, cpu s does not")
     failures = [tool.failure for tool in tools if tool.failure]
+
+    if args.skip_stages:
+        print("\nstages: skipped (--skip-stages)")
+    else:
+        stages = stage_set(workload)
+        measure_tools(stages, workload, args.repeat, progress)
+        print(f"\nwhere harness summary's time goes (cumulative stages, same file, median of {args.repeat}; "
+              f"each stage's analysis alone, in its own process):")
+        print(stages_table(stages, chosen.get("harness")))
+        failures += [stage.failure for stage in stages if stage.failure]
 
     scenario = None
     if args.skip_scenario:

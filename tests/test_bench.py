@@ -117,6 +117,10 @@ def test_a_tiny_run_prints_a_row_of_figures_for_every_tool(tmp_path):
     assert all(row[-1] in ("met", "NOT MET") or row[-1].startswith(("not judged", "not measured"))
                for row in targets), targets
     assert "lab scenario: skipped" in done.stdout
+    stages = _rows(done.stdout, "stage ")
+    assert [row[0] for row in stages] == [label for label, _analyse in bench.STAGES.values()] + [TOOL_LABELS["harness"]]
+    for row in stages:
+        assert len(row) == 3 and re.fullmatch(NUMBER, row[1]) and re.fullmatch(r"\d+%", row[2]), row
 
 
 def test_without_dpkt_its_row_says_how_to_install_it(tmp_path):
