@@ -1,0 +1,155 @@
+"""harness._speedups (the summary path's per-packet work in C) makes exactly the conversations the
+pure-Python tracker makes: every slot of every Conversation, ConnectionState and Side, in the same
+order, with the same packet count, warnings and damage, on every reference capture, on thousands of
+random conversations (tests/tcpgen.py) interleaved and spread over the tracker's timers, on input
+damaged at random, and on timestamps past 64 bits.
+
+Without a C compiler at install time the module is absent and harness runs in pure Python; these
+tests then skip saying so, and fail instead under HARNESS_REQUIRE_SPEEDUPS=1 (CI sets it).
+"""
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import pcapbuild as pb
+import tcpgen
+from harness import trace
+from harness.connstate import ConnectionState, Side
+from harness.conversation import Conversation
+from harness.summary import summarize
+from wire import to_pcap
+
+REQUIRE_ENV = "HARNESS_REQUIRE_SPEEDUPS"
+CAPTURES = Path(__file__).parent.parent / "captures"
+REFERENCE = sorted(p for p in CAPTURES.rglob("*") if p.suffix in (".pcap", ".pcapng", ".gz") and "runs" not in p.parts)
+SECOND = 10**9
+
+
+@pytest.fixture(autouse=True)
+def speedups():
+    if trace._speedups is None:
+        reason = "harness._speedups is not compiled (no C compiler when harness was installed?)"
+        if os.environ.get(REQUIRE_ENV):
+            pytest.fail(f"{reason}, and {REQUIRE_ENV} is set")
+        pytest.skip(reason)
+
+
+def _slots(obj, cls) -> dict:
+    return {name: getattr(obj, name) for name in cls.__slots__}
+
+
+def _dump(conversation: Conversation) -> dict:
+    """Everything the tracker made, slot by slot (payloads and ConnectionState's sides flattened)."""
+    state = conversation.state
+    dumped = _slots(conversation, Conversation)
+    dumped["state"] = _slots(state, ConnectionState)
+    for name in ("orig", "resp"):
+        side = _slots(getattr(state, name), Side)
+        side["payloads"] = side["payloads"].tolist()
+        side["_recorded"] = list(side["_recorded"].items())
+        dumped["state"][name] = side
+    dumped["summary"] = summarize(conversation)
+    return dumped
+
+
+def _run(path, pure: bool, monkeypatch):
+    if pure:
+        monkeypatch.setenv(trace.PURE_PYTHON_ENV, "1")
+    else:
+        monkeypatch.delenv(trace.PURE_PYTHON_ENV, raising=False)
+    ended = []
+    try:
+        result = trace.stream_conversations(path, lambda conversation: ended.append(_dump(conversation)))
+    except Exception as error:     # the same exception either way is part of the agreement
+        return "raised", type(error).__name__, str(error), ended
+    return ended, result.packets, result.warnings, str(result.damage)
+
+
+def assert_same_both_ways(path, monkeypatch):
+    in_python, in_c = _run(path, True, monkeypatch), _run(path, False, monkeypatch)
+    if in_python[0] != "raised" and in_c[0] != "raised":
+        for number, (expected, got) in enumerate(zip(in_python[0], in_c[0]), 1):
+            assert got == expected, f"{path}: conversation {number} differs"
+        assert len(in_c[0]) == len(in_python[0]), f"{path}: {len(in_c[0])} conversations in C, {len(in_python[0])}"
+    assert in_c == in_python, path
+
+
+@pytest.mark.parametrize("path", REFERENCE, ids=[str(p.relative_to(CAPTURES)) for p in REFERENCE])
+def test_every_reference_capture(path, monkeypatch):
+    assert_same_both_ways(path, monkeypatch)
+
+
+def _interleaved(seed: int, count: int) -> list:
+    """tcpgen conversations started at random moments, overlapping one another, with pauses across
+    the tracker's timers (closed 5 s, idle 60 s / 300 s) and its 1 s sweep, and ports reused."""
+    rng = random.Random(seed)
+    packets = []
+    start = 1_700_000_000 * SECOND
+    for index in range(count):
+        start += rng.choice((0, 1_000, SECOND // 2, SECOND, 5 * SECOND, 61 * SECOND, 301 * SECOND))
+        one = tcpgen.conversation(rng, index % 7, start)     # index % 7: ports come round again
+        packets.extend(one)
+    packets.sort(key=lambda p: p.time_ns)
+    return [p._replace(frame=number) for number, p in enumerate(packets, 1)]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_random_conversations_one_after_another(seed, tmp_path, monkeypatch):
+    path = tmp_path / "random.pcap"
+    path.write_bytes(to_pcap(tcpgen.capture(seed, 400)))
+    assert_same_both_ways(path, monkeypatch)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_random_conversations_interleaved_across_the_timers(seed, tmp_path, monkeypatch):
+    path = tmp_path / "interleaved.pcap"
+    path.write_bytes(to_pcap(_interleaved(seed, 300)))
+    assert_same_both_ways(path, monkeypatch)
+
+
+def test_timestamps_past_64_bits(tmp_path, monkeypatch):
+    # if_tsoffset near the i64 limit and nanosecond ticks: times of some 10^27 ns, which Python's
+    # ints carry and the C scanner must too.
+    records = _pcap_frames(to_pcap(tcpgen.capture(5, 20)))
+    data = (pb.shb() + pb.idb(1, 262144, [pb.tsresol(9), pb.tsoffset((1 << 63) - 1)])
+            + b"".join(pb.epb(0, time_ns, frame) for time_ns, frame in records))
+    path = tmp_path / "far.pcapng"
+    path.write_bytes(data)
+    in_c = _run(path, False, monkeypatch)
+    assert in_c[0] != "raised" and in_c[0][0]["first_time_ns"] > 1 << 64
+    assert_same_both_ways(path, monkeypatch)
+
+
+def _pcap_frames(data: bytes) -> list:
+    """(time_ns, frame) of a little-endian nanosecond pcap from wire.to_pcap."""
+    out, position = [], 24
+    while position < len(data):
+        seconds = int.from_bytes(data[position:position + 4], "little")
+        fraction = int.from_bytes(data[position + 4:position + 8], "little")
+        caplen = int.from_bytes(data[position + 8:position + 12], "little")
+        out.append((seconds * SECOND + fraction, data[position + 16:position + 16 + caplen]))
+        position += 16 + caplen
+    return out
+
+
+SEED_FILES = [CAPTURES / "lab" / "tcp-lab.pcapng", CAPTURES / "corpus" / "udp-unreachable.pcapng",
+              CAPTURES / "corpus" / "closed-port.pcapng"]
+
+
+@settings(max_examples=150, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(source=st.sampled_from(SEED_FILES), edits=st.lists(
+    st.tuples(st.floats(0, 1), st.integers(0, 255)), min_size=1, max_size=8), cut=st.floats(0.3, 1.0))
+def test_damaged_input(source, edits, cut, tmp_path_factory, monkeypatch):
+    data = bytearray(source.read_bytes())
+    for where, value in edits:
+        data[int(where * (len(data) - 1))] = value
+    path = tmp_path_factory.mktemp("damaged") / "damaged.pcapng"
+    path.write_bytes(bytes(data[:max(1, int(len(data) * cut))]))
+    assert_same_both_ways(path, monkeypatch)
