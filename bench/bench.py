@@ -384,15 +384,23 @@ def stage_records(path: str) -> Tuple[int, None]:
         return sum(1 for _record in capture), None
 
 
-def stage_packets(path: str) -> Tuple[int, None]:
-    from harness.trace import read_packets
-    return sum(1 for _packet in read_packets(path)), None
+def stage_scan(path: str) -> Tuple[int, list]:
+    """The records through the C scanner alone: conversations and their state machines, each ended
+    conversation handed over as the scanner's tuple and dropped."""
+    from harness import trace
+    from harness.pcapfile import open_capture
+    if trace._speedups is None:
+        raise NotInstalled("harness._speedups is not compiled: bash scripts/setup.sh (needs gcc, python3-dev)")
+    ended = [0]
 
+    def count(_values) -> None:
+        ended[0] += 1
 
-def stage_conversations(path: str) -> Tuple[int, list]:
-    from harness.trace import load_trace
-    trace = load_trace(path, keep_segments=False)
-    return trace.packets, trace.conversations
+    scanner = trace._speedups.Scanner(count)
+    with open_capture(path) as capture:
+        scanner.feed_records(capture, trace._RecordDecoder(path, None, scanner.feed_unreachable))
+    scanner.finish()
+    return scanner.packets, [None] * ended[0]
 
 
 def stage_summaries(path: str) -> Tuple[int, list]:
@@ -402,11 +410,17 @@ def stage_summaries(path: str) -> Tuple[int, list]:
     return trace.packets, records
 
 
+def stage_pure_python(path: str) -> Tuple[int, list]:
+    from harness.trace import PURE_PYTHON_ENV
+    os.environ[PURE_PYTHON_ENV] = "1"
+    return stage_summaries(path)
+
+
 STAGES = {
     "records": ("harness: read records", stage_records),
-    "packets": ("harness: + decode", stage_packets),
-    "conversations": ("harness: + conversations, state machines", stage_conversations),
-    "summaries": ("harness: + summary records", stage_summaries),
+    "scan": ("harness: + conversations, state machines (C)", stage_scan),
+    "summaries": ("harness: + Conversations, summary records", stage_summaries),
+    "pure": ("harness, pure Python: summary records", stage_pure_python),
     "floor": ("for comparison: unpack and group only", stage_floor),
 }
 ANALYSES.update({f"stage-{name}": analyse for name, (_label, analyse) in STAGES.items()})
@@ -524,6 +538,14 @@ def stage_set(workload: Workload) -> List[Tool]:
     for stage in stages:
         stage.file_packets = workload.packets
     return stages
+
+
+def compile_bytecode() -> None:
+    """Compile harness's bytecode, as installing a package does: with PYTHONDONTWRITEBYTECODE set,
+    every run would otherwise compile its sources again, some 60 ms that no installed copy pays."""
+    import compileall
+    import harness
+    compileall.compile_dir(str(Path(harness.__file__).parent), quiet=1)
 
 
 def measure_tools(tools: Sequence[Tool], workload: Workload, repeat: int, progress) -> None:
@@ -750,6 +772,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(f"figures: median of {args.repeat} run{'s' if args.repeat != 1 else ''}, each tool its own process; "
           f"time / harness > 1 means harness is faster", flush=True)
 
+    compile_bytecode()
     print(f"load average before: {_load()}", flush=True)
     all_tools = tool_set(workload, pyshark_workload)
     tools = [all_tools[name] for name in known if name in wanted]
