@@ -139,6 +139,7 @@ typedef struct {
     Py_ssize_t started;
     Py_ssize_t packets;
     Py_ssize_t frame;
+    PyObject *decode_slow;             /* borrowed, while feed_records runs */
     i128 next_sweep;
     int sweep_armed;
 } Scanner;
@@ -736,19 +737,12 @@ static uint32_t be32(const unsigned char *b) {
     return ((uint32_t)b[0] << 24) | ((uint32_t)b[1] << 16) | ((uint32_t)b[2] << 8) | b[3];
 }
 
-/* decode.py's fast path; returns 1 if it took the record, 0 if the Python decoder must. */
-static int feed_fast(Scanner *s, PyObject *record, int *failed) {
+/* decode.py's fast path for one frame; returns 1 if it took the frame (feeding it; *failed on error),
+ * 0 if the Python decoder must have it. */
+static int feed_frame(Scanner *s, long linktype, i128 time, Py_ssize_t caplen, long long origlen,
+                      const unsigned char *d, int *failed) {
     *failed = 0;
-    if (!PyTuple_Check(record) || PyTuple_GET_SIZE(record) < 5) return 0;
-    PyObject *linktype = PyTuple_GET_ITEM(record, 0), *data = PyTuple_GET_ITEM(record, 4);
-    if (!PyLong_CheckExact(linktype) || PyLong_AsLong(linktype) != 1 || !PyBytes_CheckExact(data)) {
-        PyErr_Clear();
-        return 0;
-    }
-    Py_ssize_t caplen = PyBytes_GET_SIZE(data);
-    long long origlen = PyLong_AsLongLong(PyTuple_GET_ITEM(record, 3));
-    if ((origlen == -1 && PyErr_Occurred()) || caplen < 54 || origlen < caplen) { PyErr_Clear(); return 0; }
-    const unsigned char *d = (const unsigned char *)PyBytes_AS_STRING(data);
+    if (linktype != 1 || caplen < 54 || origlen < caplen) return 0;
     unsigned ethertype = be16(d + 12), version_ihl = d[14], total_length = be16(d + 16);
     unsigned fragment = be16(d + 20), proto = d[23];
     unsigned header_len = (unsigned)(d[46] >> 4) * 4;
@@ -757,7 +751,7 @@ static int feed_fast(Scanner *s, PyObject *record, int *failed) {
           && 20 <= header_len && header_len <= total_length - 20))
         return 0;
     PacketFields p;
-    if (time_from_py(PyTuple_GET_ITEM(record, 1), &p.time) < 0) { *failed = 1; return 1; }
+    p.time = time;
     p.src = d + 26;
     p.dst = d + 30;
     p.family_len = 4;
@@ -774,28 +768,108 @@ static int feed_fast(Scanner *s, PyObject *record, int *failed) {
     return 1;
 }
 
+/* A pcapfile.Record: (linktype, time_ns, caplen, origlen, data, offset, comments). */
+static int feed_record(Scanner *s, PyObject *record) {
+    int failed = 0;
+    if (PyTuple_Check(record) && PyTuple_GET_SIZE(record) >= 5 && PyBytes_CheckExact(PyTuple_GET_ITEM(record, 4))) {
+        PyObject *data = PyTuple_GET_ITEM(record, 4);
+        long linktype = PyLong_AsLong(PyTuple_GET_ITEM(record, 0));
+        long long origlen = PyLong_AsLongLong(PyTuple_GET_ITEM(record, 3));
+        i128 time;
+        if (PyErr_Occurred() || time_from_py(PyTuple_GET_ITEM(record, 1), &time) < 0) {
+            PyErr_Clear();      /* not a record the fast path understands: the Python decoder judges */
+        } else if (feed_frame(s, linktype, time, PyBytes_GET_SIZE(data), origlen,
+                              (const unsigned char *)PyBytes_AS_STRING(data), &failed)) {
+            return failed ? -1 : 0;
+        }
+    }
+    PyObject *frame = PyLong_FromSsize_t(s->frame);
+    PyObject *packet = frame ? PyObject_CallFunctionObjArgs(s->decode_slow, record, frame, NULL) : NULL;
+    Py_XDECREF(frame);
+    failed = !packet || (packet != Py_None && feed_packet_tuple(s, packet) < 0);
+    Py_XDECREF(packet);
+    return failed ? -1 : 0;
+}
+
 static PyObject *Scanner_feed_records(Scanner *s, PyObject *args) {
     PyObject *records, *decode_slow;
     if (!PyArg_ParseTuple(args, "OO:feed_records", &records, &decode_slow)) return NULL;
     PyObject *iterator = PyObject_GetIter(records);
     if (!iterator) return NULL;
     PyObject *record;
+    s->decode_slow = decode_slow;      /* borrowed: walk_pcap runs only inside this loop */
     while ((record = PyIter_Next(iterator))) {
         s->frame++;
-        int failed;
-        if (!feed_fast(s, record, &failed)) {
-            PyObject *frame = PyLong_FromSsize_t(s->frame);
-            PyObject *packet = frame ? PyObject_CallFunctionObjArgs(decode_slow, record, frame, NULL) : NULL;
-            Py_XDECREF(frame);
-            failed = !packet || (packet != Py_None && feed_packet_tuple(s, packet) < 0);
-            Py_XDECREF(packet);
-        }
+        int failed = feed_record(s, record) < 0;
         Py_DECREF(record);
-        if (failed) { Py_DECREF(iterator); return NULL; }
+        if (failed) break;
     }
+    s->decode_slow = NULL;
     Py_DECREF(iterator);
     if (PyErr_Occurred()) return NULL;
     Py_RETURN_NONE;
+}
+
+static PyObject *record_type(void) {
+    static PyObject *type;
+    if (!type) {
+        PyObject *module = PyImport_ImportModule("harness.pcapfile");
+        if (!module) return NULL;
+        type = PyObject_GetAttrString(module, "Record");
+        Py_DECREF(module);
+    }
+    return type;
+}
+
+static uint32_t u32(const unsigned char *b, int big_endian) {
+    return big_endian ? be32(b)
+                      : ((uint32_t)b[3] << 24) | ((uint32_t)b[2] << 16) | ((uint32_t)b[1] << 8) | b[0];
+}
+
+/* pcapfile's hook for classic pcap (CaptureFile.bulk_pcap): the records that lie whole in buf from
+ * pos on, each checked as _pcap_records checks it, are fed without a Record being made, unless the
+ * Python decoder must see one. Stops before a record that is not whole or not sane, which the
+ * reader then reads (or reports) itself; returns where it stopped. */
+static PyObject *Scanner_walk_pcap(Scanner *s, PyObject *args) {
+    Py_buffer view;
+    Py_ssize_t pos, limit;
+    long linktype;
+    long long scale, base;
+    int big_endian;
+    if (!PyArg_ParseTuple(args, "y*nlLnpL:walk_pcap", &view, &pos, &linktype, &scale, &limit, &big_endian, &base))
+        return NULL;
+    if (!s->decode_slow) {
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_RuntimeError, "walk_pcap runs inside feed_records only");
+        return NULL;
+    }
+    const unsigned char *buf = view.buf;
+    Py_ssize_t size = view.len;
+    int failed = 0;
+    while (pos >= 0 && size - pos >= 16) {
+        const unsigned char *header = buf + pos;
+        uint32_t sec = u32(header, big_endian), frac = u32(header + 4, big_endian);
+        uint32_t caplen = u32(header + 8, big_endian), origlen = u32(header + 12, big_endian);
+        if ((Py_ssize_t)caplen > limit || (Py_ssize_t)caplen > size - pos - 16) break;
+        s->frame++;
+        i128 time = (i128)sec * SECOND + (i128)frac * scale;
+        if (!feed_frame(s, linktype, time, (Py_ssize_t)caplen, origlen, header + 16, &failed)) {
+            PyObject *type = record_type();
+            PyObject *record = type ? Py_BuildValue("(lNkkNL())", linktype, time_to_py(time), (unsigned long)caplen,
+                                                    (unsigned long)origlen,
+                                                    PyBytes_FromStringAndSize((const char *)header + 16, caplen),
+                                                    base + (long long)pos) : NULL;
+            PyObject *named = record ? PyObject_Call(type, record, NULL) : NULL;
+            failed = !named || feed_record(s, named) < 0;
+            Py_XDECREF(record);
+            Py_XDECREF(named);
+        }
+        if (failed) break;
+        pos += 16 + (Py_ssize_t)caplen;
+    }
+    PyBuffer_Release(&view);
+    if (failed) return NULL;
+    return PyLong_FromSsize_t(pos);
 }
 
 static PyObject *Scanner_feed_unreachable(Scanner *s, PyObject *args) {
@@ -854,6 +928,7 @@ static PyObject *Scanner_get_packets(Scanner *s, void *closure) { return PyLong_
 
 static PyMethodDef Scanner_methods[] = {
     {"feed_records", (PyCFunction)Scanner_feed_records, METH_VARARGS, NULL},
+    {"walk_pcap", (PyCFunction)Scanner_walk_pcap, METH_VARARGS, NULL},
     {"feed_unreachable", (PyCFunction)Scanner_feed_unreachable, METH_VARARGS, NULL},
     {"finish", (PyCFunction)Scanner_finish, METH_NOARGS, NULL},
     {NULL, NULL, 0, NULL},

@@ -47,7 +47,7 @@ import os
 import stat
 import struct
 import zlib
-from typing import BinaryIO, Iterator, List, NamedTuple, Optional, Tuple, Union
+from typing import BinaryIO, Callable, Iterator, List, NamedTuple, Optional, Tuple, Union
 
 __all__ = [
     "CaptureFile", "CaptureFormatError", "InterfaceInfo", "NotARegularFile", "Record", "SectionInfo",
@@ -170,6 +170,13 @@ class CaptureFile:
     (SectionInfo list, one per pcapng section), `comments` (all Section Header comments),
     `interfaces` (InterfaceInfo list over all sections, in file order), `linktypes`
     (set of link types seen so far), and for pcap `snaplen` / `nanosecond`.
+
+    `bulk_pcap`, set before iterating a classic pcap, lets a consumer written in C take records
+    straight from the read buffer instead of one Record at a time:
+    bulk_pcap(buf, pos, linktype, ns_per_tick, max_caplen, big_endian, base) consumes the whole,
+    sane records from buf[pos:] (each record's header checked as here) and returns where it
+    stopped; the records it leaves (split across reads, or damaged) are read, yielded or reported
+    here as usual. Offsets are base + position in buf.
     """
 
     def __init__(self, stream: BinaryIO, path: str, *, close_stream: bool = False):
@@ -187,6 +194,7 @@ class CaptureFile:
         self._pos = 0
         self._base = 0          # stream offset of self._buf[0]
         self._records: Optional[Iterator[Record]] = None
+        self.bulk_pcap: Optional[Callable[[bytes, int, int, int, int, bool, int], int]] = None
         self.format = self._sniff()
 
     # -- plumbing ---------------------------------------------------------------------
@@ -318,7 +326,10 @@ class CaptureFile:
         buf, pos, base = self._buf, self._pos, self._base
         self._buf = b""    # the generator owns the buffer from here on
         size = len(buf)
+        bulk, big_endian = self.bulk_pcap, self._pcap_order == ">"
         while True:
+            if bulk is not None and size - pos >= 16:
+                pos = bulk(buf, pos, linktype, scale, limit, big_endian, base)
             if size - pos < 16:
                 buf, pos, base = fill(buf, pos, base, 16)
                 size = len(buf)

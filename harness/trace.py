@@ -133,6 +133,7 @@ def stream_conversations(path, on_finished: Callable[[Conversation], None]) -> T
         damage = None
         try:
             with open_capture(path) as capture:
+                capture.bulk_pcap = scanner.walk_pcap
                 scanner.feed_records(capture, _RecordDecoder(path, warnings, scanner.feed_unreachable))
         except CaptureFormatError as error:
             damage = error

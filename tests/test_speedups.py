@@ -85,6 +85,32 @@ def test_every_reference_capture(path, monkeypatch):
     assert_same_both_ways(path, monkeypatch)
 
 
+def _as_pcap(source: Path, order: str, nano: bool) -> bytes:
+    """A capture's records rewritten as classic pcap, the format the C scanner reads in bulk."""
+    from harness.pcapfile import open_capture
+    with open_capture(source) as capture:
+        records = [(r.time_ns // SECOND, r.time_ns % SECOND // (1 if nano else 1000), r.data, r.origlen)
+                   for r in capture]
+        linktype = capture.linktype
+    return pb.pcap(records, linktype=linktype, order=order, nano=nano, snaplen=262144)
+
+
+# Bulk reading from the pcap buffer: records split across the reader's 1 MiB reads (the lossy
+# download is 3 MB), UDP, ICMP errors and IPv6 that go to the Python decoder mid-walk, both byte
+# orders, micro- and nanoseconds.
+AS_PCAP = [(CAPTURES / "corpus" / name, order, nano)
+           for name in ("lossy-router.pcapng", "udp-unreachable.pcapng", "ipv6-http.pcapng")
+           for order, nano in (("<", False), (">", True))]
+
+
+@pytest.mark.parametrize("source, order, nano", AS_PCAP, ids=[f"{s.stem}-{o}-{'ns' if n else 'us'}"
+                                                              for s, o, n in AS_PCAP])
+def test_captures_read_in_bulk_as_classic_pcap(source, order, nano, tmp_path, monkeypatch):
+    path = tmp_path / "as.pcap"
+    path.write_bytes(_as_pcap(source, order, nano))
+    assert_same_both_ways(path, monkeypatch)
+
+
 def _interleaved(seed: int, count: int) -> list:
     """tcpgen conversations started at random moments, overlapping one another, with pauses across
     the tracker's timers (closed 5 s, idle 60 s / 300 s) and its 1 s sweep, and ports reused."""
@@ -139,7 +165,15 @@ def _pcap_frames(data: bytes) -> list:
 
 
 SEED_FILES = [CAPTURES / "lab" / "tcp-lab.pcapng", CAPTURES / "corpus" / "udp-unreachable.pcapng",
-              CAPTURES / "corpus" / "closed-port.pcapng"]
+              CAPTURES / "corpus" / "closed-port.pcapng", "tcp-lab as pcap", "udp-unreachable as big-endian pcap"]
+
+
+def _seed_bytes(source) -> bytes:
+    if source == "tcp-lab as pcap":
+        return _as_pcap(CAPTURES / "lab" / "tcp-lab.pcapng", "<", False)
+    if source == "udp-unreachable as big-endian pcap":
+        return _as_pcap(CAPTURES / "corpus" / "udp-unreachable.pcapng", ">", True)
+    return source.read_bytes()
 
 
 @settings(max_examples=150, deadline=None, derandomize=True,
@@ -147,7 +181,7 @@ SEED_FILES = [CAPTURES / "lab" / "tcp-lab.pcapng", CAPTURES / "corpus" / "udp-un
 @given(source=st.sampled_from(SEED_FILES), edits=st.lists(
     st.tuples(st.floats(0, 1), st.integers(0, 255)), min_size=1, max_size=8), cut=st.floats(0.3, 1.0))
 def test_damaged_input(source, edits, cut, tmp_path_factory, monkeypatch):
-    data = bytearray(source.read_bytes())
+    data = bytearray(_seed_bytes(source))
     for where, value in edits:
         data[int(where * (len(data) - 1))] = value
     path = tmp_path_factory.mktemp("damaged") / "damaged.pcapng"
