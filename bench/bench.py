@@ -378,14 +378,9 @@ def stage_floor(path: str) -> Tuple[int, dict]:
     return packets, counts
 
 
-def stage_records(path: str) -> Tuple[int, None]:
-    from harness.pcapfile import open_capture
-    with open_capture(path) as capture:
-        return sum(1 for _record in capture), None
-
-
 def stage_scan(path: str) -> Tuple[int, list]:
-    """The records through the C scanner alone: conversations and their state machines, each ended
+    """The file through the C scanner alone, as stream_summaries runs it: records read (from the
+    reader's buffer, for classic pcap), decoded, conversations and their state machines, each ended
     conversation handed over as the scanner's tuple and dropped."""
     from harness import trace
     from harness.pcapfile import open_capture
@@ -398,6 +393,7 @@ def stage_scan(path: str) -> Tuple[int, list]:
 
     scanner = trace._speedups.Scanner(count)
     with open_capture(path) as capture:
+        capture.bulk_pcap = scanner.walk_pcap
         scanner.feed_records(capture, trace._RecordDecoder(path, None, scanner.feed_unreachable))
     scanner.finish()
     return scanner.packets, [None] * ended[0]
@@ -417,8 +413,7 @@ def stage_pure_python(path: str) -> Tuple[int, list]:
 
 
 STAGES = {
-    "records": ("harness: read records", stage_records),
-    "scan": ("harness: + conversations, state machines (C)", stage_scan),
+    "scan": ("harness: records to conversations (C)", stage_scan),
     "summaries": ("harness: + Conversations, summary records", stage_summaries),
     "pure": ("harness, pure Python: summary records", stage_pure_python),
     "floor": ("for comparison: unpack and group only", stage_floor),
