@@ -2,6 +2,11 @@
 
 Packets that cannot be decoded are skipped with a warning rather than stopping the analysis;
 a damaged file stops it, but only after everything before the damage has been analysed.
+
+stream_conversations (and stream_summaries over it) hands the per-packet work to the C scanner in
+harness/_speedups.c when it was compiled: a translation of conversation.py and connstate.py,
+which stay the reference, held to them by tests/test_speedups.py. load_trace, which keeps every
+segment for ladders and expectations, is pure Python.
 """
 from __future__ import annotations
 
