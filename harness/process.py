@@ -68,17 +68,22 @@ class Subject:
             self.argv, stdin=subprocess.PIPE if self._stdin_text is not None else subprocess.DEVNULL,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True, bufsize=1,
             preexec_fn=die_with_parent)
-        for stream, sink in ((self._process.stdout, self.stdout_lines), (self._process.stderr, self.stderr_lines)):
-            reader = threading.Thread(target=self._pump, args=(stream, sink), daemon=True,
-                                      name=f"{self.name}-output")
-            reader.start()
-            self._readers.append(reader)
-        if self._stdin_text is not None:
-            try:
-                self._process.stdin.write(self._stdin_text)
-                self._process.stdin.close()
-            except BrokenPipeError:
-                pass  # it exited before reading; its exit status will tell
+        try:
+            for stream, sink in ((self._process.stdout, self.stdout_lines),
+                                 (self._process.stderr, self.stderr_lines)):
+                reader = threading.Thread(target=self._pump, args=(stream, sink), daemon=True,
+                                          name=f"{self.name}-output")
+                reader.start()
+                self._readers.append(reader)
+            if self._stdin_text is not None:
+                try:
+                    self._process.stdin.write(self._stdin_text)
+                    self._process.stdin.close()
+                except BrokenPipeError:
+                    pass  # it exited before reading; its exit status will tell
+        except BaseException:
+            self.stop()   # half started (a Ctrl-C, say): not left running behind the caller's back
+            raise
         return self
 
     def _pump(self, stream, sink: List[str]) -> None:

@@ -183,8 +183,10 @@ def run_scenario(scenario: Scenario, pcap: Path, backend: str = "dumpcap", timeo
             capture.start()
         phase("capture start proven")
         where = f" in {placement.client_netns}" if placement.client_netns else ""
+        # Named before it starts, so the finally below stops it even if start() is interrupted.
         client = Subject(f"{scenario.proto} client ({scenario.client_module}){where}",
-                         scenario.client_argv(host, port), netns=placement.client_netns).start()
+                         scenario.client_argv(host, port), netns=placement.client_netns)
+        client.start()
         client_status = client.wait(timeouts.client_done, "to finish its exchange")
         server.wait(timeouts.server_done, "to exit after serving the client")
         if scenario.proto == "tcp":

@@ -79,6 +79,29 @@ def test_a_subject_that_hangs_at_stop_is_killed(capture_backend, tmp_path):
     assert children_of(os.getpid()) == []
 
 
+def test_a_subject_interrupted_while_it_starts_is_not_left_running(monkeypatch):
+    # Ctrl-C can land after the process exists but before start() returns, while its output
+    # readers start: the caller never got the Subject to stop, so start() must stop it itself.
+    from harness import process
+    started = []
+    real_start = process.threading.Thread.start
+
+    def interrupted_start(thread):
+        real_start(thread)
+        started.append(thread)
+        if len(started) == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(process.threading.Thread, "start", interrupted_start)
+    subject = process.Subject("hanging", HANG)
+    with pytest.raises(KeyboardInterrupt):
+        subject.start()
+    monkeypatch.undo()
+    assert subject.pid is not None
+    wait_until(lambda: not alive(subject.pid), 5, "the half-started subject to be gone")
+    assert subject.returncode is not None
+
+
 CTRL_C_TEST = """
 import sys
 from dataclasses import replace
@@ -96,8 +119,9 @@ def test_interrupted(lab):
 def test_ctrl_c_in_the_middle_of_a_capture_leaves_nothing_behind(capture_backend, tmp_path):
     (tmp_path / "test_interrupted.py").write_text(CTRL_C_TEST)
     pcaps = tmp_path / "pcaps"
-    inner = subprocess.Popen([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--pcap-dir",
-                              str(pcaps), "--capture-backend", capture_backend, "test_interrupted.py"],
+    # -X faulthandler: should the interrupted run hang, SIGABRT makes it print every thread's stack.
+    inner = subprocess.Popen([sys.executable, "-X", "faulthandler", "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                              "--pcap-dir", str(pcaps), "--capture-backend", capture_backend, "test_interrupted.py"],
                              cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         # The client is the last thing started: once it runs, the capture is live and the server up.
@@ -107,7 +131,12 @@ def test_ctrl_c_in_the_middle_of_a_capture_leaves_nothing_behind(capture_backend
         started = children_of(inner.pid)
         assert len(started) == 3, f"expected dumpcap, server and client under pytest, found {started}"
         inner.send_signal(signal.SIGINT)
-        output, _ = inner.communicate(timeout=30)
+        try:
+            output, _ = inner.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            inner.send_signal(signal.SIGABRT)
+            stacks, _ = inner.communicate(timeout=10)
+            pytest.fail(f"the interrupted run did not exit within 30 s of SIGINT; its output and stacks:\n{stacks}")
     finally:
         if inner.poll() is None:
             inner.kill()
