@@ -10,6 +10,8 @@
  *   .feed_records(records, decode_slow): records is an iterable of pcapfile.Record; those the fast
  *       path cannot take go to decode_slow(record, frame), which returns a Packet or None (it
  *       warns, skips and ties ICMP errors to conversations itself, as trace.read_packets does).
+ *   .walk_pcap(...), .walk_pcapng(...): pcapfile's bulk hooks (CaptureFile.bulk_pcap, bulk_pcapng):
+ *       whole, sane records taken straight from the reader's buffer, inside feed_records.
  *   .feed_unreachable(quote, frame, time_ns): as ConversationTracker.feed_unreachable.
  *   .finish(): every conversation still open ends, in order of first packet.
  *   .packets: the TCP and UDP packets fed.
@@ -872,6 +874,86 @@ static PyObject *Scanner_walk_pcap(Scanner *s, PyObject *args) {
     return PyLong_FromSsize_t(pos);
 }
 
+#define MAX_BULK_INTERFACES 64
+#define BLOCK_EPB 6
+#define MAX_BLOCK (256 * 1024 * 1024)
+
+/* pcapfile's hook for pcapng (CaptureFile.bulk_pcapng): the Enhanced Packet Blocks that lie whole in
+ * buf from pos on, each checked as _pcapng_records checks it, and carrying no options (a packet
+ * comment would have to be read into its Record), are fed as walk_pcap feeds records. Stops at
+ * any other block or anything unusual, which the reader then handles; returns (where it stopped,
+ * the last packet's time_ns or None if it took none). `interfaces` is the reader's table for the
+ * section: (linktype, scale, divisor, offset_ns, snaplen) each. */
+static PyObject *Scanner_walk_pcapng(Scanner *s, PyObject *args) {
+    Py_buffer view;
+    Py_ssize_t pos;
+    int big_endian;
+    PyObject *interfaces;
+    long long base;
+    if (!PyArg_ParseTuple(args, "y*npO!L:walk_pcapng", &view, &pos, &big_endian, &PyList_Type, &interfaces, &base))
+        return NULL;
+    if (!s->decode_slow) {
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_RuntimeError, "walk_pcapng runs inside feed_records only");
+        return NULL;
+    }
+    struct { long linktype; i128 scale, divisor, offset; } table[MAX_BULK_INTERFACES];
+    Py_ssize_t ninterfaces = PyList_GET_SIZE(interfaces);
+    int usable = ninterfaces <= MAX_BULK_INTERFACES;
+    for (Py_ssize_t i = 0; usable && i < ninterfaces; i++) {
+        PyObject *entry = PyList_GET_ITEM(interfaces, i);
+        if (!PyTuple_Check(entry) || PyTuple_GET_SIZE(entry) < 4) { usable = 0; break; }
+        table[i].linktype = PyLong_AsLong(PyTuple_GET_ITEM(entry, 0));
+        if ((table[i].linktype == -1 && PyErr_Occurred())
+                || time_from_py(PyTuple_GET_ITEM(entry, 1), &table[i].scale) < 0
+                || time_from_py(PyTuple_GET_ITEM(entry, 2), &table[i].divisor) < 0
+                || time_from_py(PyTuple_GET_ITEM(entry, 3), &table[i].offset) < 0
+                || table[i].divisor <= 0) {
+            PyErr_Clear();      /* beyond 128 bits: the reader's own arithmetic takes these blocks */
+            usable = 0;
+        }
+    }
+    const unsigned char *buf = view.buf;
+    Py_ssize_t size = view.len;
+    int failed = 0, took = 0;
+    i128 last_time = 0;
+    while (usable && pos >= 0 && size - pos >= 32) {
+        const unsigned char *block = buf + pos;
+        uint32_t btype = u32(block, big_endian), blen = u32(block + 4, big_endian);
+        if (btype != BLOCK_EPB || blen < 32 || blen > MAX_BLOCK || (blen & 3) || (Py_ssize_t)blen > size - pos
+                || u32(block + blen - 4, big_endian) != blen)
+            break;
+        uint32_t iface = u32(block + 8, big_endian), ts_high = u32(block + 12, big_endian);
+        uint32_t ts_low = u32(block + 16, big_endian), caplen = u32(block + 20, big_endian);
+        uint32_t origlen = u32(block + 24, big_endian);
+        uint64_t options = 28 + (((uint64_t)caplen + 3) & ~(uint64_t)3);
+        if (options != (uint64_t)blen - 4 || (Py_ssize_t)iface >= ninterfaces) break;  /* options, or damage */
+        unsigned __int128 ticks = ((unsigned __int128)ts_high << 32) | ts_low;
+        i128 time = (i128)(ticks * (unsigned __int128)table[iface].scale / (unsigned __int128)table[iface].divisor)
+                    + table[iface].offset;
+        s->frame++;
+        if (!feed_frame(s, table[iface].linktype, time, (Py_ssize_t)caplen, origlen, block + 28, &failed)) {
+            PyObject *type = record_type();
+            PyObject *record = type ? Py_BuildValue("(lNkkNL())", table[iface].linktype, time_to_py(time),
+                                                    (unsigned long)caplen, (unsigned long)origlen,
+                                                    PyBytes_FromStringAndSize((const char *)block + 28, caplen),
+                                                    base + (long long)pos) : NULL;
+            PyObject *named = record ? PyObject_Call(type, record, NULL) : NULL;
+            failed = !named || feed_record(s, named) < 0;
+            Py_XDECREF(record);
+            Py_XDECREF(named);
+        }
+        if (failed) break;
+        took = 1;
+        last_time = time;
+        pos += blen;
+    }
+    PyBuffer_Release(&view);
+    if (failed) return NULL;
+    if (!took) return Py_BuildValue("(nO)", pos, Py_None);
+    return Py_BuildValue("(nN)", pos, time_to_py(last_time));
+}
+
 static PyObject *Scanner_feed_unreachable(Scanner *s, PyObject *args) {
     PyObject *quote, *frame, *time;
     if (!PyArg_ParseTuple(args, "OOO:feed_unreachable", &quote, &frame, &time)) return NULL;
@@ -929,6 +1011,7 @@ static PyObject *Scanner_get_packets(Scanner *s, void *closure) { return PyLong_
 static PyMethodDef Scanner_methods[] = {
     {"feed_records", (PyCFunction)Scanner_feed_records, METH_VARARGS, NULL},
     {"walk_pcap", (PyCFunction)Scanner_walk_pcap, METH_VARARGS, NULL},
+    {"walk_pcapng", (PyCFunction)Scanner_walk_pcapng, METH_VARARGS, NULL},
     {"feed_unreachable", (PyCFunction)Scanner_feed_unreachable, METH_VARARGS, NULL},
     {"finish", (PyCFunction)Scanner_finish, METH_NOARGS, NULL},
     {NULL, NULL, 0, NULL},

@@ -176,7 +176,9 @@ class CaptureFile:
     bulk_pcap(buf, pos, linktype, ns_per_tick, max_caplen, big_endian, base) consumes the whole,
     sane records from buf[pos:] (each record's header checked as here) and returns where it
     stopped; the records it leaves (split across reads, or damaged) are read, yielded or reported
-    here as usual. Offsets are base + position in buf.
+    here as usual. Offsets are base + position in buf. `bulk_pcapng(buf, pos, big_endian,
+    interfaces, base)` does the same for a pcapng section's Enhanced Packet Blocks (interfaces as
+    _interface returns them) and returns (where it stopped, the last packet's time_ns or None).
     """
 
     def __init__(self, stream: BinaryIO, path: str, *, close_stream: bool = False):
@@ -195,6 +197,7 @@ class CaptureFile:
         self._base = 0          # stream offset of self._buf[0]
         self._records: Optional[Iterator[Record]] = None
         self.bulk_pcap: Optional[Callable[[bytes, int, int, int, int, bool, int], int]] = None
+        self.bulk_pcapng: Optional[Callable[[bytes, int, bool, list, int], Tuple[int, Optional[int]]]] = None
         self.format = self._sniff()
 
     # -- plumbing ---------------------------------------------------------------------
@@ -370,7 +373,12 @@ class CaptureFile:
         ifaces: List[Tuple[int, int, int, int, int]] = []
         section = -1
         last_time_ns = 0
+        bulk = self.bulk_pcapng
         while True:
+            if bulk is not None and ifaces and size - pos >= 32:
+                pos, bulk_time_ns = bulk(buf, pos, order == ">", ifaces, base)
+                if bulk_time_ns is not None:
+                    last_time_ns = bulk_time_ns
             if size - pos < 8:
                 buf, pos, base = fill(buf, pos, base, 8)
                 size = len(buf)

@@ -138,7 +138,7 @@ def stream_conversations(path, on_finished: Callable[[Conversation], None]) -> T
         damage = None
         try:
             with open_capture(path) as capture:
-                capture.bulk_pcap = scanner.walk_pcap
+                capture.bulk_pcap, capture.bulk_pcapng = scanner.walk_pcap, scanner.walk_pcapng
                 scanner.feed_records(capture, _RecordDecoder(path, warnings, scanner.feed_unreachable))
         except CaptureFormatError as error:
             damage = error

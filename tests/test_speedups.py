@@ -152,6 +152,28 @@ def test_timestamps_past_64_bits(tmp_path, monkeypatch):
     assert_same_both_ways(path, monkeypatch)
 
 
+@pytest.mark.parametrize("damage", ["captured length overruns the block", "unknown interface", "comment",
+                                    "a second section", "trailing length"])
+def test_enhanced_packet_blocks_the_bulk_reader_must_leave_to_the_reader(damage, tmp_path, monkeypatch):
+    # Blocks around, between and instead of plain EPBs: the C walk stops before each, and the reader
+    # reads it (or reports it) exactly as it does without the walk.
+    frames = _pcap_frames(to_pcap(tcpgen.capture(6, 3)))
+    good = [pb.epb(0, time_ns, frame) for time_ns, frame in frames]
+    time_ns, frame = frames[len(frames) // 2]
+    odd = {
+        "captured length overruns the block": pb.epb(0, time_ns, frame, caplen=len(frame) + 400),
+        "unknown interface": pb.epb(3, time_ns, frame),
+        "comment": pb.epb(0, time_ns, frame, opts=[(1, b"a packet comment")]),
+        "a second section": pb.shb() + pb.idb(1, 262144, [pb.tsresol(9)]) + pb.epb(0, time_ns, frame),
+        "trailing length": pb.epb(0, time_ns, frame)[:-4] + (1 << 20).to_bytes(4, "little"),
+    }[damage]
+    middle = len(good) // 2
+    data = pb.shb() + pb.idb(1, 262144, [pb.tsresol(9)]) + b"".join(good[:middle]) + odd + b"".join(good[middle:])
+    path = tmp_path / "odd.pcapng"
+    path.write_bytes(data)
+    assert_same_both_ways(path, monkeypatch)
+
+
 def _pcap_frames(data: bytes) -> list:
     """(time_ns, frame) of a little-endian nanosecond pcap from wire.to_pcap."""
     out, position = [], 24
