@@ -823,6 +823,23 @@ static PyObject *record_type(void) {
     return type;
 }
 
+/* A frame taken from the reader's buffer: fed by the fast path, or made into the Record the reader
+ * would have yielded (no comments: the walks take no block with options) for the Python decoder. */
+static int feed_raw(Scanner *s, long linktype, i128 time, uint32_t caplen, uint32_t origlen,
+                    const unsigned char *data, long long offset) {
+    int failed;
+    if (feed_frame(s, linktype, time, (Py_ssize_t)caplen, origlen, data, &failed)) return failed ? -1 : 0;
+    PyObject *type = record_type();
+    PyObject *fields = type ? Py_BuildValue("(lNkkNL())", linktype, time_to_py(time), (unsigned long)caplen,
+                                            (unsigned long)origlen,
+                                            PyBytes_FromStringAndSize((const char *)data, caplen), offset) : NULL;
+    PyObject *record = fields ? PyObject_Call(type, fields, NULL) : NULL;
+    failed = !record || feed_record(s, record) < 0;
+    Py_XDECREF(fields);
+    Py_XDECREF(record);
+    return failed ? -1 : 0;
+}
+
 static uint32_t u32(const unsigned char *b, int big_endian) {
     return big_endian ? be32(b)
                       : ((uint32_t)b[3] << 24) | ((uint32_t)b[2] << 16) | ((uint32_t)b[1] << 8) | b[0];
@@ -855,17 +872,7 @@ static PyObject *Scanner_walk_pcap(Scanner *s, PyObject *args) {
         if ((Py_ssize_t)caplen > limit || (Py_ssize_t)caplen > size - pos - 16) break;
         s->frame++;
         i128 time = (i128)sec * SECOND + (i128)frac * scale;
-        if (!feed_frame(s, linktype, time, (Py_ssize_t)caplen, origlen, header + 16, &failed)) {
-            PyObject *type = record_type();
-            PyObject *record = type ? Py_BuildValue("(lNkkNL())", linktype, time_to_py(time), (unsigned long)caplen,
-                                                    (unsigned long)origlen,
-                                                    PyBytes_FromStringAndSize((const char *)header + 16, caplen),
-                                                    base + (long long)pos) : NULL;
-            PyObject *named = record ? PyObject_Call(type, record, NULL) : NULL;
-            failed = !named || feed_record(s, named) < 0;
-            Py_XDECREF(record);
-            Py_XDECREF(named);
-        }
+        failed = feed_raw(s, linktype, time, caplen, origlen, header + 16, base + (long long)pos) < 0;
         if (failed) break;
         pos += 16 + (Py_ssize_t)caplen;
     }
@@ -932,17 +939,7 @@ static PyObject *Scanner_walk_pcapng(Scanner *s, PyObject *args) {
         i128 time = (i128)(ticks * (unsigned __int128)table[iface].scale / (unsigned __int128)table[iface].divisor)
                     + table[iface].offset;
         s->frame++;
-        if (!feed_frame(s, table[iface].linktype, time, (Py_ssize_t)caplen, origlen, block + 28, &failed)) {
-            PyObject *type = record_type();
-            PyObject *record = type ? Py_BuildValue("(lNkkNL())", table[iface].linktype, time_to_py(time),
-                                                    (unsigned long)caplen, (unsigned long)origlen,
-                                                    PyBytes_FromStringAndSize((const char *)block + 28, caplen),
-                                                    base + (long long)pos) : NULL;
-            PyObject *named = record ? PyObject_Call(type, record, NULL) : NULL;
-            failed = !named || feed_record(s, named) < 0;
-            Py_XDECREF(record);
-            Py_XDECREF(named);
-        }
+        failed = feed_raw(s, table[iface].linktype, time, caplen, origlen, block + 28, base + (long long)pos) < 0;
         if (failed) break;
         took = 1;
         last_time = time;
