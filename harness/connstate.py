@@ -85,9 +85,6 @@ _LOGARITHMIC_COUNTS = frozenset((1, 10, 100, 1000, 10000, 100000, 1000000))
 SEQ_MODULO = 1 << 32
 HALF_SEQ_SPACE = 1 << 31
 MAX_HOLES = 64  # beyond this the oldest holes are forgotten: memory stays bounded on a lossy capture
-# Sequence numbers a segment takes besides its payload, by flags & (SYN | FIN): SYN and FIN one each.
-_CONTROL_LENGTH = (0, 1, 1, 2)
-assert FIN == 1 and SYN == 2
 
 
 def _seq_delta(a: int, b: int) -> int:

@@ -4,7 +4,7 @@ import pytest
 from harness.conversation import conversations
 from harness.summary import summarize
 
-from wire import (CLIENT_FIRST, FOUR_WAY_SERVER_FIRST, HANDSHAKE, LAB_DATA, START_NS, THREE_WAY_SERVER_FIRST,
+from wire import (CLIENT_FIRST, FOUR_WAY_SERVER_FIRST, HANDSHAKE, LAB_DATA, THREE_WAY_SERVER_FIRST,
                   hole_filled_after, renumber, tcp, udp)
 
 SYN, SYN_ACK, ACK = HANDSHAKE
