@@ -435,15 +435,19 @@ class CaptureFile:
                 raise self._error(base + pos, f"{_block_name(btype)} trailing length "
                                   f"{u32(buf, end - 4)[0]} does not match its length {blen}")
 
-            if btype == BLOCK_EPB:
-                iface, ts_high, ts_low, caplen, origlen = epb_fixed(buf, pos + 8)
+            if btype == BLOCK_EPB or btype == BLOCK_PB:
+                # The same layout but for the first word: interface id (32 bits), or id and drops (16 each).
+                if btype == BLOCK_EPB:
+                    iface, ts_high, ts_low, caplen, origlen = epb_fixed(buf, pos + 8)
+                else:
+                    iface, _drops, ts_high, ts_low, caplen, origlen = _PB_FIXED[order].unpack_from(buf, pos + 8)
                 data_end = pos + 28 + caplen
                 options = pos + 28 + ((caplen + 3) & ~3)
                 if options > end - 4:
-                    raise self._error(base + pos, f"Enhanced Packet Block captured length {caplen} "
+                    raise self._error(base + pos, f"{_block_name(btype)} captured length {caplen} "
                                       f"overruns the block", f"block length {blen}")
                 if iface >= len(ifaces):
-                    raise self._error(base + pos, f"Enhanced Packet Block refers to interface {iface}",
+                    raise self._error(base + pos, f"{_block_name(btype)} refers to interface {iface}",
                                       f"section {section} has {len(ifaces)} interfaces")
                 linktype, scale, divisor, offset_ns, _snaplen = ifaces[iface]
                 last_time_ns = ((ts_high << 32) | ts_low) * scale // divisor + offset_ns
@@ -464,21 +468,6 @@ class CaptureFile:
                 section += 1
                 ifaces = []
                 self._section(buf, pos, end, order, base)
-            elif btype == BLOCK_PB:
-                iface, _drops, ts_high, ts_low, caplen, origlen = _PB_FIXED[order].unpack_from(buf, pos + 8)
-                options = pos + 28 + ((caplen + 3) & ~3)
-                if options > end - 4:
-                    raise self._error(base + pos, f"Packet Block captured length {caplen} "
-                                      f"overruns the block", f"block length {blen}")
-                if iface >= len(ifaces):
-                    raise self._error(base + pos, f"Packet Block refers to interface {iface}",
-                                      f"section {section} has {len(ifaces)} interfaces")
-                linktype, scale, divisor, offset_ns, _snaplen = ifaces[iface]
-                last_time_ns = ((ts_high << 32) | ts_low) * scale // divisor + offset_ns
-                yield new(Record, (linktype, last_time_ns, caplen, origlen, buf[pos + 28:pos + 28 + caplen],
-                                   base + pos,
-                                   no_comments if options == end - 4
-                                   else self._packet_comments(buf, options, end - 4, order, base)))
             pos = end
 
     # -- pcapng block bodies ----------------------------------------------------------
