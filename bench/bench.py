@@ -519,10 +519,11 @@ def tool_set(workload: Workload, pyshark_workload: Workload) -> Dict[str, Tool]:
     for tool in tools.values():
         tool.file_packets = workload.packets
     tools["pyshark"].file_packets = pyshark_workload.packets
+    from harness import tools as harness_tools
     tools["pyshark"].scale = workload.packets / pyshark_workload.packets
-    if shutil.which("tshark") is None:
-        tools["tshark"].note = "tshark: not installed (apt-get install tshark)"
-        tools["pyshark"].note = "pyshark: tshark not installed (apt-get install tshark)"
+    if harness_tools.find("tshark") is None:
+        tools["tshark"].note = f"tshark: not installed ({harness_tools.tool('tshark').install})"
+        tools["pyshark"].note = f"pyshark: tshark not installed ({harness_tools.tool('tshark').install})"
     return tools
 
 

@@ -1,23 +1,26 @@
 """`harness doctor`: what is installed, what may capture, and how to fix what is missing.
 
 Each finding is a line: OK, WARN or FAIL, what was found, and for anything not OK what to do.
+The system tools are those of harness/tools.txt (the list scripts/setup.sh installs from), all
+but the bootstrap ones (this is running) and those for regenerating the reference captures.
 The exit status is 0 when the chosen backend can capture on loopback, 1 otherwise.
 """
 from __future__ import annotations
 
 import os
 import platform
-import shutil
 import subprocess
 import sys
 from typing import List, NamedTuple, Optional
 
-from harness import __version__
-from harness.capture import capture_unavailable_reason
-from harness.capture.dumpcap import PERMISSION_HINT, dumpcap_path
+from harness import __version__, tools
+from harness.capture import capture_unavailable_reason, permission_hint
+from harness.capture.dumpcap import DUMPCAP_ENV, dumpcap_path
 from harness.capture.session import CaptureUnavailable
+from harness.trace import speedups_status
 
 CAPTURE_CAPABILITIES = ("cap_net_admin", "cap_net_raw")
+REPORTED_GROUPS = ("capture", "namespaces", "privilege", "build", "tests")
 
 
 class Finding(NamedTuple):
@@ -41,52 +44,60 @@ def _version(command: List[str]) -> str:
 
 def file_capabilities(path: str) -> str:
     """The file capabilities of an executable as getcap prints them, or '' when it has none."""
-    getcap = shutil.which("getcap") or shutil.which("getcap", path="/sbin:/usr/sbin")
+    getcap = tools.find("getcap")
     if not getcap:
         return ""
     done = subprocess.run([getcap, path], capture_output=True, text=True, timeout=10)
     return done.stdout.strip().split(" ", 1)[1] if " " in done.stdout.strip() else ""
 
 
-def findings(backend: str = "dumpcap", interface: str = "lo") -> List[Finding]:
-    found = [Finding("OK", "harness", f"{__version__} on Python {platform.python_version()} ({sys.executable})")]
-    root = os.geteuid() == 0
-    found.append(Finding("OK", "user", f"uid {os.geteuid()}{' (root: may capture with any backend)' if root else ''}"))
+def _dumpcap_findings(root: bool, backend: str) -> List[Finding]:
     try:
         dumpcap = dumpcap_path()
     except CaptureUnavailable as error:
-        found.append(Finding("FAIL", "dumpcap", str(error), "apt-get install tshark"))
-        dumpcap = None
-    if dumpcap:
-        found.append(Finding("OK", "dumpcap", f"{dumpcap}: {_version([dumpcap, '--version'])}"))
-        capabilities = file_capabilities(dumpcap)
-        granted = all(cap in capabilities for cap in CAPTURE_CAPABILITIES)
-        if granted:
-            found.append(Finding("OK", "dumpcap capabilities", capabilities))
-        elif not root:
-            found.append(Finding("WARN", "dumpcap capabilities", capabilities or "none",
-                                 f"as root: setcap cap_net_raw,cap_net_admin+eip {dumpcap} "
-                                 f"(or dpkg-reconfigure wireshark-common and join the wireshark group)"))
-    for tool, package in (("tshark", "tshark"), ("editcap", "wireshark-common"), ("capinfos", "wireshark-common")):
-        where = shutil.which(tool)
-        found.append(Finding("OK", tool, where) if where else
-                     Finding("WARN", tool, "not found (the tests cross-check with it)", f"apt-get install {package}"))
+        fix = (f"point {DUMPCAP_ENV} at a dumpcap executable, or unset it" if os.environ.get(DUMPCAP_ENV)
+               else tools.tool("dumpcap").install)
+        return [Finding("FAIL" if backend == "dumpcap" else "WARN", "dumpcap", str(error), fix)]
+    found = [Finding("OK", "dumpcap", f"{dumpcap}: {_version([dumpcap, '--version'])}")]
+    capabilities = file_capabilities(dumpcap)
+    if all(cap in capabilities for cap in CAPTURE_CAPABILITIES):
+        found.append(Finding("OK", "dumpcap capabilities", capabilities))
+    elif not root:
+        found.append(Finding("WARN", "dumpcap capabilities", capabilities or "none",
+                             f"as root: setcap cap_net_raw,cap_net_admin+eip {dumpcap} "
+                             f"(or dpkg-reconfigure wireshark-common and join the wireshark group)"))
+    return found
+
+
+def _tool_findings() -> List[Finding]:
+    found = []
+    for entry in tools.TOOLS.values():
+        if entry.group not in REPORTED_GROUPS or entry.name == "dumpcap":
+            continue
+        where = tools.find(entry.name)
+        subject = f"{entry.name} ({entry.group})"
+        found.append(Finding("OK", subject, where) if where else
+                     Finding("WARN", subject, f"not found (for {entry.purpose})", entry.install))
+    return found
+
+
+def findings(backend: str = "dumpcap", interface: str = "lo") -> List[Finding]:
+    compiled, how = speedups_status()
+    found = [Finding("OK", "harness", f"{__version__} on Python {platform.python_version()} ({sys.executable})"),
+             Finding("OK" if compiled else "WARN", "summary path", how,
+                     None if compiled else "install gcc and Python's headers, then reinstall: bash scripts/setup.sh")]
+    root = os.geteuid() == 0
+    found.append(Finding("OK", "user", f"uid {os.geteuid()}{' (root: may capture with any backend)' if root else ''}"))
+    found += _dumpcap_findings(root, backend)
+    found += _tool_findings()
     for name in ("dumpcap", "scapy"):
         reason = capture_unavailable_reason(name, interface)
         level = "OK" if reason is None else ("FAIL" if name == backend else "WARN")
         fix = None
-        if reason is not None:
-            fix = PERMISSION_HINT if "permission" in reason.lower() or "not permitted" in reason.lower() else None
+        if reason is not None and ("permission" in reason.lower() or "not permitted" in reason.lower()):
+            fix = permission_hint(name)
         found.append(Finding(level, f"capture with {name} on {interface}",
                              "possible" if reason is None else reason, fix))
-    netns = shutil.which("ip")
-    found.append(Finding("OK", "ip (network namespaces)", netns) if netns else
-                 Finding("WARN", "ip (network namespaces)", "not found (multi-host scenarios need it)",
-                         "apt-get install iproute2"))
-    nft = shutil.which("nft") or shutil.which("nft", path="/sbin:/usr/sbin")
-    found.append(Finding("OK", "nft (lossy router)", nft) if nft else
-                 Finding("WARN", "nft (lossy router)", "not found (lossy-router scenarios need it)",
-                         "apt-get install nftables"))
     return found
 
 

@@ -8,12 +8,13 @@ from __future__ import annotations
 import ctypes
 import os
 import re
-import shutil
 import signal
 import subprocess
 import threading
 import time
 from typing import List, Optional, Sequence
+
+from harness import tools
 
 STOP_GRACE_SECONDS = 5.0
 PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -35,8 +36,7 @@ def die_with_parent() -> None:
 
 def netns_exec_argv(netns: str, argv: Sequence[str]) -> List[str]:
     """`argv` run inside network namespace NETNS by `ip netns exec` (iproute2)."""
-    ip = shutil.which("ip") or shutil.which("ip", path="/usr/sbin:/sbin:/usr/bin:/bin") or "ip"
-    return [ip, "netns", "exec", netns, *argv]
+    return [tools.require("ip"), "netns", "exec", netns, *argv]
 
 
 class SubjectError(RuntimeError):

@@ -50,7 +50,6 @@ import ipaddress
 import itertools
 import os
 import re
-import shutil
 import signal
 import subprocess
 import threading
@@ -59,6 +58,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from harness import tools
 from harness.expect import Expectation
 from harness.netns import NETNS_DIR
 from harness.scenario import Placement, Scenario, ScenarioResult, Timeouts, run_scenario
@@ -81,7 +81,6 @@ LOCK_POLL_SECONDS = 0.01
 LOCK_PATHS = ("/run/lock/harness-topology.lock", "/run/harness-topology.lock")
 # Longest IPv4+TCP header (20 + 60): a longer packet carries data.
 LONGEST_HEADERS = 80
-TOOL_PACKAGES = {"ip": "iproute2", "nft": "nftables", "ethtool": "ethtool"}
 
 
 class TopologyError(RuntimeError):
@@ -89,8 +88,11 @@ class TopologyError(RuntimeError):
 
 
 # --- running the tools -------------------------------------------------------------------------
-def _tool(name: str) -> Optional[str]:
-    return shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin:/usr/bin:/bin")
+def _tool(name: str) -> str:
+    try:
+        return tools.require(name)
+    except tools.ToolMissing as missing:
+        raise TopologyError(str(missing)) from None
 
 
 def _run(argv: Sequence[str], what: str, stdin: Optional[str] = None, quiet_errors: Sequence[str] = (),
@@ -98,8 +100,6 @@ def _run(argv: Sequence[str], what: str, stdin: Optional[str] = None, quiet_erro
     """Run one step within `timeout`; TopologyError naming `what` unless it succeeded (or failed in a
     way `quiet_errors` says is fine, e.g. deleting what is already gone)."""
     exe = _tool(argv[0])
-    if exe is None:
-        raise TopologyError(f"{argv[0]} not found: apt-get install -y {TOOL_PACKAGES.get(argv[0], argv[0])}")
     try:
         done = subprocess.run([exe, *argv[1:]], input=stdin, capture_output=True, text=True, timeout=timeout,
                               stdin=None if stdin is not None else subprocess.DEVNULL)
@@ -194,11 +194,9 @@ def cleanup_stale() -> List[str]:
 
 def topology_unavailable_reason(loss: bool = False) -> Optional[str]:
     """None when topologies (with loss rules, if `loss`) can be built here, else why not (one line)."""
-    needed = ["ip", "ethtool"] + (["nft"] if loss else [])
-    missing = [tool for tool in needed if _tool(tool) is None]
+    missing = tools.missing(["ip", "ethtool", "sysctl"] + (["nft"] if loss else []))
     if missing:
-        packages = " ".join(sorted({TOOL_PACKAGES[t] for t in missing}))
-        return f"missing {', '.join(missing)}: apt-get install -y {packages}"
+        return tools.missing_message(missing)
     name = f"{PREFIX}-{os.getpid()}-0-0-client"
     try:
         _run(["ip", "netns", "add", name], "ip netns add (a trial namespace)")
@@ -349,7 +347,7 @@ class Topology:
         return points[key]
 
     def exec_argv(self, namespace: str, argv: Sequence[str]) -> List[str]:
-        return ["ip", "netns", "exec", namespace, *argv]
+        return ["ip", "netns", "exec", namespace, _tool(argv[0]), *argv[1:]]
 
     def in_ns(self, namespace: str, argv: Sequence[str], what: Optional[str] = None,
               stdin: Optional[str] = None) -> subprocess.CompletedProcess:

@@ -1,26 +1,78 @@
 #!/usr/bin/env bash
-# Set up harness on a Debian machine: tshark (for dumpcap), a virtual environment, the package.
-# Idempotent: each step is skipped when its result is already there. Run as root, or with sudo
-# available, for the apt-get step.
+# Set up harness on a Debian machine: the system tools of harness/tools.txt, a virtual environment
+# in .venv, and the package installed into it (C path included). Idempotent: each step is skipped
+# when its result is already there. Run as root, or with sudo available, for the apt-get step.
+#
+#   bash scripts/setup.sh                  everything the harness and its tests use
+#   bash scripts/setup.sh --corpus         also what regenerating captures/corpus needs
+#   bash scripts/setup.sh --print-missing  only list the Debian packages that would be installed
+#
+# HARNESS_SYSTEM_DIRS (default: the directories below) is where programs are looked for after PATH,
+# as harness.tools does.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+here="${BASH_SOURCE[0]}"
+[[ "$here" == */* ]] && cd "${here%/*}/.." || cd ..
+
+groups=" bootstrap capture namespaces privilege build tests "
+print_only=0
+for arg in "$@"; do
+  case "$arg" in
+    --corpus) groups+="corpus " ;;
+    --print-missing) print_only=1 ;;
+    *) echo "setup: unknown option $arg (known: --corpus, --print-missing)" >&2; exit 2 ;;
+  esac
+done
+system_dirs="${HARNESS_SYSTEM_DIRS:-/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin}"
 
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
-have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/sbin/$1" ] || [ -x "/usr/bin/$1" ]; }
+have_program() {
+  command -v "$1" >/dev/null 2>&1 && return 0
+  local dir
+  IFS=: read -ra dirs <<<"$system_dirs"
+  for dir in "${dirs[@]}"; do [ -x "$dir/$1" ] && return 0; done
+  return 1
+}
+
+# Headers, modules and libraries of the interpreter the virtual environment is made from.
+python_has() {
+  have_program python3 || return 1
+  python3 - "$1" "$2" <<'EOF' >/dev/null 2>&1
+import ctypes.util, importlib.util, os, sys, sysconfig
+kind, name = sys.argv[1], sys.argv[2]
+if kind == "header":
+    found = os.path.exists(os.path.join(sysconfig.get_paths()["include"], name))
+elif kind == "module":
+    found = importlib.util.find_spec(name) is not None
+else:
+    found = ctypes.util.find_library(name[3:] if name.startswith("lib") else name) is not None
+raise SystemExit(0 if found else 1)
+EOF
+}
+
+present() {
+  case "$2" in
+    program) have_program "$1" ;;
+    header|module|library) python_has "$2" "$1" ;;
+    *) echo "setup: harness/tools.txt: unknown kind $2 for $1" >&2; exit 2 ;;
+  esac
+}
+
 need_apt=()
-have dumpcap || need_apt+=(tshark)
-have python3 || need_apt+=(python3)
-python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
-# For the multi-host and least-privilege tests: namespaces, nftables rules, file capabilities.
-have ip || need_apt+=(iproute2)
-have nft || need_apt+=(nftables)
-have setcap || need_apt+=(libcap2-bin)
-# For harness/_speedups.c, the summary's per-packet work in C (without them harness still works,
-# in pure Python, several times slower): a C compiler and the headers of the Python the venv uses.
-have gcc || need_apt+=(gcc libc6-dev)
-python3 -c 'import os, sysconfig; raise SystemExit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
-  >/dev/null 2>&1 || need_apt+=(python3-dev)
+while read -r tool kind packages group _purpose; do
+  case "$tool" in ''|'#'*) continue ;; esac
+  case "$groups" in *" $group "*) ;; *) continue ;; esac
+  present "$tool" "$kind" && continue
+  for package in ${packages//,/ }; do
+    case " ${need_apt[*]-} " in *" $package "*) ;; *) need_apt+=("$package") ;; esac
+  done
+done < harness/tools.txt
+
+if [ "$print_only" -eq 1 ]; then
+  [ ${#need_apt[@]} -eq 0 ] || printf '%s\n' "${need_apt[@]}"
+  exit 0
+fi
+
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing ${need_apt[*]} with apt-get" >&2
   export DEBIAN_FRONTEND=noninteractive
@@ -34,8 +86,11 @@ if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
 stamp=.venv/.harness-installed
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ harness/_speedups.c -nt "$stamp" ]; then
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ setup.py -nt "$stamp" ] \
+    || [ harness/_speedups.c -nt "$stamp" ]; then
   .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
   .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
   touch "$stamp"
 fi
+# Which summary path this install has, and why when it is the slower one.
+.venv/bin/harness --version >&2

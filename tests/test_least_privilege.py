@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+import needs
 from harness.capture.dumpcap import dumpcap_path
 from harness.process import PACKAGE_ROOT
 from harness.pytest_plugin import capture_required
@@ -39,9 +40,7 @@ def workdir():
 
 @pytest.fixture(scope="module")
 def capable_dumpcap(workdir):
-    setcap = shutil.which("setcap") or shutil.which("setcap", path="/sbin:/usr/sbin")
-    if not setcap:
-        unavailable("setcap not found: apt-get install libcap2-bin")
+    setcap = needs.tool("setcap")
     copy = workdir / "dumpcap"
     shutil.copy2(dumpcap_path(), copy)
     copy.chmod(0o755)

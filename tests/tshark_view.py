@@ -13,6 +13,7 @@ from collections import defaultdict
 
 import pytest
 
+import needs
 from harness.summary import summarize
 from harness.trace import load_trace
 
@@ -28,9 +29,7 @@ SYN, SYN_ACK, ACK, DATA, FIN, RST = 1, 2, 4, 8, 16, 32
 
 
 def tshark_streams(path):
-    if not shutil.which("tshark"):
-        pytest.skip("tshark is not installed: apt-get install tshark")
-    done = subprocess.run(["tshark", "-2", "-n", "-r", str(path), "-T", "fields", "-E", "separator=|",
+    done = subprocess.run([needs.tool("tshark"), "-2", "-n", "-r", str(path), "-T", "fields", "-E", "separator=|",
                            "-E", "occurrence=f", *[a for f in FIELDS for a in ("-e", f)]],
                           capture_output=True, text=True, timeout=300, check=True)
     streams = defaultdict(lambda: {"first": None, "orig": None, "pkts": defaultdict(int),
@@ -157,9 +156,7 @@ RETRANSMISSION, OUT_OF_ORDER, DUPLICATE_ACK = "retransmission", "out-of-order", 
 def tshark_frame_verdicts(path):
     """{frame number: (verdict, tshark's flags for that frame)} for every TCP frame; the verdict is
     'retransmission' (plain, fast or spurious), 'out-of-order', 'duplicate ACK' or ''."""
-    if not shutil.which("tshark"):
-        pytest.skip("tshark is not installed: apt-get install tshark")
-    done = subprocess.run(["tshark", "-2", "-n", "-r", str(path), "-T", "fields", "-E", "separator=|",
+    done = subprocess.run([needs.tool("tshark"), "-2", "-n", "-r", str(path), "-T", "fields", "-E", "separator=|",
                            "-E", "occurrence=f", *[a for f in FRAME_FIELDS for a in ("-e", f)]],
                           capture_output=True, text=True, timeout=300, check=True)
     verdicts = {}

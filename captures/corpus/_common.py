@@ -24,13 +24,12 @@ REPO = CORPUS.parents[1]
 if str(REPO) not in sys.path:  # `python captures/corpus/_gen_x.py` from anywhere, installed or not
     sys.path.insert(0, str(REPO))
 
+from harness import tools  # noqa: E402
 from harness.capture import make_capture  # noqa: E402
 from harness.process import Subject  # noqa: E402
 from harness.settle import QUIET_STATES, sockets_on_port  # noqa: E402
 
 SERVER_READY_SECONDS = 15.0
-TOOLS = {"curl": "curl", "nc": "netcat-openbsd", "socat": "socat", "nft": "nftables",
-         "ethtool": "ethtool", "ip": "iproute2", "tshark": "tshark", "dumpcap": "tshark"}
 
 
 class GenerationError(RuntimeError):
@@ -47,11 +46,10 @@ def arguments(doc: str, argv=None, extra=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def require(*tools: str) -> None:
-    missing = [t for t in tools if not shutil.which(t) and not shutil.which(t, path="/usr/sbin:/sbin")]
+def require(*names: str) -> None:
+    missing = tools.missing(names)
     if missing:
-        packages = " ".join(sorted({TOOLS.get(t, t) for t in missing}))
-        raise GenerationError(f"missing {', '.join(missing)}: apt-get install -y {packages}")
+        raise GenerationError(tools.missing_message(missing))
 
 
 def run(argv: Sequence[str], timeout: float, what: str, ok: Iterable[int] = (0,),

@@ -26,5 +26,14 @@ def capture_unavailable_reason(backend: str, interface: str = "lo"):
     return f"unknown capture backend {backend!r}"
 
 
+def permission_hint(backend: str) -> str:
+    """How to give the backend the right to capture."""
+    if backend == "scapy":
+        from harness.capture.scapy_backend import permission_hint as scapy_hint
+        return scapy_hint()
+    from harness.capture.dumpcap import PERMISSION_HINT
+    return PERMISSION_HINT
+
+
 __all__ = ["BACKENDS", "Capture", "CaptureError", "CaptureIncomplete", "CaptureResult",
-           "CaptureUnavailable", "capture_unavailable_reason", "make_capture", "partial_path"]
+           "CaptureUnavailable", "capture_unavailable_reason", "make_capture", "partial_path", "permission_hint"]
