@@ -14,13 +14,14 @@
  *       whole, sane records taken straight from the reader's buffer, inside feed_records.
  *   .feed_unreachable(quote, frame, time_ns): as ConversationTracker.feed_unreachable.
  *   .finish(): every conversation still open ends, in order of first packet.
- *   .packets: the TCP and UDP packets fed.
+ *   .packets: the TCP and UDP packets fed; .frames: every record read.
  * on_finished(values) gets each ended conversation as a tuple, which trace.py turns back into a
  * Conversation (see _conversation_from_scan there for the layout).
  *
- * Times are held in __int128: a pcapng if_tsoffset and 64-bit tick counts can take nanoseconds
- * past int64, and Python's ints never overflow. Sequence numbers follow Python's arithmetic: values
- * that Python leaves unreduced (a SYN's first byte, seq + 1) are kept in int64 unreduced too.
+ * Times are int64 nanoseconds since the epoch, as the reader guarantees (it refuses a timestamp
+ * outside 1677-2262 as damage); a block whose time would not fit is left to the reader, which says so.
+ * Sequence numbers follow Python's arithmetic: values that Python leaves unreduced (a SYN's first
+ * byte, seq + 1) are kept in int64 unreduced too. Only CPython's public API is used.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -28,7 +29,7 @@
 #include <stdint.h>
 #include <string.h>
 
-typedef __int128 i128;
+typedef int64_t nstime;      /* nanoseconds since the epoch */
 
 #define TCP 6
 #define UDP 17
@@ -42,7 +43,7 @@ typedef __int128 i128;
 #define MAX_HOLES 64
 #define FAST_RETRANSMISSION_WINDOW 20000000
 #define DEFAULT_OUT_OF_ORDER_THRESHOLD 3000000
-#define SECOND ((i128)1000000000)
+#define SECOND ((nstime)1000000000)
 #define CLOSE_DELAY (5 * SECOND)
 #define TCP_IDLE_TIMEOUT (300 * SECOND)
 #define UDP_IDLE_TIMEOUT (60 * SECOND)
@@ -86,11 +87,11 @@ typedef struct {
     Hole *holes;
     Py_ssize_t nholes, holes_cap;
     int64_t next_seq;                 /* 0: unknown, as in tshark */
-    i128 next_seq_time;
+    nstime next_seq_time;
     int64_t max_seq_to_ack;
     int has_last_ack;
     int64_t last_ack;
-    i128 last_ack_time;
+    nstime last_ack_time;
     int has_window;
     int64_t window;
     int64_t dupacks_in_a_row;
@@ -119,7 +120,7 @@ typedef struct Conv {
     int orig_port, resp_port;
     PyObject *orig_host, *resp_host;   /* str, or NULL until needed */
     int began_mid_stream;
-    i128 first_time, last_time;
+    nstime first_time, last_time;
     PyObject *unreachable;             /* list of (frame, time_ns), or NULL */
     int has_orig_isn;
     int64_t orig_isn;
@@ -128,7 +129,7 @@ typedef struct Conv {
     char *history;
     Py_ssize_t history_len, history_cap;
     int has_initial_rtt, has_syn_time;
-    i128 initial_rtt, syn_time;
+    nstime initial_rtt, syn_time;
     Side orig, resp;
 } Conv;
 
@@ -142,7 +143,7 @@ typedef struct {
     Py_ssize_t packets;
     Py_ssize_t frame;
     PyObject *decode_slow;             /* borrowed, while feed_records runs */
-    i128 next_sweep;
+    nstime next_sweep;
     int sweep_armed;
 } Scanner;
 
@@ -157,28 +158,16 @@ static int grow(void **items, Py_ssize_t *cap, Py_ssize_t need, size_t size) {
     return 0;
 }
 
-/* -- i128 <-> Python int ------------------------------------------------------------------------ */
+/* -- nstime <-> Python int ---------------------------------------------------------------------- */
 
-static int time_from_py(PyObject *value, i128 *out) {
-    int overflow = 0;
-    long long small = PyLong_AsLongLongAndOverflow(value, &overflow);
+static int time_from_py(PyObject *value, nstime *out) {
+    long long small = PyLong_AsLongLong(value);
     if (small == -1 && PyErr_Occurred()) return -1;
-    if (!overflow) { *out = small; return 0; }
-    unsigned char bytes[16];
-    if (_PyLong_AsByteArray((PyLongObject *)value, bytes, 16, 1, 1) < 0) return -1;
-    unsigned __int128 raw = 0;
-    for (int i = 15; i >= 0; i--) raw = (raw << 8) | bytes[i];
-    *out = (i128)raw;
+    *out = small;
     return 0;
 }
 
-static PyObject *time_to_py(i128 value) {
-    if (value >= INT64_MIN && value <= INT64_MAX) return PyLong_FromLongLong((long long)value);
-    unsigned char bytes[16];
-    unsigned __int128 raw = (unsigned __int128)value;
-    for (int i = 0; i < 16; i++) { bytes[i] = (unsigned char)(raw & 0xFF); raw >>= 8; }
-    return _PyLong_FromByteArray(bytes, 16, 1, 1);
-}
+static PyObject *time_to_py(nstime value) { return PyLong_FromLongLong((long long)value); }
 
 /* -- connstate.py ------------------------------------------------------------------------------- */
 
@@ -275,7 +264,7 @@ static int track_sequence(Side *side, int flags, int64_t seq, int64_t length) {
 enum { RESEND_NONE, RESEND_RETRANSMISSION, RESEND_OUT_OF_ORDER };
 
 static int classify_resend(const Conv *c, const Side *side, const Side *peer, int flags, int64_t seq,
-                           int64_t length, i128 now) {
+                           int64_t length, nstime now) {
     int64_t next_seq = side->next_seq;
     int has_last_ack = peer->has_last_ack;
     int64_t last_ack = peer->last_ack;
@@ -287,7 +276,7 @@ static int classify_resend(const Conv *c, const Side *side, const Side *peer, in
     if (peer->dupacks_in_a_row != 0 && peer->dupacks_in_a_row != 1 && has_last_ack && last_ack == seq
             && now - peer->last_ack_time < FAST_RETRANSMISSION_WINDOW)
         return RESEND_RETRANSMISSION;
-    i128 threshold = (c->has_initial_rtt && c->initial_rtt) ? c->initial_rtt : DEFAULT_OUT_OF_ORDER_THRESHOLD;
+    nstime threshold = (c->has_initial_rtt && c->initial_rtt) ? c->initial_rtt : DEFAULT_OUT_OF_ORDER_THRESHOLD;
     if (now - side->next_seq_time < threshold
             && next_seq != pymod(seq + length + ((flags & (SYN | FIN)) != 0)))
         return RESEND_OUT_OF_ORDER;
@@ -353,7 +342,7 @@ static int update_history(Conv *c, Side *side, Side *peer, int flags, int64_t se
 }
 
 static int state_feed(Conv *c, int outbound, int proto, int flags, int64_t seq, int64_t ack, int64_t window,
-                      int64_t length, i128 now) {
+                      int64_t length, nstime now) {
     Side *side = outbound ? &c->orig : &c->resp;
     Side *peer = outbound ? &c->resp : &c->orig;
     side->packets++;
@@ -429,8 +418,8 @@ static int state_closed(const Conv *c) {
 
 /* -- conversation.py: the tracker --------------------------------------------------------------- */
 
-static int conv_ended(const Conv *c, i128 now) {
-    i128 idle = now - c->last_time;
+static int conv_ended(const Conv *c, nstime now) {
+    nstime idle = now - c->last_time;
     if (c->proto != TCP) return idle > UDP_IDLE_TIMEOUT;
     return idle > TCP_IDLE_TIMEOUT || (idle > CLOSE_DELAY && state_closed(c));
 }
@@ -609,7 +598,7 @@ static int end_conv(Scanner *s, Conv *c) {
     return 0;
 }
 
-static int sweep(Scanner *s, i128 now) {
+static int sweep(Scanner *s, nstime now) {
     s->next_sweep = now + SWEEP_INTERVAL;
     Conv *c = s->first;
     while (c) {
@@ -621,7 +610,7 @@ static int sweep(Scanner *s, i128 now) {
 }
 
 typedef struct {
-    i128 time;
+    nstime time;
     const unsigned char *src, *dst;
     int family_len, proto, sport, dport, flags;
     int64_t payload_len, seq, ack, window;
@@ -631,7 +620,7 @@ typedef struct {
 static int feed_packet(Scanner *s, const PacketFields *p) {
     Key key;
     make_key(&key, p->src, p->sport, p->dst, p->dport, p->family_len, p->proto);
-    i128 now = p->time;
+    nstime now = p->time;
     Conv *c = lookup(s, &key);
     int is_open = p->proto == TCP && (p->flags & (SYN | ACK)) == SYN;
     if (c && ((now - c->last_time > SHORTEST_TIMEOUT && conv_ended(c, now))
@@ -741,7 +730,7 @@ static uint32_t be32(const unsigned char *b) {
 
 /* decode.py's fast path for one frame; returns 1 if it took the frame (feeding it; *failed on error),
  * 0 if the Python decoder must have it. */
-static int feed_frame(Scanner *s, long linktype, i128 time, Py_ssize_t caplen, long long origlen,
+static int feed_frame(Scanner *s, long linktype, nstime time, Py_ssize_t caplen, long long origlen,
                       const unsigned char *d, int *failed) {
     *failed = 0;
     if (linktype != 1 || caplen < 54 || origlen < caplen) return 0;
@@ -777,7 +766,7 @@ static int feed_record(Scanner *s, PyObject *record) {
         PyObject *data = PyTuple_GET_ITEM(record, 4);
         long linktype = PyLong_AsLong(PyTuple_GET_ITEM(record, 0));
         long long origlen = PyLong_AsLongLong(PyTuple_GET_ITEM(record, 3));
-        i128 time;
+        nstime time;
         if (PyErr_Occurred() || time_from_py(PyTuple_GET_ITEM(record, 1), &time) < 0) {
             PyErr_Clear();      /* not a record the fast path understands: the Python decoder judges */
         } else if (feed_frame(s, linktype, time, PyBytes_GET_SIZE(data), origlen,
@@ -825,7 +814,7 @@ static PyObject *record_type(void) {
 
 /* A frame taken from the reader's buffer: fed by the fast path, or made into the Record the reader
  * would have yielded (no comments: the walks take no block with options) for the Python decoder. */
-static int feed_raw(Scanner *s, long linktype, i128 time, uint32_t caplen, uint32_t origlen,
+static int feed_raw(Scanner *s, long linktype, nstime time, uint32_t caplen, uint32_t origlen,
                     const unsigned char *data, long long offset) {
     int failed;
     if (feed_frame(s, linktype, time, (Py_ssize_t)caplen, origlen, data, &failed)) return failed ? -1 : 0;
@@ -871,7 +860,7 @@ static PyObject *Scanner_walk_pcap(Scanner *s, PyObject *args) {
         uint32_t caplen = u32(header + 8, big_endian), origlen = u32(header + 12, big_endian);
         if ((Py_ssize_t)caplen > limit || (Py_ssize_t)caplen > size - pos - 16) break;
         s->frame++;
-        i128 time = (i128)sec * SECOND + (i128)frac * scale;
+        nstime time = (nstime)sec * SECOND + (nstime)frac * scale;
         failed = feed_raw(s, linktype, time, caplen, origlen, header + 16, base + (long long)pos) < 0;
         if (failed) break;
         pos += 16 + (Py_ssize_t)caplen;
@@ -904,26 +893,28 @@ static PyObject *Scanner_walk_pcapng(Scanner *s, PyObject *args) {
         PyErr_SetString(PyExc_RuntimeError, "walk_pcapng runs inside feed_records only");
         return NULL;
     }
-    struct { long linktype; i128 scale, divisor, offset; } table[MAX_BULK_INTERFACES];
+    struct { long linktype; uint64_t scale, divisor; nstime offset; } table[MAX_BULK_INTERFACES];
     Py_ssize_t ninterfaces = PyList_GET_SIZE(interfaces);
     int usable = ninterfaces <= MAX_BULK_INTERFACES;
     for (Py_ssize_t i = 0; usable && i < ninterfaces; i++) {
         PyObject *entry = PyList_GET_ITEM(interfaces, i);
         if (!PyTuple_Check(entry) || PyTuple_GET_SIZE(entry) < 4) { usable = 0; break; }
         table[i].linktype = PyLong_AsLong(PyTuple_GET_ITEM(entry, 0));
-        if ((table[i].linktype == -1 && PyErr_Occurred())
-                || time_from_py(PyTuple_GET_ITEM(entry, 1), &table[i].scale) < 0
-                || time_from_py(PyTuple_GET_ITEM(entry, 2), &table[i].divisor) < 0
-                || time_from_py(PyTuple_GET_ITEM(entry, 3), &table[i].offset) < 0
-                || table[i].divisor <= 0) {
-            PyErr_Clear();      /* beyond 128 bits: the reader's own arithmetic takes these blocks */
+        unsigned long long scale = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(entry, 1));
+        unsigned long long divisor = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(entry, 2));
+        if (PyErr_Occurred() || time_from_py(PyTuple_GET_ITEM(entry, 3), &table[i].offset) < 0
+                || divisor == 0 || scale == 0 || scale > UINT64_MAX / divisor) {
+            PyErr_Clear();      /* beyond 64 bits: the reader's own arithmetic takes these blocks */
             usable = 0;
+            break;
         }
+        table[i].scale = scale;
+        table[i].divisor = divisor;
     }
     const unsigned char *buf = view.buf;
     Py_ssize_t size = view.len;
     int failed = 0, took = 0;
-    i128 last_time = 0;
+    nstime last_time = 0;
     while (usable && pos >= 0 && size - pos >= 32) {
         const unsigned char *block = buf + pos;
         uint32_t btype = u32(block, big_endian), blen = u32(block + 4, big_endian);
@@ -935,9 +926,17 @@ static PyObject *Scanner_walk_pcapng(Scanner *s, PyObject *args) {
         uint32_t origlen = u32(block + 24, big_endian);
         uint64_t options = 28 + (((uint64_t)caplen + 3) & ~(uint64_t)3);
         if (options != (uint64_t)blen - 4 || (Py_ssize_t)iface >= ninterfaces) break;  /* options, or damage */
-        unsigned __int128 ticks = ((unsigned __int128)ts_high << 32) | ts_low;
-        i128 time = (i128)(ticks * (unsigned __int128)table[iface].scale / (unsigned __int128)table[iface].divisor)
-                    + table[iface].offset;
+        /* ticks * scale / divisor + offset, as the reader computes it, without overflow: quotient and
+         * remainder apart (remainder * scale < divisor * scale, which fits). Past int64: the reader's. */
+        uint64_t ticks = ((uint64_t)ts_high << 32) | ts_low;
+        uint64_t whole, part;
+        int64_t time;
+        if (__builtin_mul_overflow(ticks / table[iface].divisor, table[iface].scale, &whole)
+                || __builtin_add_overflow(whole, ticks % table[iface].divisor * table[iface].scale
+                                          / table[iface].divisor, &part)
+                || part > (uint64_t)INT64_MAX
+                || __builtin_add_overflow((int64_t)part, table[iface].offset, &time))
+            break;
         s->frame++;
         failed = feed_raw(s, table[iface].linktype, time, caplen, origlen, block + 28, base + (long long)pos) < 0;
         if (failed) break;
@@ -1004,6 +1003,7 @@ static void Scanner_dealloc(Scanner *s) {
 }
 
 static PyObject *Scanner_get_packets(Scanner *s, void *closure) { return PyLong_FromSsize_t(s->packets); }
+static PyObject *Scanner_get_frames(Scanner *s, void *closure) { return PyLong_FromSsize_t(s->frame); }
 
 static PyMethodDef Scanner_methods[] = {
     {"feed_records", (PyCFunction)Scanner_feed_records, METH_VARARGS, NULL},
@@ -1016,6 +1016,7 @@ static PyMethodDef Scanner_methods[] = {
 
 static PyGetSetDef Scanner_getset[] = {
     {"packets", (getter)Scanner_get_packets, NULL, "TCP and UDP packets fed", NULL},
+    {"frames", (getter)Scanner_get_frames, NULL, "records read, TCP/UDP or not", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 

@@ -29,15 +29,17 @@ Rules:
 * `time_ns` is integer nanoseconds since the epoch, exact for microsecond and nanosecond
   resolutions (finer ones are truncated to the nanosecond, as Wireshark's nstime is). Not
   a float: at today's dates a float has 0.24 us of resolution, and the analysis compares
-  time differences to the nanosecond, as tshark does.
+  time differences to the nanosecond, as tshark does. It always fits in a signed 64-bit
+  integer (years 1677 to 2262): a pcapng timestamp that would not (a wrong if_tsresol or
+  if_tsoffset) is damage, reported like any other.
 * pcap records longer than the header's snaplen are accepted up to
   max(snaplen, 262144) bytes: scapy writes snaplen 65535 while writing whole 65550-byte
   loopback frames, and libpcap tolerates the same.
 * pcapng: every Section Header Block starts over (byte order, interfaces). Each interface
   has its own link type, if_tsresol and if_tsoffset. Simple Packet Blocks carry no
   timestamp, so they get the previous record's time (timelines stay monotonic); their
-  captured length is bounded by the interface snaplen as the spec says. Blocks other
-  than SHB, IDB, EPB, SPB and the obsolete PB are skipped.
+  captured length is bounded by the interface snaplen as the spec says. Interface
+  Statistics Blocks are read into `statistics`. Other blocks are skipped.
 """
 from __future__ import annotations
 
@@ -47,39 +49,50 @@ import os
 import stat
 import struct
 import zlib
-from typing import BinaryIO, Callable, Iterator, List, NamedTuple, Optional, Tuple, Union
+from typing import BinaryIO, Callable, Dict, Iterator, List, NamedTuple, Optional, Tuple, Union
+
+from harness import pcapng
 
 __all__ = [
-    "CaptureFile", "CaptureFormatError", "InterfaceInfo", "NotARegularFile", "Record", "SectionInfo",
-    "open_capture", "MAX_BLOCK",
+    "CaptureFile", "CaptureFormatError", "InterfaceInfo", "InterfaceStatistics", "NotARegularFile", "Record",
+    "SectionInfo",
+    "open_capture", "open_decompressed", "MAX_BLOCK",
 ]
 
 MAX_BLOCK = 256 * 1024 * 1024
 CHUNK = 1 << 20
 PCAP_MAX_RECORD = 262144    # the largest snaplen libpcap and Wireshark use for any link type
 NANOSECONDS = 10**9
+# Times are int64 nanoseconds since the epoch (years 1677 to 2262), as in Wireshark's and Zeek's
+# own arithmetic; a pcapng timestamp beyond them is damage, never a silently wrapped time.
+TIME_NS_MIN, TIME_NS_MAX = -(1 << 63), (1 << 63) - 1
+MAX_TICKS = (1 << 64) - 1
 
 PCAP_MICRO = 0xA1B2C3D4
 PCAP_NANO = 0xA1B23C4D
-PCAPNG_SHB = 0x0A0D0D0A
-PCAPNG_BYTE_ORDER_MAGIC = 0x1A2B3C4D
+PCAPNG_SHB = pcapng.SECTION_HEADER
+PCAPNG_BYTE_ORDER_MAGIC = pcapng.BYTE_ORDER_MAGIC
 GZIP_MAGIC = b"\x1f\x8b"
 
-BLOCK_IDB = 0x00000001
-BLOCK_PB = 0x00000002
-BLOCK_SPB = 0x00000003
-BLOCK_EPB = 0x00000006
+BLOCK_IDB = pcapng.INTERFACE_DESCRIPTION
+BLOCK_PB = pcapng.PACKET
+BLOCK_SPB = pcapng.SIMPLE_PACKET
+BLOCK_ISB = pcapng.INTERFACE_STATISTICS
+BLOCK_EPB = pcapng.ENHANCED_PACKET
 
-OPT_ENDOFOPT = 0
-OPT_COMMENT = 1
-SHB_HARDWARE = 2
-SHB_OS = 3
-SHB_USERAPPL = 4
-IF_NAME = 2
-IF_DESCRIPTION = 3
-IF_TSRESOL = 9
-IF_FILTER = 11
-IF_TSOFFSET = 14
+OPT_ENDOFOPT = pcapng.OPT_ENDOFOPT
+OPT_COMMENT = pcapng.OPT_COMMENT
+SHB_HARDWARE = pcapng.SHB_HARDWARE
+SHB_OS = pcapng.SHB_OS
+SHB_USERAPPL = pcapng.SHB_USERAPPL
+IF_NAME = pcapng.IF_NAME
+IF_DESCRIPTION = pcapng.IF_DESCRIPTION
+IF_TSRESOL = pcapng.IF_TSRESOL
+IF_FILTER = pcapng.IF_FILTER
+IF_TSOFFSET = pcapng.IF_TSOFFSET
+_STATISTICS_OPTIONS = {pcapng.ISB_IFRECV: "received", pcapng.ISB_IFDROP: "dropped",
+                       pcapng.ISB_FILTERACCEPT: "filter_accepted", pcapng.ISB_OSDROP: "os_dropped",
+                       pcapng.ISB_USRDELIV: "delivered"}
 
 ACCEPTED_FORMATS = ("pcap (magic a1b2c3d4 or a1b23c4d, either byte order), "
                     "pcapng (0a0d0d0a), or either of them gzip-compressed (1f 8b)")
@@ -106,6 +119,14 @@ class InterfaceInfo(NamedTuple):
     tsresol: int = 1000000          # timestamp units per second
     tsoffset: int = 0               # seconds added to every timestamp
     comments: Tuple[str, ...] = ()
+
+
+class InterfaceStatistics(NamedTuple):
+    """An Interface Statistics Block: the capture's own counters (dumpcap writes one per interface
+    at the end), the file's evidence of whether it lost packets. Counters it did not give are absent."""
+    section: int
+    interface: int
+    counters: Dict[str, int]    # received, dropped, os_dropped, filter_accepted, delivered
 
 
 class SectionInfo(NamedTuple):
@@ -168,7 +189,8 @@ class CaptureFile:
 
     Attributes: `path`, `format` ("pcap" or "pcapng"), `compressed`, `sections`
     (SectionInfo list, one per pcapng section), `comments` (all Section Header comments),
-    `interfaces` (InterfaceInfo list over all sections, in file order), `linktypes`
+    `interfaces` (InterfaceInfo list over all sections, in file order), `statistics`
+    (InterfaceStatistics list, from the Interface Statistics Blocks), `linktypes`
     (set of link types seen so far), and for pcap `snaplen` / `nanosecond`.
 
     `bulk_pcap`, set before iterating a classic pcap, lets a consumer written in C take records
@@ -187,6 +209,7 @@ class CaptureFile:
         self.sections: List[SectionInfo] = []
         self.comments: List[str] = []
         self.interfaces: List[InterfaceInfo] = []
+        self.statistics: List[InterfaceStatistics] = []
         self.linktypes: set = set()
         self.snaplen: Optional[int] = None
         self.nanosecond = False
@@ -369,8 +392,9 @@ class CaptureFile:
         block_head = _BLOCK_HEAD[order].unpack_from
         u32 = _U32[order].unpack_from
         epb_fixed = _EPB_FIXED[order].unpack_from
-        # Per interface: (linktype, ticks-to-ns scale, divisor, offset ns, snaplen), as _interface returns
-        ifaces: List[Tuple[int, int, int, int, int]] = []
+        # Per interface: (linktype, ticks-to-ns scale, divisor, offset ns, snaplen, may overflow), as
+        # _interface returns
+        ifaces: List[Tuple[int, int, int, int, int, bool]] = []
         section = -1
         last_time_ns = 0
         bulk = self.bulk_pcapng
@@ -418,6 +442,8 @@ class CaptureFile:
                 minimum = 16
             elif btype == BLOCK_PB:
                 minimum = 32
+            elif btype == BLOCK_ISB:
+                minimum = 24
             else:
                 minimum = 12
             if blen < minimum or blen > MAX_BLOCK or blen & 3:
@@ -449,15 +475,20 @@ class CaptureFile:
                 if iface >= len(ifaces):
                     raise self._error(base + pos, f"{_block_name(btype)} refers to interface {iface}",
                                       f"section {section} has {len(ifaces)} interfaces")
-                linktype, scale, divisor, offset_ns, _snaplen = ifaces[iface]
+                linktype, scale, divisor, offset_ns, _snaplen, may_overflow = ifaces[iface]
                 last_time_ns = ((ts_high << 32) | ts_low) * scale // divisor + offset_ns
+                if may_overflow and not TIME_NS_MIN <= last_time_ns <= TIME_NS_MAX:
+                    raise self._error(base + pos, f"{_block_name(btype)} timestamp out of range",
+                                      f"{(ts_high << 32) | ts_low} ticks of interface {iface} is "
+                                      f"{last_time_ns} ns since 1970, outside 64-bit nanoseconds "
+                                      f"(years 1677 to 2262): its if_tsresol or if_tsoffset is wrong")
                 yield new(Record, (linktype, last_time_ns, caplen, origlen, buf[pos + 28:data_end], base + pos,
                                    no_comments if options == end - 4
                                    else self._packet_comments(buf, options, end - 4, order, base)))
             elif btype == BLOCK_SPB:
                 if not ifaces:
                     raise self._error(base + pos, "Simple Packet Block before any Interface Description Block")
-                linktype, _scale, _divisor, _offset_ns, snaplen = ifaces[0]
+                linktype, _scale, _divisor, _offset_ns, snaplen, _may_overflow = ifaces[0]
                 origlen = u32(buf, pos + 8)[0]
                 caplen = min(origlen, blen - 16, snaplen or origlen)
                 yield new(Record, (linktype, last_time_ns, caplen, origlen, buf[pos + 12:pos + 12 + caplen],
@@ -468,6 +499,8 @@ class CaptureFile:
                 section += 1
                 ifaces = []
                 self._section(buf, pos, end, order, base)
+            elif btype == BLOCK_ISB:
+                self._statistics(buf, pos, end, order, base, section)
             pos = end
 
     # -- pcapng block bodies ----------------------------------------------------------
@@ -507,10 +540,18 @@ class CaptureFile:
                                          tuple(comments), fields.get(SHB_HARDWARE), fields.get(SHB_OS),
                                          fields.get(SHB_USERAPPL)))
 
+    def _statistics(self, buf: bytes, pos: int, end: int, order: str, base: int, section: int) -> None:
+        interface = _U32[order].unpack_from(buf, pos + 8)[0]
+        counters = {_STATISTICS_OPTIONS[code]: int.from_bytes(value, "little" if order == "<" else "big")
+                    for code, value in self._options(buf, pos + 20, end - 4, order, base)
+                    if code in _STATISTICS_OPTIONS and len(value) == 8}
+        self.statistics.append(InterfaceStatistics(section, interface, counters))
+
     def _interface(self, buf: bytes, pos: int, end: int, order: str, base: int,
-                   section: int, index: int) -> Tuple[int, int, int, int, int]:
+                   section: int, index: int) -> Tuple[int, int, int, int, int, bool]:
         """Record the interface; returns what its packet blocks need: the link type, ticks to
-        nanoseconds as (scale, divisor), if_tsoffset in nanoseconds, and the snaplen."""
+        nanoseconds as (scale, divisor), if_tsoffset in nanoseconds, the snaplen, and whether a
+        timestamp could fall outside 64-bit nanoseconds (then each is checked)."""
         linktype, _reserved, snaplen = _IDB_FIXED[order].unpack_from(buf, pos + 8)
         units = 10**6
         tsoffset = 0
@@ -539,19 +580,13 @@ class CaptureFile:
             scale, divisor = NANOSECONDS // units, 1
         else:
             scale, divisor = NANOSECONDS, units
-        return linktype, scale, divisor, tsoffset * NANOSECONDS, snaplen
-
-
-_BLOCK_NAMES = {
-    PCAPNG_SHB: "Section Header Block", BLOCK_IDB: "Interface Description Block",
-    BLOCK_PB: "Packet Block", BLOCK_SPB: "Simple Packet Block", BLOCK_EPB: "Enhanced Packet Block",
-    0x00000004: "Name Resolution Block", 0x00000005: "Interface Statistics Block",
-    0x0000000A: "Decryption Secrets Block",
-}
+        offset_ns = tsoffset * NANOSECONDS
+        may_overflow = not (TIME_NS_MIN <= offset_ns and MAX_TICKS * scale // divisor + offset_ns <= TIME_NS_MAX)
+        return linktype, scale, divisor, offset_ns, snaplen, may_overflow
 
 
 def _block_name(btype: int) -> str:
-    return _BLOCK_NAMES.get(btype) or f"block of type 0x{btype:08x}"
+    return pcapng.block_name(btype)
 
 
 class _Gunzip:
@@ -637,6 +672,32 @@ class _RawAdapter:
 
     def flush(self) -> None:
         pass
+
+
+def open_decompressed(path: Union[str, "os.PathLike[str]"]) -> BinaryIO:
+    """A capture file's bytes as the reader sees them: decompressed when gzip'd (all members), from a
+    regular file only (as open_capture refuses anything else). Offsets into it are the reader's."""
+    raw = _open_regular_file(os.fspath(path))
+    try:
+        if raw.peek(2)[:2] == GZIP_MAGIC:
+            return _GunzipFile(raw)
+    except BaseException:
+        raw.close()
+        raise
+    return raw
+
+
+class _GunzipFile(_Gunzip):
+    """_Gunzip as a closable file."""
+
+    def __enter__(self) -> "_GunzipFile":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._raw.close()
 
 
 def open_capture(source: Union[str, "os.PathLike[str]", BinaryIO], name: Optional[str] = None) -> CaptureFile:

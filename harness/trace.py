@@ -12,26 +12,45 @@ from __future__ import annotations
 
 import os
 from array import array
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 from harness.connstate import ConnectionState, Side
 from harness.conversation import Conversation, ConversationTracker, Endpoint
-from harness.decode import PacketDecodeError, UnreachableQuote, check_linktype, decode, decode_icmp_unreachable
+from harness.decode import (PacketDecodeError, UnreachableQuote, check_linktype, decode, decode_icmp_unreachable,
+                            describe_other)
 from harness.packet import Packet
 from harness.pcapfile import CaptureFormatError, open_capture
 from harness.summary import summarize
 
 try:
     from harness import _speedups
-except ImportError:          # not compiled (no C compiler at install time): the pure-Python path serves
+    _SPEEDUPS_MISSING = ""
+except ImportError as error:  # not compiled (no C compiler at install time): the pure-Python path serves
     _speedups = None
+    _SPEEDUPS_MISSING = str(error)
 # Set to any non-empty value to summarize in pure Python although the C scanner is there.
 PURE_PYTHON_ENV = "HARNESS_PURE_PYTHON"
+# Written by setup.py's build_ext when the C scanner could not be compiled: why, in one line.
+SPEEDUPS_REASON_FILE = Path(__file__).with_name("_speedups.unavailable")
 
 # A file of nothing but broken frames (a gzip of zeros, say) has one per 16 bytes; past this
 # many, skipped frames are counted in one line instead of each keeping a line in memory.
 WARNING_LIMIT = 100
+
+
+def speedups_status() -> Tuple[bool, str]:
+    """(whether summaries run through the compiled C scanner, a line saying which path and why)."""
+    if _speedups is not None:
+        if os.environ.get(PURE_PYTHON_ENV):
+            return False, f"pure Python ({PURE_PYTHON_ENV} is set; the compiled C scanner is installed)"
+        return True, f"compiled C ({Path(_speedups.__file__).name})"
+    try:
+        reason = SPEEDUPS_REASON_FILE.read_text(encoding="utf-8").strip()
+    except OSError:
+        reason = f"harness._speedups is not installed ({_SPEEDUPS_MISSING})"
+    return False, f"pure Python, several times slower: {reason}"
 
 
 def read_packets(path, warnings: Optional[List[str]] = None,
@@ -41,9 +60,13 @@ def read_packets(path, warnings: Optional[List[str]] = None,
     ICMP port-unreachable errors are not packets of a conversation; `on_unreachable` gets the
     datagram each one quotes, with its frame number and time.
     """
-    decode_record = _RecordDecoder(path, warnings, on_unreachable)
+    yield from _decoded(path, _RecordDecoder(path, warnings, on_unreachable))
+
+
+def _decoded(path, decode_record: "_RecordDecoder") -> Iterator[Packet]:
     with open_capture(path) as capture:
         for frame, record in enumerate(capture, 1):
+            decode_record.frames = frame
             packet = decode_record(record, frame)
             if packet is not None:
                 yield packet
@@ -51,13 +74,16 @@ def read_packets(path, warnings: Optional[List[str]] = None,
 
 class _RecordDecoder:
     """One record to its Packet, or None: unsupported link types raise, undecodable frames are
-    skipped with a warning, ICMP port unreachables go to `on_unreachable`."""
+    skipped with a warning, ICMP port unreachables go to `on_unreachable`, and every frame that is
+    not TCP or UDP is counted in `others` by what it is ("ARP": 3, ...)."""
 
     def __init__(self, path, warnings: Optional[List[str]],
                  on_unreachable: Optional[Callable[[UnreachableQuote, int, int], None]]) -> None:
         self.path, self.warnings, self.on_unreachable = path, warnings, on_unreachable
         self.checked = set()
         self.skipped = 0
+        self.frames = 0
+        self.others: Dict[str, int] = {}
 
     def __call__(self, record, frame: int) -> Optional[Packet]:
         if record.linktype not in self.checked:
@@ -67,13 +93,17 @@ class _RecordDecoder:
             packet = decode(record, frame)
         except PacketDecodeError as error:
             self.skipped += 1
+            self.others["undecodable frames"] = self.skipped
             if self.warnings is not None:
                 _warn_skipped(self.warnings, self.path, error, self.skipped)
             return None
-        if packet is None and self.on_unreachable is not None:
-            quote = decode_icmp_unreachable(record)
-            if quote is not None:
-                self.on_unreachable(quote, frame, record.time_ns)
+        if packet is None:
+            kind = describe_other(record)
+            self.others[kind] = self.others.get(kind, 0) + 1
+            if self.on_unreachable is not None:
+                quote = decode_icmp_unreachable(record)
+                if quote is not None:
+                    self.on_unreachable(quote, frame, record.time_ns)
         return packet
 
 
@@ -93,29 +123,37 @@ def _warn_skipped(warnings: List[str], path, error: PacketDecodeError, skipped: 
 class Trace:
     path: str
     conversations: List[Conversation]
-    packets: int
+    packets: int                                  # TCP and UDP packets
     warnings: List[str] = field(default_factory=list)
     damage: Optional[CaptureFormatError] = None   # set when the file ended in damage
+    frames: int = 0                               # every record read, TCP/UDP or not
+    others: Dict[str, int] = field(default_factory=dict)   # the frames that are not TCP/UDP, by kind
+
+    def contents(self) -> str:
+        """What was read, in words: '12 packets (8 ARP, 4 ICMP)'."""
+        kinds = ", ".join(f"{count} {kind}" for kind, count in sorted(self.others.items(), key=lambda kv: -kv[1]))
+        noun = "packet" if self.frames == 1 else "packets"
+        if self.packets:
+            kinds = ", ".join(filter(None, [f"{self.packets} TCP/UDP", kinds]))
+        return f"{self.frames} {noun}" + (f" ({kinds})" if kinds else "")
 
 
-def _scan(path, tracker: ConversationTracker) -> Tuple[int, List[str], Optional[CaptureFormatError]]:
-    warnings: List[str] = []
+def _scan(path, tracker: ConversationTracker) -> Trace:
+    decoder = _RecordDecoder(path, [], tracker.feed_unreachable)
     count = 0
     damage = None
     try:
-        for packet in read_packets(path, warnings, tracker.feed_unreachable):
+        for packet in _decoded(path, decoder):
             tracker.feed(packet)
             count += 1
     except CaptureFormatError as error:
         damage = error
-    return count, warnings, damage
+    return Trace(str(path), tracker.conversations, count, decoder.warnings, damage, decoder.frames, decoder.others)
 
 
 def load_trace(path, keep_segments: bool = True) -> Trace:
     """Every conversation of a capture; a damaged file yields what came before the damage."""
-    tracker = ConversationTracker(keep_segments)
-    count, warnings, damage = _scan(path, tracker)
-    return Trace(str(path), tracker.conversations, count, warnings, damage)
+    return _scan(path, ConversationTracker(keep_segments))
 
 
 def stream_summaries(path, emit: Callable[[Dict[str, object]], None]) -> Trace:
@@ -134,20 +172,20 @@ def stream_conversations(path, on_finished: Callable[[Conversation], None]) -> T
     way (tests/test_speedups.py holds the two to that, slot by slot)."""
     if _speedups is not None and not os.environ.get(PURE_PYTHON_ENV):
         scanner = _speedups.Scanner(lambda values: on_finished(_conversation_from_scan(values)))
-        warnings: List[str] = []
+        decoder = _RecordDecoder(path, [], scanner.feed_unreachable)
         damage = None
         try:
             with open_capture(path) as capture:
                 capture.bulk_pcap, capture.bulk_pcapng = scanner.walk_pcap, scanner.walk_pcapng
-                scanner.feed_records(capture, _RecordDecoder(path, warnings, scanner.feed_unreachable))
+                scanner.feed_records(capture, decoder)
         except CaptureFormatError as error:
             damage = error
         scanner.finish()
-        return Trace(str(path), [], scanner.packets, warnings, damage)
+        return Trace(str(path), [], scanner.packets, decoder.warnings, damage, scanner.frames, decoder.others)
     tracker = ConversationTracker(keep_segments=False, on_finished=on_finished)
-    count, warnings, damage = _scan(path, tracker)
+    trace = _scan(path, tracker)
     tracker.finish()
-    return Trace(str(path), [], count, warnings, damage)
+    return trace
 
 
 # The C scanner hands each ended conversation over as a tuple (harness/_speedups.c, conv_values), made

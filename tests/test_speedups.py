@@ -2,7 +2,7 @@
 pure-Python tracker makes: every slot of every Conversation, ConnectionState and Side, in the same
 order, with the same packet count, warnings and damage, on every reference capture, on thousands of
 random conversations (tests/tcpgen.py) interleaved and spread over the tracker's timers, on input
-damaged at random, and on timestamps past 64 bits.
+damaged at random, and on timestamps at and past the edge of 64 bits.
 
 Without a C compiler at install time the module is absent and harness runs in pure Python; these
 tests then skip saying so, and fail instead under HARNESS_REQUIRE_SPEEDUPS=1 (CI sets it).
@@ -139,16 +139,32 @@ def test_random_conversations_interleaved_across_the_timers(seed, tmp_path, monk
     assert_same_both_ways(path, monkeypatch)
 
 
-def test_timestamps_past_64_bits(tmp_path, monkeypatch):
-    # if_tsoffset near the i64 limit and nanosecond ticks: times of some 10^27 ns, which Python's
-    # ints carry and the C scanner must too.
+def test_timestamps_at_the_edge_of_64_bits(tmp_path, monkeypatch):
+    # if_tsoffset puts the last packet within a second of 2262: the times fill int64 and both
+    # paths carry them exactly.
     records = _pcap_frames(to_pcap(tcpgen.capture(5, 20)))
-    data = (pb.shb() + pb.idb(1, 262144, [pb.tsresol(9), pb.tsoffset((1 << 63) - 1)])
+    last_second = max(time_ns for time_ns, _frame in records) // SECOND
+    offset = ((1 << 63) - 1) // SECOND - last_second - 1
+    data = (pb.shb() + pb.idb(1, 262144, [pb.tsresol(9), pb.tsoffset(offset)])
             + b"".join(pb.epb(0, time_ns, frame) for time_ns, frame in records))
     path = tmp_path / "far.pcapng"
     path.write_bytes(data)
     in_c = _run(path, False, monkeypatch)
-    assert in_c[0] != "raised" and in_c[0][0]["first_time_ns"] > 1 << 64
+    assert in_c[0] != "raised" and in_c[0][0]["first_time_ns"] > 9 * 10**18 and in_c[3] == "None"
+    assert_same_both_ways(path, monkeypatch)
+
+
+def test_timestamps_past_64_bits_are_damage_both_ways(tmp_path, monkeypatch):
+    # An if_tsoffset that takes every time past 2262: an input error at the first packet, never a
+    # wrapped time, in C as in Python.
+    records = _pcap_frames(to_pcap(tcpgen.capture(5, 20)))
+    data = (pb.shb() + pb.idb(1, 262144, [pb.tsresol(9), pb.tsoffset((1 << 63) - 1)])
+            + b"".join(pb.epb(0, time_ns, frame) for time_ns, frame in records))
+    path = tmp_path / "beyond.pcapng"
+    path.write_bytes(data)
+    in_c = _run(path, False, monkeypatch)
+    assert in_c[0] == [] and in_c[1] == 0 and "timestamp out of range" in in_c[3], in_c
+    assert "if_tsresol or if_tsoffset is wrong" in in_c[3]
     assert_same_both_ways(path, monkeypatch)
 
 

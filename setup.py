@@ -1,0 +1,51 @@
+"""Build harness._speedups, the summary path's per-packet work in C, or say why it was not built.
+
+Everything else about the package is in pyproject.toml. The extension is optional: without a C
+compiler or Python's headers the install still succeeds and harness runs the same analysis in pure
+Python, several times slower. It does not do so silently: the reason is written beside the package
+(harness/_speedups.unavailable), printed here, and reported by `harness --version`, `harness doctor`
+and, once, by the first command that reads a capture.
+"""
+import os
+import sys
+
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+REASON_FILE = "_speedups.unavailable"
+TOOLS_LIST = os.path.join(os.path.dirname(os.path.abspath(__file__)), "harness", "tools.txt")
+
+
+def build_packages():
+    """The Debian packages of the build tools, from harness/tools.txt (the list setup.sh installs from)."""
+    packages = []
+    with open(TOOLS_LIST, encoding="utf-8") as rows:
+        for row in rows:
+            fields = row.split()
+            if len(fields) >= 4 and not row.startswith("#") and fields[3] == "build":
+                packages += [p for p in fields[2].split(",") if p not in packages]
+    return packages
+
+
+class BuildOptionalSpeedups(build_ext):
+    def build_extension(self, ext):
+        reason_path = os.path.join(os.path.dirname(self.get_ext_fullpath(ext.name)), REASON_FILE)
+        try:
+            super().build_extension(ext)
+        except Exception as error:  # the compiler's or distutils' failure, whichever it is
+            reason = " ".join(str(error).split()) or type(error).__name__
+            os.makedirs(os.path.dirname(reason_path), exist_ok=True)
+            with open(reason_path, "w", encoding="utf-8") as out:
+                out.write(f"building {ext.name} on Python {sys.version.split()[0]} failed: {reason}\n")
+            sys.stderr.write(f"\n*** harness: {ext.name} was not built ({reason}); harness will run in "
+                             f"pure Python, several times slower. Install a C compiler and Python's "
+                             f"headers (apt-get install -y {' '.join(build_packages())}) and reinstall. ***\n\n")
+            return
+        if os.path.exists(reason_path):
+            os.unlink(reason_path)
+
+
+setup(
+    ext_modules=[Extension("harness._speedups", ["harness/_speedups.c"])],
+    cmdclass={"build_ext": BuildOptionalSpeedups},
+)
