@@ -14,6 +14,7 @@ import pytest
 import pcapbuild as pb
 from harness.annotate import annotate
 from harness.pcapfile import CaptureFormatError, open_capture
+from harness.pcapng import ENHANCED_PACKET, INTERFACE_STATISTICS, BlockSplitter
 
 LAB = Path(__file__).resolve().parent.parent / "captures" / "lab"
 TSHARK = shutil.which("tshark") or ("/usr/bin/tshark" if Path("/usr/bin/tshark").exists() else None)
@@ -144,17 +145,60 @@ def _two_section_capture() -> bytes:
             + pb.packet_block(0, 1700000001000000, UDP_FRAME, order=">"))
 
 
-def test_sections_and_interfaces_are_mirrored_and_packets_keep_their_interface(tmp_path):
+def test_sections_and_interfaces_are_kept_and_packets_keep_their_interface(tmp_path):
     source = tmp_path / "multi.pcapng"
     source.write_bytes(_two_section_capture())
     out = tmp_path / "multi.out.pcapng"
     assert annotate(source, out, {1: ["mine"], 2: ["two"], 5: ["five"]}, ["on the first section"]) == 5
     _, after, capture = assert_same_packets(source, out)
     assert [r.comments for r in after] == [("comment already there", "mine"), ("two",), (), (), ("five",)]
+    # Each section keeps its byte order: its blocks are copied, not re-encoded.
     assert [(s.byte_order, s.comments) for s in capture.sections] == [
-        ("little", ("first section", "on the first section")), ("little", ("second section",))]
+        ("little", ("first section", "on the first section")), ("big", ("second section",))]
     assert [(i.section, i.index, i.name, i.linktype, i.tsoffset) for i in capture.interfaces] == [
         (0, 0, "eth0", 1, 0), (0, 1, "eth1", 1, 1000), (0, 2, "no packets", 113, 0), (1, 0, "big0", 1, 0)]
+
+
+def _blocks(data: bytes):
+    splitter = BlockSplitter()
+    blocks = list(splitter.feed(data))
+    assert splitter.pending == 0
+    return blocks
+
+
+def test_every_block_that_gains_nothing_is_copied_byte_for_byte(tmp_path):
+    # Interface statistics (the capture's own drop counters), name resolution, decryption secrets,
+    # a custom block and a packet's flags option: none is the reader's business, all survive.
+    statistics = pb.block(INTERFACE_STATISTICS, struct.pack("<III", 0, 1, 2)
+                          + pb.options([(4, struct.pack("<Q", 12)), (5, struct.pack("<Q", 0))]))
+    name_resolution = pb.block(4, struct.pack("<HH4s", 1, 8, bytes([10, 0, 0, 9])) + b"host" + bytes(8))
+    secrets = pb.block(10, struct.pack("<II", 0x544c534b, 4) + b"keys")
+    custom = pb.block(0x00000BAD, struct.pack("<I", 32473) + b"private!")
+    flagged = pb.epb(0, 1700000000123456, TCP_FRAME, opts=[(2, struct.pack("<I", 1))])   # epb_flags: inbound
+    source_bytes = (pb.shb() + pb.idb(1, opts=[pb.tsresol(6)]) + name_resolution + secrets + flagged
+                    + pb.epb(0, 1700000000123999, UDP_FRAME) + custom + statistics)
+    source = tmp_path / "blocks.pcapng"
+    source.write_bytes(source_bytes)
+    out = tmp_path / "blocks.out.pcapng"
+    assert annotate(source, out, {2: ["a verdict"]}) == 2
+    before, after = _blocks(source_bytes), _blocks(out.read_bytes())
+    assert [kind for kind, _ in after] == [kind for kind, _ in before]
+    changed = [index for index, ((_, old), (_, new)) in enumerate(zip(before, after)) if old != new]
+    assert changed == [5], "only the packet that gained a comment differs"
+    records, capture = read(out)
+    assert records[1].comments == ("a verdict",)
+    assert capture.statistics[0].counters == {"received": 12, "dropped": 0}
+
+
+def test_a_comment_on_a_simple_packet_block_makes_it_an_enhanced_one(tmp_path):
+    source = tmp_path / "simple.pcapng"
+    source.write_bytes(pb.shb() + pb.idb(1, opts=[pb.tsresol(6)]) + pb.epb(0, 1700000000123456, UDP_FRAME)
+                       + pb.spb(TCP_FRAME))
+    out = tmp_path / "simple.out.pcapng"
+    annotate(source, out, {2: ["on the simple one"]})
+    before, after, _ = assert_same_packets(source, out)
+    assert after[1].comments == ("on the simple one",)
+    assert [kind for kind, _ in _blocks(out.read_bytes())][-1] == ENHANCED_PACKET
 
 
 @needs_tshark

@@ -124,8 +124,8 @@ def test_abort_leaves_only_a_partial_file_and_no_dumpcap(tmp_path):
 
 
 def test_drops_fail_the_capture_and_keep_it_partial(tmp_path, udp_pair, monkeypatch):
-    import harness.capture.dumpcap as dumpcap_backend
-    monkeypatch.setattr(dumpcap_backend, "interface_statistics", lambda block, endian: {"received": 9, "dropped": 3})
+    from harness import pcapng
+    monkeypatch.setattr(pcapng, "statistics", lambda block, endian: {"received": 9, "dropped": 3})
     path = tmp_path / "dropped.pcapng"
     capture = make_capture("dumpcap", path, bpf="udp port 9").start()
     with pytest.raises(CaptureIncomplete, match=r"dumpcap dropped 3 packets on lo \(pcap:\d+/dumpcap:\d+/flushed:\d+/"

@@ -15,9 +15,11 @@ from typing import Callable, Dict, List, Tuple
 
 import pytest
 
+import needs
+from harness import tools
 from harness.capture import CaptureError, CaptureUnavailable
 from harness.capture import scapy_backend
-from harness.capture.pcapng_stream import INTERFACE_STATISTICS, BlockSplitter, interface_statistics
+from harness.pcapng import INTERFACE_STATISTICS, BlockSplitter, statistics
 from harness.capture.scapy_backend import ScapyCapture, probe_scapy
 from harness.decode import decode
 from harness.packet import ACK, FIN, RST, SYN, TCP, UDP, Packet
@@ -142,14 +144,11 @@ def statistics_of(path: Path) -> List[Dict[str, int]]:
     splitter = BlockSplitter()
     blocks = list(splitter.feed(path.read_bytes()))
     assert splitter.pending == 0, f"{path} ends inside a block"
-    return [interface_statistics(block, splitter.endian) for kind, block in blocks if kind == INTERFACE_STATISTICS]
+    return [statistics(block, splitter.endian) for kind, block in blocks if kind == INTERFACE_STATISTICS]
 
 
 def tshark_frame_lengths(path: Path) -> List[int]:
-    tshark = shutil.which("tshark") or "/usr/bin/tshark"
-    if not os.path.exists(tshark):
-        pytest.skip("tshark is not installed: apt-get install tshark")
-    done = subprocess.run([tshark, "-r", str(path), "-T", "fields", "-e", "frame.len"],
+    done = subprocess.run([needs.tool("tshark"), "-r", str(path), "-T", "fields", "-e", "frame.len"],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     problems = [line for line in done.stderr.splitlines() if "Running as user" not in line and line.strip()]
@@ -311,7 +310,7 @@ def test_a_filter_python_cannot_match_exactly_needs_libpcap(lo_capture, without_
     capture = ScapyCapture(tmp_path / "x.pcapng", bpf="tcp port 1 and host 127.0.0.1")
     with pytest.raises(CaptureUnavailable) as raised:
         capture.start()
-    assert "libpcap" in str(raised.value) and "apt-get install" in str(raised.value)
+    assert tools.tool("libpcap").install in str(raised.value)
     assert "\n" not in str(raised.value)
 
 
@@ -353,10 +352,7 @@ class _PcapPkthdr(ctypes.Structure):
 
 def libpcap_matcher(expression: str) -> Callable[[bytes], bool]:
     """libpcap's compiled filter, run by libpcap's own BPF interpreter."""
-    name = ctypes.util.find_library("pcap")
-    if not name:
-        pytest.skip("libpcap is not installed (apt-get install libpcap0.8): nothing to compare against")
-    library = ctypes.CDLL(name)
+    library = ctypes.CDLL(needs.tool("libpcap"))
     library.pcap_offline_filter.argtypes = [ctypes.POINTER(_BpfProgram), ctypes.POINTER(_PcapPkthdr), ctypes.c_char_p]
     library.pcap_offline_filter.restype = ctypes.c_int
     instructions = scapy_backend.compile_with_libpcap(expression, 1)

@@ -97,3 +97,18 @@ def test_the_annotated_pcap_stays_private(lab):
     import stat
     result = lab.run("udp-lab")
     assert stat.S_IMODE(result.capture.path.stat().st_mode) == 0o600
+
+
+def test_the_saved_pcap_keeps_dumpcaps_statistics_through_the_annotation(lab, capture_backend):
+    # The Interface Statistics Block is the file's own proof that nothing was dropped: annotating
+    # the verdicts into the pcap must keep it, with the counters the capture itself reported.
+    from harness.pcapfile import open_capture
+    result = lab.run("tcp-lab")
+    with open_capture(result.capture.path) as saved:
+        records = list(saved)
+        statistics = saved.statistics
+    assert any(record.comments for record in records), "the verdicts were annotated"
+    assert len(statistics) == 1, statistics
+    counters = statistics[0].counters
+    assert counters["dropped"] == result.capture.dropped == 0
+    assert counters["received"] == result.capture.received >= len(records)

@@ -9,34 +9,32 @@ import subprocess
 import threading
 from typing import List, Optional
 
-from harness.capture.pcapng_stream import (ENHANCED_PACKET, INTERFACE_STATISTICS, SECTION_HEADER,
-                                           SIMPLE_PACKET, BlockSplitter, StreamError,
-                                           add_section_comments, interface_statistics)
 from harness.capture.session import Capture, CaptureError, CaptureUnavailable
+from harness import pcapng, tools
 from harness.process import die_with_parent
 
 # 64 KiB loopback frames overflow dumpcap's default 2 MiB kernel buffer.
 DEFAULT_BUFFER_MIB = 64
 EXIT_TIMEOUT_SECONDS = 10.0
-INSTALL_HINT = "install it with `apt-get install tshark` (Debian/Ubuntu), or use the scapy backend"
+DUMPCAP_ENV = "HARNESS_DUMPCAP"
 PERMISSION_HINT = ("run as root, or give dumpcap the capture capabilities: "
                    "`setcap cap_net_raw,cap_net_admin+eip $(command -v dumpcap)`")
 _STATS_LINE = re.compile(r"received/dropped on interface '.*': (\d+)/(\d+) \((?P<detail>[^)]*)\)")
 
 
 def dumpcap_path() -> str:
-    """dumpcap from $HARNESS_DUMPCAP if set, else from PATH or the usual system directories."""
-    configured = os.environ.get("HARNESS_DUMPCAP")
+    """dumpcap from $HARNESS_DUMPCAP if set, else from PATH or the system directories (harness.tools)."""
+    configured = os.environ.get(DUMPCAP_ENV)
     if configured:
         path = shutil.which(configured)
         if not path:
-            raise CaptureUnavailable(f"HARNESS_DUMPCAP={configured} is not an executable dumpcap: "
+            raise CaptureUnavailable(f"{DUMPCAP_ENV}={configured} is not an executable dumpcap: "
                                      f"fix the variable or unset it")
         return path
-    path = shutil.which("dumpcap") or shutil.which("dumpcap", path="/usr/bin:/usr/sbin:/usr/local/bin")
-    if not path:
-        raise CaptureUnavailable(f"dumpcap not found: {INSTALL_HINT}")
-    return path
+    try:
+        return tools.require("dumpcap")
+    except tools.ToolMissing as missing:
+        raise CaptureUnavailable(f"{missing}, or use the scapy backend") from None
 
 
 def explain_dumpcap_error(stderr: str) -> str:
@@ -84,7 +82,7 @@ class DumpcapCapture(Capture):
             self._threads.append(thread)
 
     def _pump_stdout(self) -> None:
-        splitter = BlockSplitter()
+        splitter = pcapng.BlockSplitter()
         stream = self._process.stdout
         try:
             while True:
@@ -95,17 +93,18 @@ class DumpcapCapture(Capture):
                     self._take_block(block_type, block, splitter.endian)
             if splitter.pending:
                 self._fail(f"dumpcap's output ended inside a block ({splitter.pending} bytes left over)")
-        except (StreamError, OSError, ValueError) as error:
+        except (pcapng.StreamError, OSError, ValueError) as error:
             self._fail(f"reading dumpcap's output: {error}")
 
     def _take_block(self, block_type: int, block: bytes, endian: str) -> None:
-        if block_type in (ENHANCED_PACKET, SIMPLE_PACKET):
+        if block_type in (pcapng.ENHANCED_PACKET, pcapng.SIMPLE_PACKET):
             self._deliver(block, block)
             return
-        if block_type == SECTION_HEADER:
-            block = add_section_comments(block, endian, self._comments())
-        elif block_type == INTERFACE_STATISTICS:
-            stats = interface_statistics(block, endian)
+        if block_type == pcapng.SECTION_HEADER:
+            block = pcapng.with_options(block, endian, [pcapng.text_option(pcapng.OPT_COMMENT, comment)
+                                                        for comment in self._comments()])
+        elif block_type == pcapng.INTERFACE_STATISTICS:
+            stats = pcapng.statistics(block, endian)
             self.result.received = stats.get("received", self.result.received)
             self.result.dropped = stats.get("dropped", 0) + stats.get("os_dropped", 0)
         self._write(block)

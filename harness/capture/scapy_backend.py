@@ -36,9 +36,7 @@ import threading
 import time
 from typing import Callable, List, Optional, Sequence, Tuple
 
-from harness.capture.pcapng_stream import (BYTE_ORDER_MAGIC, ENHANCED_PACKET, INTERFACE_DESCRIPTION,
-                                           INTERFACE_STATISTICS, ISB_IFDROP, ISB_IFRECV, OPT_COMMENT,
-                                           OPT_ENDOFOPT, SECTION_HEADER)
+from harness import pcapng, tools
 from harness.capture.session import Capture, CaptureError, CaptureUnavailable
 
 DEFAULT_BUFFER_MIB = 32
@@ -48,10 +46,10 @@ EXIT_TIMEOUT_SECONDS = 10.0
 POLL_INTERVAL_SECONDS = 0.1
 
 INSTALL_SCAPY_HINT = "install it with `pip install scapy`"
-INSTALL_LIBPCAP_HINT = "install libpcap with `apt-get install libpcap0.8` (Debian/Ubuntu)"
+INSTALL_LIBPCAP_HINT = f"install libpcap with `{tools.tool('libpcap').install}` (Debian/Ubuntu)"
 
 
-def _permission_hint() -> str:
+def permission_hint() -> str:
     return ("run as root, or give the Python interpreter the capture capabilities: "
             f"`setcap cap_net_raw,cap_net_admin+eip {os.path.realpath(sys.executable)}`")
 
@@ -85,22 +83,10 @@ BPF_JEQ_K = 0x15
 BPF_RET_K = 0x06
 SKF_AD_PKTTYPE = 0xFFFFF000 + 4   # SKF_AD_OFF + SKF_AD_PKTTYPE: the sll_pkttype of the packet
 
-# pcapng option codes
-SHB_OS = 3
-SHB_USERAPPL = 4
-IF_NAME = 2
-IF_TSRESOL = 9
-IF_FILTER = 11
-ISB_STARTTIME = 2
-ISB_ENDTIME = 3
-ISB_USRDELIV = 8
-
 Instruction = Tuple[int, int, int, int]   # (code, jt, jf, k), as struct sock_filter holds it
 _AUXDATA = struct.Struct("=IIIHHHH")
 _AUXDATA_SPACE = socket.CMSG_SPACE(_AUXDATA.size)
 _TIMESPEC_SPACE = socket.CMSG_SPACE(16)
-_EPB_HEAD = struct.Struct("<IIIIIII")
-_U32 = struct.Struct("<I")
 
 
 class _LibpcapMissing(Exception):
@@ -122,7 +108,7 @@ def _open_packet_socket() -> socket.socket:
     try:
         return socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
     except PermissionError:
-        raise CaptureUnavailable(f"no permission to open a packet socket: {_permission_hint()}") from None
+        raise CaptureUnavailable(f"no permission to open a packet socket: {permission_hint()}") from None
     except OSError as error:
         raise CaptureUnavailable(f"cannot open a packet socket: {error.strerror or error}") from None
 
@@ -282,54 +268,32 @@ def _without_outgoing(program: Sequence[Instruction]) -> List[Instruction]:
             *program]
 
 
-# --- pcapng blocks -------------------------------------------------------------------------------
-
-def _options(options: Sequence[Tuple[int, bytes]]) -> bytes:
-    out = bytearray()
-    for code, value in options:
-        out += struct.pack("<HH", code, len(value)) + value + b"\0" * (-len(value) % 4)
-    return bytes(out + struct.pack("<HH", OPT_ENDOFOPT, 0))
-
-
-def _block(block_type: int, body: bytes) -> bytes:
-    length = len(body) + 12
-    return struct.pack("<II", block_type, length) + body + _U32.pack(length)
-
-
-def _timestamp(ns: int) -> bytes:
-    return struct.pack("<II", ns >> 32, ns & 0xFFFFFFFF)
-
+# --- pcapng blocks (harness.pcapng writes them; times in nanoseconds, if_tsresol 9) ----------------
 
 def section_header_block(comments: Sequence[str], application: str) -> bytes:
-    options = [(OPT_COMMENT, c.encode("utf-8")) for c in comments]
     uname = os.uname()
-    options += [(SHB_OS, f"{uname.sysname} {uname.release}".encode()), (SHB_USERAPPL, application.encode())]
-    section_length_unknown = -1
-    return _block(SECTION_HEADER, struct.pack("<IHHq", BYTE_ORDER_MAGIC, 1, 0, section_length_unknown)
-                  + _options(options))
+    return pcapng.section_header_block([*(pcapng.text_option(pcapng.OPT_COMMENT, c) for c in comments),
+                                        pcapng.text_option(pcapng.SHB_OS, f"{uname.sysname} {uname.release}"),
+                                        pcapng.text_option(pcapng.SHB_USERAPPL, application)])
 
 
 def interface_description_block(linktype: int, snaplen: int, name: str, bpf: str) -> bytes:
     libpcap_filter_string = b"\0"
-    options = [(IF_NAME, name.encode()), (IF_TSRESOL, bytes([9]))]
+    options = [pcapng.text_option(pcapng.IF_NAME, name), (pcapng.IF_TSRESOL, bytes([9]))]
     if bpf:
-        options.append((IF_FILTER, libpcap_filter_string + bpf.encode()))
-    return _block(INTERFACE_DESCRIPTION, struct.pack("<HHI", linktype, 0, snaplen) + _options(options))
+        options.append((pcapng.IF_FILTER, libpcap_filter_string + bpf.encode()))
+    return pcapng.interface_description_block(linktype, snaplen, options)
 
 
 def enhanced_packet_block(ns: int, frame: bytes, original_length: int) -> bytes:
-    padding = -len(frame) % 4
-    length = 32 + len(frame) + padding
-    return b"".join((_EPB_HEAD.pack(ENHANCED_PACKET, length, 0, ns >> 32, ns & 0xFFFFFFFF, len(frame),
-                                    original_length),
-                     frame, b"\0" * padding, _U32.pack(length)))
+    return pcapng.enhanced_packet_block(0, ns, frame, original_length)
 
 
 def interface_statistics_block(ns: int, started_ns: int, received: int, dropped: int, delivered: int) -> bytes:
-    options = [(ISB_STARTTIME, _timestamp(started_ns)), (ISB_ENDTIME, _timestamp(ns)),
-               (ISB_IFRECV, struct.pack("<Q", received)), (ISB_IFDROP, struct.pack("<Q", dropped)),
-               (ISB_USRDELIV, struct.pack("<Q", delivered))]
-    return _block(INTERFACE_STATISTICS, struct.pack("<I", 0) + _timestamp(ns) + _options(options))
+    return pcapng.interface_statistics_block(0, ns, [
+        pcapng.timestamp_option(pcapng.ISB_STARTTIME, started_ns), pcapng.timestamp_option(pcapng.ISB_ENDTIME, ns),
+        pcapng.u64_option(pcapng.ISB_IFRECV, received), pcapng.u64_option(pcapng.ISB_IFDROP, dropped),
+        pcapng.u64_option(pcapng.ISB_USRDELIV, delivered)])
 
 
 # --- the capture ---------------------------------------------------------------------------------
@@ -528,4 +492,4 @@ class ScapyCapture(Capture):
             self._wake_read = -1
 
 
-__all__ = ["ScapyCapture", "compile_with_libpcap", "probe_scapy", "python_filter"]
+__all__ = ["ScapyCapture", "compile_with_libpcap", "permission_hint", "probe_scapy", "python_filter"]
