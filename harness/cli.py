@@ -6,20 +6,23 @@ Exit status: 0 all good, 1 the wire did not match, 2 the input or the environmen
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-from harness import ladder
+from harness import __version__, ladder
 from harness.capture import BACKENDS, CaptureError
 from harness.decode import UnsupportedLinkType
-from harness.expect import Expectation, SpecError
+from harness.expect import EXPECTATIONS_DIR, Expectation, SpecError
 from harness.pcapfile import CaptureFormatError
 from harness.process import SubjectError
 from harness.scenario import LAB_SCENARIOS, run_scenario
 from harness.summary import table
-from harness.trace import Trace, load_trace, stream_summaries
+from harness.trace import PURE_PYTHON_ENV, Trace, load_trace, speedups_status, stream_summaries
 
 OK, MISMATCH, UNUSABLE = 0, 1, 2
 
@@ -29,7 +32,10 @@ class Unusable(Exception):
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="harness", description=__doc__.splitlines()[0])
+    # Raw: the description and the version line are printed as written, not re-wrapped.
+    parser = argparse.ArgumentParser(prog="harness", description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=version_line())
     commands = parser.add_subparsers(dest="command", required=True)
 
     lab = commands.add_parser("lab", help="run the lab scenarios with capture; print verdicts and pcap paths")
@@ -58,13 +64,17 @@ def _parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check", help="hold a saved capture to an expectation: exit 0 match, 1 not")
     check.add_argument("file", type=Path)
     check.add_argument("--expect", required=True, metavar="SPEC",
-                       help=f"an expectation file, or a built-in one: "
-                            f"{', '.join(p.stem for p in sorted(Path(__file__).parent.glob('expectations/*.txt')))}")
+                       help=f"an expectation file, or a built-in one: {', '.join(builtin_expectations())}")
     check.add_argument("--conversation", type=int, metavar="N", help="which conversation (default: the first)")
     check.add_argument("--annotate", type=Path, metavar="OUT",
                        help="write the capture to OUT (pcapng) with each packet's verdict as a packet comment")
     check.add_argument("--svg", type=Path, metavar="OUT", help="draw the checked conversation with verdicts as SVG")
     return parser
+
+
+def version_line() -> str:
+    """`harness --version`: the version, the interpreter, and which summary path is in use."""
+    return f"harness {__version__} (Python {sys.version.split()[0]}; summary: {speedups_status()[1]})"
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -88,6 +98,7 @@ def _lab(args) -> int:
     unknown = [name for name in args.scenarios if name not in LAB_SCENARIOS]
     if unknown:
         raise Unusable(f"unknown scenario {', '.join(unknown)}; choose from {', '.join(LAB_SCENARIOS)}")
+    _writable_directory(args.pcap_dir, "--pcap-dir")
     status = OK
     for name in args.scenarios or list(LAB_SCENARIOS):
         scenario = LAB_SCENARIOS[name]
@@ -105,12 +116,43 @@ def _lab(args) -> int:
     return status
 
 
+def _writable_directory(directory: Path, option: str) -> None:
+    """Make the directory if need be, and prove a file can be made in it, before anything runs."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=".harness-write-test-"):
+            pass
+    except OSError as error:
+        raise Unusable(f"cannot write pcaps to {directory}: {error.strerror or error}; "
+                       f"choose another {option}") from None
+
+
 def _load(path: Path) -> Trace:
     return _reading(path, lambda: load_trace(path))
 
 
 def _stream(path: Path, emit) -> Trace:
+    _note_slow_path_once()
     return _reading(path, lambda: stream_summaries(path, emit))
+
+
+def _note_slow_path_once() -> None:
+    """Say once per installation, on stderr, that summaries run without the compiled C scanner."""
+    compiled, how = speedups_status()
+    if compiled or os.environ.get(PURE_PYTHON_ENV):
+        return
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "harness"
+    key = hashlib.sha1(f"{Path(__file__).parent}|{sys.version}|{how}".encode()).hexdigest()[:16]
+    marker = cache / f"pure-python-noted-{key}"
+    if marker.exists():
+        return
+    print(f"harness: note: summary runs in {how} (said once; `harness --version` says it again)",
+          file=sys.stderr)
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+        marker.touch()
+    except OSError:
+        pass   # no cache to remember it in: it is said again next time, which is better than never
 
 
 def _reading(path: Path, read) -> Trace:
@@ -136,12 +178,22 @@ def _pick(trace: Trace, number: Optional[int]) -> List:
     return [trace.conversations[number - 1]]
 
 
-def _damaged(trace: Trace) -> int:
+def _damaged(trace: Trace, command: str) -> int:
     if trace.damage is not None:
         shown = "; what came before the damage is shown" if trace.packets else ""
-        print(f"harness: {trace.damage}{shown}", file=sys.stderr)
+        print(f"harness {command}: {trace.damage}{shown}", file=sys.stderr)
         return UNUSABLE
     return OK
+
+
+def _unreadable(trace: Trace) -> bool:
+    """The file was not a capture at all: nothing was read before the damage."""
+    return trace.damage is not None and trace.frames == 0
+
+
+def _nothing_to_show(trace: Trace) -> str:
+    before = " before the damage" if trace.damage is not None else ""
+    return f"{trace.path}: no TCP or UDP conversations{before} in its {trace.contents()}"
 
 
 def _doctor(args) -> int:
@@ -171,16 +223,16 @@ def _summary(args) -> int:
             trace = None
         if args.json:
             printer.close("," if number < len(args.files) - 1 else "")
-        elif trace is not None:
-            tables[str(path)] = records
+        elif trace is not None and not _unreadable(trace):
+            tables[str(path)] = (records, trace)
         if trace is not None:
-            status = max(status, _damaged(trace))
+            status = max(status, _damaged(trace, 'summary'))
     if args.json and len(args.files) > 1:
         print("}")
-    for path, records in tables.items():
+    for path, (records, trace) in tables.items():
         if len(args.files) > 1:
             print(f"== {path}")
-        print(table(records) if records else f"{path}: no TCP or UDP conversations")
+        print(table(records) if records else _nothing_to_show(trace))
     return status
 
 
@@ -198,13 +250,25 @@ class _JsonArrayPrinter:
         sys.stdout.write(("]" if self._separator.startswith(",") else self._separator + "]") + after + "\n")
 
 
+def builtin_expectations() -> List[str]:
+    return sorted(p.stem for p in EXPECTATIONS_DIR.glob("*.txt"))
+
+
 def _expectation(spec: str) -> Expectation:
-    """A spec file's path, or the name of a shipped expectation."""
-    builtin = Path(__file__).parent / "expectations" / f"{spec}.txt"
+    """A spec file's path, or the name of a shipped expectation (with or without .txt)."""
+    path = Path(spec)
+    builtin = EXPECTATIONS_DIR / (spec if spec.endswith(".txt") else f"{spec}.txt")
+    if not path.exists() and "/" not in spec and builtin.exists():
+        path = builtin
+    if not path.exists():
+        raise Unusable(f"no expectation {spec!r}: not a file, nor a built-in one "
+                       f"({', '.join(builtin_expectations())})")
     try:
-        return Expectation.load(spec if Path(spec).exists() or not builtin.exists() else builtin)
-    except (OSError, SpecError) as error:
+        return Expectation.load(path)
+    except SpecError as error:
         raise Unusable(str(error)) from None
+    except OSError as error:
+        raise Unusable(f"{spec}: {error.strerror or error}") from None
 
 
 def _write(path: Path, text: str) -> None:
@@ -223,21 +287,21 @@ def _show(args) -> int:
         notes.update(expectation.frame_notes(conversation))
     if chosen:
         print("\n\n".join(ladder.render(c, str(args.file), notes) for c in chosen))
-    else:
-        print(f"{args.file}: no TCP or UDP conversations")
+    elif not _unreadable(trace):
+        print(_nothing_to_show(trace))
     if args.svg:
         from harness import svg   # drawing is rare: keep its imports off every other command's start
         _write(args.svg, svg.render_svg_all(chosen, str(args.file), notes))
-    return _damaged(trace)
+    return _damaged(trace, "show")
 
 
 def _check(args) -> int:
     expectation = _expectation(args.expect)
     trace = _load(args.file)
     if not trace.conversations:
-        if _damaged(trace):
+        if _damaged(trace, "check"):
             return UNUSABLE     # the damage is the one line to print, not its consequence
-        raise Unusable(f"{args.file}: no TCP or UDP conversations to check")
+        raise Unusable(f"{_nothing_to_show(trace)}: nothing to check")
     conversation = _pick(trace, args.conversation or 1)[0]
     problems = expectation.problems(conversation)
     notes = expectation.frame_notes(conversation)
@@ -252,7 +316,7 @@ def _check(args) -> int:
     if args.svg:
         from harness import svg
         _write(args.svg, svg.render_svg(conversation, str(args.file), notes, title=verdict))
-    if _damaged(trace):
+    if _damaged(trace, "check"):
         return UNUSABLE
     print(verdict)
     if problems:

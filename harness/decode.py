@@ -38,7 +38,7 @@ from typing import Dict, NamedTuple, Optional, Tuple
 from harness.packet import SYN, TCP, UDP, Packet
 
 __all__ = [
-    "decode", "check_linktype", "decode_icmp_unreachable", "linktype_name",
+    "decode", "check_linktype", "decode_icmp_unreachable", "describe_other", "linktype_name",
     "UnsupportedLinkType", "PacketDecodeError", "NonFirstFragment", "UnreachableQuote",
     "SUPPORTED_LINKTYPES",
 ]
@@ -87,6 +87,13 @@ _NULL_AF_TO_ETHERTYPE = {2: ETHERTYPE_IPV4, 24: ETHERTYPE_IPV6, 28: ETHERTYPE_IP
 
 IPPROTO_ICMP = 1
 IPPROTO_ICMPV6 = 58
+
+# What a frame that is neither TCP nor UDP is, for saying what a capture held besides conversations.
+_ETHERTYPE_NAMES = {0x0806: "ARP", 0x8035: "RARP", 0x88CC: "LLDP", 0x8863: "PPPoE discovery",
+                    0x8864: "PPPoE session", 0x8847: "MPLS", 0x8848: "MPLS", 0x888E: "EAPOL",
+                    0x88F7: "PTP", 0x8809: "slow protocols (LACP)", 0x9000: "loopback test"}
+_IP_PROTOCOL_NAMES = {1: "ICMP", 2: "IGMP", 4: "IP in IP", 41: "IPv6 in IPv4", 47: "GRE", 50: "ESP",
+                      51: "AH", 58: "ICMPv6", 89: "OSPF", 103: "PIM", 112: "VRRP", 132: "SCTP"}
 _IPV6_HOP_BY_HOP = 0
 _IPV6_ROUTING = 43
 _IPV6_FRAGMENT = 44
@@ -392,6 +399,34 @@ def _udp(data: bytes, start: int, length: int, frame: int, time_ns: int, src: st
     payload_end = start + 8 + min(payload_len, length - 8)
     return _new_packet(Packet, (frame, time_ns, src, dst, UDP, sport, dport, payload_len,
                                 data[start + 8:payload_end], 0, 0, 0, 0, None, None))
+
+
+def describe_other(record) -> str:
+    """What a record that is not TCP or UDP over IP carries, in a word or two ("ARP", "ICMPv6",
+    "IPv4 protocol 253", "ethertype 0x88b5"), for the tally of what a capture held. Never raises."""
+    linktype, data = record[0], record[4]
+    try:
+        ethertype, offset = _network_layer(linktype, data, 0)
+    except (PacketDecodeError, UnsupportedLinkType):
+        return "undecodable frames"
+    try:
+        if ethertype == ETHERTYPE_IPV4:
+            if data[offset] >> 4 != 4:
+                return "malformed IPv4"
+            proto = data[offset + 9]
+            return _IP_PROTOCOL_NAMES.get(proto, f"IPv4 protocol {proto}")
+        if ethertype == ETHERTYPE_IPV6:
+            next_header, at = data[offset + 6], offset + 40
+            while next_header in _IPV6_SKIPPABLE or next_header == _IPV6_FRAGMENT:
+                next_header, at = data[at], at + (8 if next_header == _IPV6_FRAGMENT else (data[at + 1] + 1) * 8)
+            return _IP_PROTOCOL_NAMES.get(next_header, f"IPv6 next header {next_header}")
+    except IndexError:
+        return "IPv4 cut off" if ethertype == ETHERTYPE_IPV4 else "IPv6 cut off"
+    if ethertype == 0:
+        return "non-IP frames"
+    if ethertype < 0x0600:
+        return "802.3 LLC frames"     # a length field, not an ethertype
+    return _ETHERTYPE_NAMES.get(ethertype, f"ethertype 0x{ethertype:04x}")
 
 
 def decode_icmp_unreachable(record) -> Optional[UnreachableQuote]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Optional, Union
@@ -80,7 +81,13 @@ def capture_backend(pytestconfig: pytest.Config) -> str:
 def pcap_dir(pytestconfig: pytest.Config) -> Path:
     configured = Path(_setting(pytestconfig, "harness_pcap_dir", "harness_pcap_dir"))
     directory = configured if configured.is_absolute() else Path(pytestconfig.rootpath) / configured
-    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=".harness-write-test-"):
+            pass
+    except OSError as error:
+        pytest.fail(f"harness: cannot write pcaps to {directory}: {error.strerror or error}; "
+                    f"choose another --pcap-dir (or ini harness_pcap_dir)", pytrace=False)
     return directory
 
 
@@ -90,30 +97,33 @@ def _file_stem(nodeid: str) -> str:
 
 @pytest.fixture
 def pcap_path(request: pytest.FixtureRequest, pcap_dir: Path) -> Iterator[Path]:
-    """This test's pcap, named after the test; removed after a pass when --keep-pcaps=failed."""
+    """This test's pcap, named after the test; removed after a pass when --keep-pcaps=failed (with the
+    test's further pcaps, NAME-2.pcapng and on, which `numbered` hands out)."""
     path = pcap_dir / f"{_file_stem(request.node.nodeid)}.pcapng"
     for stale in (path, partial_path(path)):
         stale.unlink(missing_ok=True)
+    request.node.harness_pcaps = [path]
     yield path
     keep = _setting(request.config, "harness_keep", "harness_keep_pcaps")
     if keep == "failed" and not _test_failed(request.node):
-        path.unlink(missing_ok=True)
+        for kept in request.node.harness_pcaps:
+            kept.unlink(missing_ok=True)
 
 
 class LabRunner:
     """Runs lab scenarios (or your own) for one test, each into the test's pcap."""
 
-    def __init__(self, backend: str, pcap_path: Path) -> None:
+    def __init__(self, backend: str, pcap_path: Path, node: Optional[pytest.Item] = None) -> None:
         self.backend = backend
         self.pcap_path = pcap_path
         self.results = []
+        self._node = node
 
     def run(self, scenario: Union[str, Scenario], check: bool = True, **kwargs) -> ScenarioResult:
         """Run once; with check=True a wire that does not match fails the test with the ladder."""
         if isinstance(scenario, str):
             scenario = LAB_SCENARIOS[scenario]
-        path = self.pcap_path if not self.results else \
-            self.pcap_path.with_name(f"{self.pcap_path.stem}-{len(self.results) + 1}.pcapng")
+        path = self.pcap_path if not self.results else numbered(self.pcap_path, len(self.results) + 1, self._node)
         result = run_scenario(scenario, path, backend=self.backend, **kwargs)
         self.results.append(result)
         if check and not result.ok:
@@ -122,24 +132,41 @@ class LabRunner:
 
 
 @pytest.fixture
-def lab(capture_backend: str, pcap_path: Path) -> LabRunner:
+def lab(request: pytest.FixtureRequest, capture_backend: str, pcap_path: Path) -> LabRunner:
     """`lab.run("tcp-lab")` runs a lab scenario with capture and asserts on the wire."""
-    return LabRunner(capture_backend, pcap_path)
+    return LabRunner(capture_backend, pcap_path, request.node)
 
 
 @pytest.fixture
-def live_capture(capture_backend: str, pcap_path: Path):
+def live_capture(request: pytest.FixtureRequest, capture_backend: str, pcap_path: Path):
     """A context manager capturing your own traffic: `with live_capture("tcp port 8080") as cap: ...`.
 
     On leaving the block the capture's end is proven and `cap.result` holds the saved pcap's details.
+    The first block of a test saves to the test's pcap, later ones to NAME-2.pcapng, NAME-3.pcapng...
     """
+    blocks = 0
+
     @contextmanager
     def capturing(bpf: str = "", interface: str = "lo", probe_host: str = "127.0.0.1") -> Iterator[Capture]:
-        capture = make_capture(capture_backend, pcap_path, bpf=bpf, interface=interface, probe_host=probe_host)
+        nonlocal blocks
+        blocks += 1
+        path = pcap_path if blocks == 1 else numbered(pcap_path, blocks, request.node)
+        capture = make_capture(capture_backend, path, bpf=bpf, interface=interface, probe_host=probe_host)
         with capture:
             yield capture
 
     return capturing
+
+
+def numbered(pcap_path: Path, number: int, node: Optional[pytest.Item] = None) -> Path:
+    """The test's Nth pcap (N > 1): NAME-N.pcapng beside NAME.pcapng, cleared of a stale one and
+    remembered on the test's node so that --keep-pcaps=failed removes it with the first."""
+    path = pcap_path.with_name(f"{pcap_path.stem}-{number}{pcap_path.suffix}")
+    for stale in (path, partial_path(path)):
+        stale.unlink(missing_ok=True)
+    if node is not None:
+        getattr(node, "harness_pcaps", []).append(path)
+    return path
 
 
 def pytest_report_header(config: pytest.Config) -> Optional[str]:

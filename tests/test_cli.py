@@ -40,7 +40,9 @@ def test_show_draws_every_conversation(capsys):
 @pytest.mark.parametrize("argv, message", [
     (["show", "/nonexistent.pcap"], "harness show: /nonexistent.pcap: no such file"),
     (["show", str(LAB / "tcp-lab.pcapng"), "--conversation", "2"], "has 1 conversations; there is no number 2"),
-    (["check", str(LAB / "tcp-lab.pcapng"), "--expect", "/nonexistent.txt"], "harness check: [Errno 2]"),
+    (["check", str(LAB / "tcp-lab.pcapng"), "--expect", "/nonexistent.txt"],
+     "harness check: no expectation '/nonexistent.txt': not a file, nor a built-in one (tcp_broken_server, "
+     "tcp_graceful, tcp_lab, udp_lab)"),
     (["lab", "no-such-scenario"], "harness lab: unknown scenario no-such-scenario; choose from tcp-lab"),
 ])
 def test_unusable_input_is_one_line_and_exit_2(argv, message, capsys):
@@ -63,7 +65,7 @@ def test_a_truncated_capture_shows_what_came_before_and_exits_2(tmp_path, capsys
     assert main(["show", str(cut)]) == 2
     captured = capsys.readouterr()
     assert "conversation 1: tcp" in captured.out
-    assert captured.err.startswith(f"harness: {cut}: truncated ") and " at byte " in captured.err
+    assert captured.err.startswith(f"harness show: {cut}: truncated ") and " at byte " in captured.err
     assert captured.err.count("\n") == 1
 
 
@@ -121,7 +123,7 @@ def test_summary_of_a_damaged_file_warns_summarizes_and_exits_2(tmp_path, capsys
     captured = capsys.readouterr()
     (record,) = json.loads(captured.out)
     assert record["conn_state"] in ("S1", "S3", "SF") and record["orig_pkts"] >= 3
-    assert captured.err.startswith(f"harness: {cut}: truncated ")
+    assert captured.err.startswith(f"harness summary: {cut}: truncated ")
 
 
 def test_an_icmp_port_unreachable_is_tied_to_its_datagram(tmp_path, capsys):
@@ -174,3 +176,94 @@ def test_an_unsupported_link_type_is_reported_not_guessed(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith(f"harness summary: {path}: link type 105 (IEEE 802.11) is not supported; supported: ")
     assert err.count("\n") == 1
+
+
+# -- papercuts a new user met (issue: a fresh machine) ------------------------------------------
+
+def test_a_misspelt_built_in_expectation_names_the_built_in_ones(capsys):
+    assert main(["check", str(LAB / "tcp-lab.pcapng"), "--expect", "tcp_labb"]) == 2
+    err = capsys.readouterr().err
+    assert err == ("harness check: no expectation 'tcp_labb': not a file, nor a built-in one "
+                   "(tcp_broken_server, tcp_graceful, tcp_lab, udp_lab)\n")
+
+
+def test_a_built_in_expectation_may_be_named_with_its_txt(capsys):
+    assert main(["check", str(LAB / "tcp-lab.pcapng"), "--expect", "tcp_lab.txt"]) == 0
+    assert capsys.readouterr().out.startswith("PASS ")
+
+
+@pytest.mark.parametrize("command", [["summary"], ["summary", "--json"], ["show"],
+                                     ["check", "--expect", "tcp_lab"]])
+def test_a_text_file_is_one_line_and_nothing_that_contradicts_it(command, tmp_path, capsys):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("these are my lab notes, not a capture\n")
+    argv = [command[0], str(notes), *command[1:]]
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.err.startswith(f"harness {command[0]}: {notes}: not a capture file: starts with ")
+    assert captured.err.count("\n") == 1
+    assert captured.out in ("", "[]\n"), "nothing on stdout may say the file was read"
+
+
+def _arp_and_icmp_capture(path: Path) -> None:
+    from scapy.all import ARP, ICMP, IP, Ether, wrpcap
+    frames = [Ether(dst="ff:ff:ff:ff:ff:ff") / ARP(pdst="10.0.0.1")] * 3
+    frames += [Ether() / IP(src="10.0.0.2", dst="10.0.0.1") / ICMP()] * 2
+    wrpcap(str(path), frames)
+
+
+@pytest.mark.parametrize("command", ["summary", "show"])
+def test_a_capture_without_tcp_or_udp_says_what_it_did_read(command, tmp_path, capsys):
+    path = tmp_path / "ping.pcap"
+    _arp_and_icmp_capture(path)
+    assert main([command, str(path)]) == 0
+    assert capsys.readouterr().out == f"{path}: no TCP or UDP conversations in its 5 packets (3 ARP, 2 ICMP)\n"
+
+
+def test_check_of_a_capture_without_tcp_or_udp_says_what_it_did_read(tmp_path, capsys):
+    path = tmp_path / "ping.pcap"
+    _arp_and_icmp_capture(path)
+    assert main(["check", str(path), "--expect", "tcp_lab"]) == 2
+    assert capsys.readouterr().err == (f"harness check: {path}: no TCP or UDP conversations in its 5 packets "
+                                       f"(3 ARP, 2 ICMP): nothing to check\n")
+
+
+def test_version_says_which_summary_path_is_in_use(capsys):
+    from harness import __version__
+    from harness.trace import speedups_status
+    with pytest.raises(SystemExit) as exited:
+        main(["--version"])
+    assert exited.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"harness {__version__} (Python ")
+    assert f"summary: {speedups_status()[1]})" in out
+
+
+@pytest.mark.parametrize("where", ["under a file", "unwritable"])
+def test_a_pcap_dir_that_cannot_be_written_is_one_line_before_anything_runs(where, tmp_path, capsys):
+    if where == "under a file":
+        (tmp_path / "a-file").write_text("")
+        directory = tmp_path / "a-file" / "pcaps"
+    else:
+        directory = Path("/proc/harness-pcaps")     # no one, not even root, may make a directory here
+    assert main(["lab", "--pcap-dir", str(directory), "tcp-lab"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"harness lab: cannot write pcaps to {directory}: ")
+    assert err.endswith("; choose another --pcap-dir\n") and err.count("\n") == 1
+
+
+def test_the_slow_path_is_said_once_when_the_c_scanner_is_missing(tmp_path, monkeypatch, capsys):
+    from harness import trace
+    monkeypatch.setattr(trace, "_speedups", None)
+    monkeypatch.setattr(trace, "SPEEDUPS_REASON_FILE", tmp_path / "reason")
+    (tmp_path / "reason").write_text("building harness._speedups on Python 3.13 failed: no compiler\n")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv(trace.PURE_PYTHON_ENV, raising=False)
+    notes = []
+    for _ in range(2):
+        assert main(["summary", str(LAB / "tcp-lab.pcapng")]) == 0
+        notes.append(capsys.readouterr().err)
+    assert notes[0] == ("harness: note: summary runs in pure Python, several times slower: building "
+                        "harness._speedups on Python 3.13 failed: no compiler (said once; `harness --version` "
+                        "says it again)\n")
+    assert notes[1] == ""

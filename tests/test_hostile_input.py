@@ -5,7 +5,7 @@ The damaged files are made from the reference captures (`captures/lab`, `capture
 from `pcapbuild`. The oracle for "what came before" is the same command on the clean prefix: the
 capture cut at the reported byte, which must read without a word on stderr.
 
-Fatal damage: exit 2, exactly one stderr line `harness: FILE: WHAT at byte N ...`.
+Fatal damage: exit 2, exactly one stderr line `harness COMMAND: FILE: WHAT at byte N ...`.
 Damage inside packets only: each such packet is skipped with a `warning:` line; the rest reads
 as if the packet had never been captured.
 Files that are not files (a directory, a FIFO, a device, no permission): exit 2 and one line
@@ -232,7 +232,7 @@ def test_fatal_damage_is_one_line_naming_file_and_byte_after_what_came_before(ca
     assert damaged.status == 2
     assert damaged.err.count("\n") == 1, damaged.err
     line = damaged.err.rstrip("\n")
-    assert line.startswith(f"harness: {path}: ")
+    assert line.startswith(f"harness {command}: {path}: ")
     if case.what is not None:
         assert case.what in line
     offset = case.offset
@@ -246,9 +246,13 @@ def test_fatal_damage_is_one_line_naming_file_and_byte_after_what_came_before(ca
     if command == "summary":
         assert json.loads(damaged.out) == expected_records
     elif command == "show":
-        shown = run(COMMANDS["show"](clean_path), capsys).out if expected_records else ""
-        assert damaged.out.replace(str(path), "FILE") == (
-            shown.replace(str(clean_path), "FILE") or "FILE: no TCP or UDP conversations\n")
+        # The ladders of what came before; without any, what was read before the damage, or (when
+        # nothing was) only the one line on stderr: never a claim that contradicts the damage.
+        shown = run(COMMANDS["show"](clean_path), capsys).out.replace(str(clean_path), "FILE") if prefix else ""
+        if not expected_records:
+            nothing_read = not shown or " in its 0 packets" in shown
+            shown = "" if nothing_read else shown.replace(" conversations in its ", " conversations before the damage in its ")
+        assert damaged.out.replace(str(path), "FILE") == shown
     else:
         assert damaged.out == ""    # no verdict on a damaged capture
     assert line.endswith("; what came before the damage is shown") == bool(expected_records)

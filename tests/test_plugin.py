@@ -94,6 +94,44 @@ def test_own_server(live_capture):
     pytester.runpytest().assert_outcomes(passed=1)
 
 
+@pytest.mark.capture
+def test_two_live_captures_in_one_test_save_two_pcaps(pytester, capture_backend):
+    pytester.makepyfile(test_twice="""
+import socket
+import pytest
+from harness.trace import load_trace
+
+@pytest.mark.capture
+def test_twice(live_capture):
+    server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    server.bind(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+    results = []
+    for payload in (b"first", b"second"):
+        with live_capture(f"udp port {port}") as capture:
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(payload, ("127.0.0.1", port))
+        results.append(capture.result.path)
+    assert results[0] != results[1]
+    assert [[s.payload for s in load_trace(path).conversations[0].segments] for path in results] == [
+        [b"first"], [b"second"]]
+""")
+    pytester.runpytest().assert_outcomes(passed=1)
+    assert sorted(p.name for p in (pytester.path / "captures/runs").iterdir()) == [
+        "test_twice__test_twice-2.pcapng", "test_twice__test_twice.pcapng"]
+    pytester.runpytest("--keep-pcaps", "failed").assert_outcomes(passed=1)
+    assert not list((pytester.path / "captures/runs").iterdir()), "both are removed after a pass"
+
+
+def test_a_pcap_dir_that_cannot_be_written_fails_in_one_line(pytester):
+    pytester.makepyfile(test_lab=LAB_TEST)
+    (pytester.path / "a-file").write_text("")
+    result = pytester.runpytest("--pcap-dir", "a-file/pcaps")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*harness: cannot write pcaps to */a-file/pcaps: Not a directory; choose another "
+                                 "--pcap-dir (or ini harness_pcap_dir)*"])
+    assert "Traceback" not in result.stdout.str()
+
+
 def test_report_header_names_backend_and_pcap_dir(pytester):
     pytester.makepyfile("def test_nothing():\n    pass\n")
     result = pytester.runpytest("--capture-backend", "scapy", "--pcap-dir", "elsewhere")

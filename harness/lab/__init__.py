@@ -1,6 +1,6 @@
 """The lab report's socket programs as runnable subjects for the harness.
 
-Each module is one program from the seed report (/work/shared/seed/tcp_udp_lab.txt), kept
+Each module is one program from the seed report (docs/lab-report/tcp_udp_lab.txt), kept
 recognisable, runnable interactively like the original (`python -m harness.lab.tcp_server`,
 then type at the client's prompt) and under automation:
 
