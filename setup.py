@@ -1,9 +1,9 @@
-"""Build harness._speedups, the summary path's per-packet work in C, or say why it was not built.
+"""Build harness.analysis._speedups, the summary path's per-packet work in C, or say why it was not built.
 
 Everything else about the package is in pyproject.toml. The extension is optional: without a C
 compiler or Python's headers the install still succeeds and harness runs the same analysis in pure
 Python, several times slower. It does not do so silently: the reason is written beside the package
-(harness/_speedups.unavailable), printed here, and reported by `harness --version`, `harness doctor`
+(harness/analysis/_speedups.unavailable), printed here, and reported by `harness --version`, `harness doctor`
 and, once, by the first command that reads a capture.
 """
 import os
@@ -13,11 +13,11 @@ from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 REASON_FILE = "_speedups.unavailable"
-TOOLS_LIST = os.path.join(os.path.dirname(os.path.abspath(__file__)), "harness", "tools.txt")
+TOOLS_LIST = os.path.join(os.path.dirname(os.path.abspath(__file__)), "harness", "run", "tools.txt")
 
 
 def build_packages():
-    """The Debian packages of the build tools, from harness/tools.txt (the list setup.sh installs from)."""
+    """The Debian packages of the build tools, from harness/run/tools.txt (the list setup.sh installs from)."""
     packages = []
     with open(TOOLS_LIST, encoding="utf-8") as rows:
         for row in rows:
@@ -46,6 +46,6 @@ class BuildOptionalSpeedups(build_ext):
 
 
 setup(
-    ext_modules=[Extension("harness._speedups", ["harness/_speedups.c"])],
+    ext_modules=[Extension("harness.analysis._speedups", ["harness/analysis/_speedups.c"])],
     cmdclass={"build_ext": BuildOptionalSpeedups},
 )

@@ -356,7 +356,7 @@ ANALYSES = {"scapy": analyse_with_scapy, "dpkt": analyse_with_dpkt, "pyshark": a
 
 def stage_floor(path: str) -> Tuple[int, dict]:
     """The least per-packet work pure Python can do for a conversation summary: one unpack of the
-    record header, one of the Ethernet/IPv4/TCP fields (harness.decode's fast-path layout), and a
+    record header, one of the Ethernet/IPv4/TCP fields (harness.wire.decode's fast-path layout), and a
     direction-independent dict key. Little-endian microsecond pcap of Ethernet/IPv4/TCP only: the
     workload, nothing else."""
     import mmap
@@ -382,32 +382,32 @@ def stage_scan(path: str) -> Tuple[int, list]:
     """The file through the C scanner alone, as stream_summaries runs it: records read (from the
     reader's buffer, for classic pcap), decoded, conversations and their state machines, each ended
     conversation handed over as the scanner's tuple and dropped."""
-    from harness import trace
-    from harness.pcapfile import open_capture
-    if trace._speedups is None:
-        raise NotInstalled("harness._speedups is not compiled: bash scripts/setup.sh (needs gcc, python3-dev)")
+    from harness.analysis import pipeline
+    from harness.wire.reader import open_capture
+    if pipeline._speedups is None:
+        raise NotInstalled("harness.analysis._speedups is not compiled: bash scripts/setup.sh (needs gcc, python3-dev)")
     ended = [0]
 
     def count(_values) -> None:
         ended[0] += 1
 
-    scanner = trace._speedups.Scanner(count)
+    scanner = pipeline._speedups.Scanner(count)
     with open_capture(path) as capture:
         capture.bulk_pcap = scanner.walk_pcap
-        scanner.feed_records(capture, trace._RecordDecoder(path, None, scanner.feed_unreachable))
+        scanner.feed_records(capture, pipeline._RecordDecoder(path, None, scanner.feed_unreachable))
     scanner.finish()
     return scanner.packets, [None] * ended[0]
 
 
 def stage_summaries(path: str) -> Tuple[int, list]:
-    from harness.trace import stream_summaries
+    from harness.analysis.pipeline import stream_summaries
     records: list = []
     trace = stream_summaries(path, records.append)
     return trace.packets, records
 
 
 def stage_pure_python(path: str) -> Tuple[int, list]:
-    from harness.trace import PURE_PYTHON_ENV
+    from harness.analysis.pipeline import PURE_PYTHON_ENV
     os.environ[PURE_PYTHON_ENV] = "1"
     return stage_summaries(path)
 
@@ -519,7 +519,7 @@ def tool_set(workload: Workload, pyshark_workload: Workload) -> Dict[str, Tool]:
     for tool in tools.values():
         tool.file_packets = workload.packets
     tools["pyshark"].file_packets = pyshark_workload.packets
-    from harness import tools as harness_tools
+    from harness.run import tools as harness_tools
     tools["pyshark"].scale = workload.packets / pyshark_workload.packets
     if harness_tools.find("tshark") is None:
         tools["tshark"].note = f"tshark: not installed ({harness_tools.tool('tshark').install})"
@@ -589,8 +589,9 @@ class ScenarioFigures:
 
 
 def measure_scenario(out_dir: Path, runs: int, progress) -> ScenarioFigures:
-    from harness.capture import capture_unavailable_reason
-    from harness.scenario import LAB_SCENARIOS, run_scenario
+    from harness.run.capture import capture_unavailable_reason
+    from harness.lab.scenarios import LAB_SCENARIOS
+    from harness.run.runner import run_scenario
 
     backend = inspect.signature(run_scenario).parameters["backend"].default
     reason = capture_unavailable_reason(backend)

@@ -18,8 +18,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from harness.capture import BACKENDS, CaptureIncomplete
-from harness.scenario import LAB_SCENARIOS, run_scenario
+from harness.run.capture import BACKENDS, CaptureIncomplete
+from harness.lab.scenarios import LAB_SCENARIOS
+from harness.run.runner import run_scenario
 
 EXPECTED_TO_PASS = {"tcp-lab", "udp-lab", "tcp-broken-server"}
 

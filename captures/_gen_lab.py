@@ -10,7 +10,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from harness.scenario import LAB_SCENARIOS, run_scenario
+from harness.lab.scenarios import LAB_SCENARIOS
+from harness.run.runner import run_scenario
 
 
 def main(argv=None) -> int:

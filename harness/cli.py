@@ -14,21 +14,21 @@ import tempfile
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-from harness import __version__, ladder
-from harness.capture import BACKENDS, CaptureError
-from harness.decode import UnsupportedLinkType
-from harness.expect import EXPECTATIONS_DIR, Expectation, SpecError
-from harness.pcapfile import CaptureFormatError
-from harness.process import SubjectError
-from harness.scenario import LAB_SCENARIOS, run_scenario
-from harness.summary import table
-from harness.trace import PURE_PYTHON_ENV, Trace, load_trace, speedups_status, stream_summaries
+from harness import __version__
+from harness.analysis.expect import Expectation, builtin_names, load_expectation
+from harness.analysis.pipeline import PURE_PYTHON_ENV, Analysis, analyse, speedups_status, stream_summaries
+from harness.analysis.summary import table
+from harness.errors import HarnessError, InputError
+from harness.lab.scenarios import LAB_SCENARIOS
+from harness.render import ladder
+from harness.run import BACKENDS
+from harness.wire.reader import CaptureFormatError
 
 OK, MISMATCH, UNUSABLE = 0, 1, 2
 
 
-class Unusable(Exception):
-    """Input or environment the command cannot work with; str() is the one line to print."""
+class Unusable(InputError):
+    """Arguments or input the command cannot work with; str() is the one line to print."""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -64,7 +64,7 @@ def _parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check", help="hold a saved capture to an expectation: exit 0 match, 1 not")
     check.add_argument("file", type=Path)
     check.add_argument("--expect", required=True, metavar="SPEC",
-                       help=f"an expectation file, or a built-in one: {', '.join(builtin_expectations())}")
+                       help=f"an expectation file, or a built-in one: {', '.join(builtin_names())}")
     check.add_argument("--conversation", type=int, metavar="N", help="which conversation (default: the first)")
     check.add_argument("--annotate", type=Path, metavar="OUT",
                        help="write the capture to OUT (pcapng) with each packet's verdict as a packet comment")
@@ -82,7 +82,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         return {"lab": _lab, "doctor": _doctor, "summary": _summary, "show": _show,
                 "check": _check}[args.command](args)
-    except Unusable as error:
+    except HarnessError as error:      # one tree: input, environment or run, each one line
         print(f"harness {args.command}: {error}", file=sys.stderr)
         return UNUSABLE
     except KeyboardInterrupt:
@@ -95,6 +95,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def _lab(args) -> int:
+    from harness.run.runner import run_scenario    # running programs: its imports are for this command only
     unknown = [name for name in args.scenarios if name not in LAB_SCENARIOS]
     if unknown:
         raise Unusable(f"unknown scenario {', '.join(unknown)}; choose from {', '.join(LAB_SCENARIOS)}")
@@ -104,7 +105,7 @@ def _lab(args) -> int:
         scenario = LAB_SCENARIOS[name]
         try:
             result = run_scenario(scenario, args.pcap_dir / f"{name}.pcapng", backend=args.backend)
-        except (CaptureError, SubjectError, TimeoutError) as error:
+        except HarnessError as error:
             raise Unusable(f"{name}: {error}") from None
         if result.ok and args.quiet:
             print(result.verdict())
@@ -127,11 +128,11 @@ def _writable_directory(directory: Path, option: str) -> None:
                        f"choose another {option}") from None
 
 
-def _load(path: Path) -> Trace:
-    return _reading(path, lambda: load_trace(path))
+def _load(path: Path) -> Analysis:
+    return _reading(path, lambda: analyse(path))
 
 
-def _stream(path: Path, emit) -> Trace:
+def _stream(path: Path, emit) -> Analysis:
     _note_slow_path_once()
     return _reading(path, lambda: stream_summaries(path, emit))
 
@@ -155,7 +156,7 @@ def _note_slow_path_once() -> None:
         pass   # no cache to remember it in: it is said again next time, which is better than never
 
 
-def _reading(path: Path, read) -> Trace:
+def _reading(path: Path, read) -> Analysis:
     try:
         trace = read()
     except FileNotFoundError:
@@ -163,14 +164,14 @@ def _reading(path: Path, read) -> Trace:
     except OSError as error:
         # strerror alone: str(OSError) repeats the path and adds "[Errno N]".
         raise Unusable(f"{path}: {error.strerror or error}") from None
-    except UnsupportedLinkType as error:
+    except InputError as error:
         raise Unusable(f"{path}: {error}") from None
     for warning in trace.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     return trace
 
 
-def _pick(trace: Trace, number: Optional[int]) -> List:
+def _pick(trace: Analysis, number: Optional[int]) -> List:
     if number is None:
         return trace.conversations
     if not 1 <= number <= len(trace.conversations):
@@ -178,7 +179,7 @@ def _pick(trace: Trace, number: Optional[int]) -> List:
     return [trace.conversations[number - 1]]
 
 
-def _damaged(trace: Trace, command: str) -> int:
+def _damaged(trace: Analysis, command: str) -> int:
     if trace.damage is not None:
         shown = "; what came before the damage is shown" if trace.packets else ""
         print(f"harness {command}: {trace.damage}{shown}", file=sys.stderr)
@@ -186,12 +187,12 @@ def _damaged(trace: Trace, command: str) -> int:
     return OK
 
 
-def _unreadable(trace: Trace) -> bool:
+def _unreadable(trace: Analysis) -> bool:
     """The file was not a capture at all: nothing was read before the damage."""
     return trace.damage is not None and trace.frames == 0
 
 
-def _nothing_to_show(trace: Trace) -> str:
+def _nothing_to_show(trace: Analysis) -> str:
     before = " before the damage" if trace.damage is not None else ""
     return f"{trace.path}: no TCP or UDP conversations{before} in its {trace.contents()}"
 
@@ -250,23 +251,10 @@ class _JsonArrayPrinter:
         sys.stdout.write(("]" if self._separator.startswith(",") else self._separator + "]") + after + "\n")
 
 
-def builtin_expectations() -> List[str]:
-    return sorted(p.stem for p in EXPECTATIONS_DIR.glob("*.txt"))
-
-
 def _expectation(spec: str) -> Expectation:
     """A spec file's path, or the name of a shipped expectation (with or without .txt)."""
-    path = Path(spec)
-    builtin = EXPECTATIONS_DIR / (spec if spec.endswith(".txt") else f"{spec}.txt")
-    if not path.exists() and "/" not in spec and builtin.exists():
-        path = builtin
-    if not path.exists():
-        raise Unusable(f"no expectation {spec!r}: not a file, nor a built-in one "
-                       f"({', '.join(builtin_expectations())})")
     try:
-        return Expectation.load(path)
-    except SpecError as error:
-        raise Unusable(str(error)) from None
+        return load_expectation(spec)
     except OSError as error:
         raise Unusable(f"{spec}: {error.strerror or error}") from None
 
@@ -290,7 +278,7 @@ def _show(args) -> int:
     elif not _unreadable(trace):
         print(_nothing_to_show(trace))
     if args.svg:
-        from harness import svg   # drawing is rare: keep its imports off every other command's start
+        from harness.render import svg   # drawing is rare: keep its imports off every other command's start
         _write(args.svg, svg.render_svg_all(chosen, str(args.file), notes))
     return _damaged(trace, "show")
 
@@ -309,12 +297,12 @@ def _check(args) -> int:
                f"{'does not match' if problems else 'matches'} {expectation.source}")
     if args.annotate:
         try:
-            from harness.annotate import annotate
-            annotate(args.file, args.annotate, notes, [f"harness check: {verdict}", *problems])
+            from harness.render.annotate import annotate
+            annotate(args.file, args.annotate, notes, [f"harness check: {verdict}", *map(str, problems)])
         except (OSError, CaptureFormatError) as error:
             raise Unusable(f"cannot write {args.annotate}: {error}") from None
     if args.svg:
-        from harness import svg
+        from harness.render import svg
         _write(args.svg, svg.render_svg(conversation, str(args.file), notes, title=verdict))
     if _damaged(trace, "check"):
         return UNUSABLE

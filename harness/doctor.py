@@ -1,7 +1,7 @@
 """`harness doctor`: what is installed, what may capture, and how to fix what is missing.
 
 Each finding is a line: OK, WARN or FAIL, what was found, and for anything not OK what to do.
-The system tools are those of harness/tools.txt (the list scripts/setup.sh installs from), all
+The system tools are those of harness/run/tools.txt (the list scripts/setup.sh installs from), all
 but the bootstrap ones (this is running) and those for regenerating the reference captures.
 The exit status is 0 when the chosen backend can capture on loopback, 1 otherwise.
 """
@@ -13,11 +13,13 @@ import subprocess
 import sys
 from typing import List, NamedTuple, Optional
 
-from harness import __version__, tools
-from harness.capture import capture_unavailable_reason, permission_hint
-from harness.capture.dumpcap import DUMPCAP_ENV, dumpcap_path
-from harness.capture.session import CaptureUnavailable
-from harness.trace import speedups_status
+from harness import __version__
+
+from harness.run import tools
+from harness.run.capture import capture_unavailable_reason, permission_hint
+from harness.run.capture.dumpcap import DUMPCAP_ENV, dumpcap_path
+from harness.run.capture.session import CaptureUnavailable
+from harness.analysis.pipeline import speedups_status
 
 CAPTURE_CAPABILITIES = ("cap_net_admin", "cap_net_raw")
 REPORTED_GROUPS = ("capture", "namespaces", "privilege", "build", "tests")

@@ -15,8 +15,10 @@ from typing import Iterator, Optional, Union
 
 import pytest
 
-from harness.capture import BACKENDS, Capture, capture_unavailable_reason, make_capture, partial_path
-from harness.scenario import LAB_SCENARIOS, Scenario, ScenarioFailed, ScenarioResult, run_scenario
+from harness.run.capture import BACKENDS, Capture, capture_unavailable_reason, make_capture, partial_path
+from harness.lab.scenarios import LAB_SCENARIOS
+from harness.run.scenario import Scenario, ScenarioFailed, ScenarioResult
+from harness.run.runner import run_scenario
 
 REQUIRE_ENV = "HARNESS_REQUIRE_CAPTURE"
 KEEP_CHOICES = ("always", "failed")

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Set up harness on a Debian machine: the system tools of harness/tools.txt, a virtual environment
+# Set up harness on a Debian machine: the system tools of harness/run/tools.txt, a virtual environment
 # in .venv, and the package installed into it (C path included). Idempotent: each step is skipped
 # when its result is already there. Run as root, or with sudo available, for the apt-get step.
 #
@@ -54,7 +54,7 @@ present() {
   case "$2" in
     program) have_program "$1" ;;
     header|module|library) python_has "$2" "$1" ;;
-    *) echo "setup: harness/tools.txt: unknown kind $2 for $1" >&2; exit 2 ;;
+    *) echo "setup: harness/run/tools.txt: unknown kind $2 for $1" >&2; exit 2 ;;
   esac
 }
 
@@ -66,7 +66,7 @@ while read -r tool kind packages group _purpose; do
   for package in ${packages//,/ }; do
     case " ${need_apt[*]-} " in *" $package "*) ;; *) need_apt+=("$package") ;; esac
   done
-done < harness/tools.txt
+done < harness/run/tools.txt
 
 if [ "$print_only" -eq 1 ]; then
   [ ${#need_apt[@]} -eq 0 ] || printf '%s\n' "${need_apt[@]}"
@@ -87,7 +87,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 stamp=.venv/.harness-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ setup.py -nt "$stamp" ] \
-    || [ harness/_speedups.c -nt "$stamp" ]; then
+    || [ harness/analysis/_speedups.c -nt "$stamp" ]; then
   .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
   .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
   touch "$stamp"

@@ -26,7 +26,7 @@ from __future__ import annotations
 import random
 from typing import List, Optional, Tuple
 
-from harness.packet import ACK, FIN, PSH, RST, SYN, TCP, Packet
+from harness.wire.packet import ACK, FIN, PSH, RST, SYN, TCP, Packet
 
 MS = 1_000_000
 US = 1_000

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 import pcapbuild as pb
-from harness.annotate import annotate
-from harness.pcapfile import CaptureFormatError, open_capture
-from harness.pcapng import ENHANCED_PACKET, INTERFACE_STATISTICS, BlockSplitter
+from harness.render.annotate import annotate
+from harness.wire.reader import CaptureFormatError, open_capture
+from harness.wire.pcapng import ENHANCED_PACKET, INTERFACE_STATISTICS, BlockSplitter
 
 LAB = Path(__file__).resolve().parent.parent / "captures" / "lab"
 TSHARK = shutil.which("tshark") or ("/usr/bin/tshark" if Path("/usr/bin/tshark").exists() else None)

@@ -11,11 +11,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
-from harness.pcapfile import open_capture
-from harness.summary import summarize
-from harness.trace import load_trace
+from harness.wire.reader import open_capture
+from harness.analysis.summary import summarize
+from harness.analysis.pipeline import analyse
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench" / "bench.py"
@@ -75,7 +74,7 @@ def test_workload_is_complete_distinct_lab_conversations_in_both_formats(tmp_pat
         with open_capture(path) as capture:
             times = [record.time_ns for record in capture]
         assert len(times) == 110 and times == sorted(times)
-        records[path.suffix] = [summarize(c) for c in load_trace(path, keep_segments=False).conversations]
+        records[path.suffix] = [summarize(c) for c in analyse(path, keep_segments=False).conversations]
     assert records[".pcap"] == records[".pcapng"]
     shapes = {(r["conn_state"], r["history"], r["orig_pkts"], r["resp_pkts"], r["orig_bytes"], r["resp_bytes"],
                r["retransmissions"], r["out_of_order"], r["duplicate_acks"], r["missed_bytes"])

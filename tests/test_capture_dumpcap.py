@@ -8,11 +8,11 @@ import threading
 
 import pytest
 
-from harness.capture import CaptureIncomplete, CaptureUnavailable, make_capture, partial_path
-from harness.capture.dumpcap import probe_dumpcap
-from harness.pcapfile import open_capture
+from harness.run.capture import CaptureIncomplete, CaptureUnavailable, make_capture, partial_path
+from harness.run.capture.dumpcap import probe_dumpcap
+from harness.wire.reader import open_capture
 from harness.pytest_plugin import require_capture
-from harness.trace import load_trace, read_packets
+from harness.analysis.pipeline import analyse, read_packets
 
 pytestmark = pytest.mark.capture
 ROUNDS = 10
@@ -103,10 +103,10 @@ def test_a_bulk_transfer_of_64k_frames_is_captured_without_drops(tmp_path):
             sender.sendall(b"x" * total)
         reader.join(timeout=30)
         assert not reader.is_alive(), "the bulk receiver did not finish within 30 s"
-        from harness.settle import wait_tcp_settled
+        from harness.run.settle import wait_tcp_settled
         wait_tcp_settled(port, 5)
     listener.close()
-    (conversation,) = load_trace(path).conversations
+    (conversation,) = analyse(path).conversations
     # By sequence space: a loopback retransmission under load must not count twice.
     assert sum(received) == total and conversation.state.orig.payload_bytes == total
     assert max(s.length for s in conversation.segments) > 32768, "loopback should have carried large frames"
@@ -124,7 +124,7 @@ def test_abort_leaves_only_a_partial_file_and_no_dumpcap(tmp_path):
 
 
 def test_drops_fail_the_capture_and_keep_it_partial(tmp_path, udp_pair, monkeypatch):
-    from harness import pcapng
+    from harness.wire import pcapng
     monkeypatch.setattr(pcapng, "statistics", lambda block, endian: {"received": 9, "dropped": 3})
     path = tmp_path / "dropped.pcapng"
     capture = make_capture("dumpcap", path, bpf="udp port 9").start()
@@ -152,7 +152,7 @@ def test_a_bad_interface_is_reported_in_dumpcaps_words(tmp_path):
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to switch to an unprivileged user")
 def test_no_capture_permission_says_how_to_grant_it():
-    script = "from harness.capture.dumpcap import probe_dumpcap; print(probe_dumpcap())"
+    script = "from harness.run.capture.dumpcap import probe_dumpcap; print(probe_dumpcap())"
     done = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
                            sys.executable, "-c", script], capture_output=True, text=True, timeout=30,
                           cwd="/", env={**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(__file__))})

@@ -5,7 +5,6 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
-import shutil
 import socket
 import struct
 import subprocess
@@ -16,15 +15,15 @@ from typing import Callable, Dict, List, Tuple
 import pytest
 
 import needs
-from harness import tools
-from harness.capture import CaptureError, CaptureUnavailable
-from harness.capture import scapy_backend
-from harness.pcapng import INTERFACE_STATISTICS, BlockSplitter, statistics
-from harness.capture.scapy_backend import ScapyCapture, probe_scapy
-from harness.decode import decode
-from harness.packet import ACK, FIN, RST, SYN, TCP, UDP, Packet
-from harness.pcapfile import open_capture
-from harness.settle import wait_tcp_settled
+from harness.run import tools
+from harness.run.capture import CaptureError, CaptureUnavailable
+from harness.run.capture import packet_socket
+from harness.wire.pcapng import INTERFACE_STATISTICS, BlockSplitter, statistics
+from harness.run.capture.packet_socket import PacketSocketCapture, probe_packet_socket
+from harness.wire.decode import decode
+from harness.wire.packet import ACK, FIN, RST, SYN, TCP, UDP, Packet
+from harness.wire.reader import open_capture
+from harness.run.settle import wait_tcp_settled
 
 LOOPBACK = "127.0.0.1"
 SOCKET_TIMEOUT_SECONDS = 5.0
@@ -34,7 +33,7 @@ BULK_BYTES = 8 << 20
 
 @pytest.fixture
 def lo_capture() -> None:
-    reason = probe_scapy("lo")
+    reason = probe_packet_socket("lo")
     if reason:
         pytest.skip(reason)
 
@@ -42,8 +41,8 @@ def lo_capture() -> None:
 @pytest.fixture
 def without_libpcap(monkeypatch) -> None:
     def missing(*_args, **_kwargs):
-        raise scapy_backend._LibpcapMissing("Cannot find libpcap.so library (simulated)")
-    monkeypatch.setattr(scapy_backend, "compile_with_libpcap", missing)
+        raise packet_socket._LibpcapMissing("Cannot find libpcap.so library (simulated)")
+    monkeypatch.setattr(packet_socket, "compile_with_libpcap", missing)
 
 
 # --- traffic ---------------------------------------------------------------------------------------
@@ -156,7 +155,7 @@ def tshark_frame_lengths(path: Path) -> List[int]:
     return [int(line) for line in done.stdout.split()]
 
 
-def assert_well_formed(capture: ScapyCapture, expected_filter_clause: str) -> None:
+def assert_well_formed(capture: PacketSocketCapture, expected_filter_clause: str) -> None:
     """What every capture file of this backend must say about itself."""
     result = capture.result
     assert result.complete and result.path.exists()
@@ -165,7 +164,7 @@ def assert_well_formed(capture: ScapyCapture, expected_filter_clause: str) -> No
         records = list(reader)
         comments, interfaces = reader.comments, reader.interfaces
     assert len(records) == result.packets
-    assert any(f"backend=scapy interface=lo" in comment for comment in comments), comments
+    assert any("backend=scapy interface=lo" in comment for comment in comments), comments
     assert any(capture.prober.token.decode() in comment and str(capture.prober.port) in comment
                for comment in comments), comments
     [interface] = interfaces
@@ -187,21 +186,21 @@ def assert_well_formed(capture: ScapyCapture, expected_filter_clause: str) -> No
 # --- tests -----------------------------------------------------------------------------------------
 
 def test_probe_names_a_missing_interface() -> None:
-    reason = probe_scapy("no-such-interface")
+    reason = probe_packet_socket("no-such-interface")
     assert reason and "no-such-interface" in reason and "\n" not in reason
 
 
 @pytest.mark.capture
 def test_probe_accepts_loopback(lo_capture) -> None:
-    assert probe_scapy("lo") is None
+    assert probe_packet_socket("lo") is None
 
 
-def run_udp_scenario(tmp_path: Path) -> Tuple[ScapyCapture, List[Tuple[int, int, bytes]]]:
+def run_udp_scenario(tmp_path: Path) -> Tuple[PacketSocketCapture, List[Tuple[int, int, bytes]]]:
     """Datagrams on a filtered UDP port, with a TCP conversation beside them that the filter keeps out."""
     server, client = udp_pair()
     listener = tcp_listener()
     with server, client, listener:
-        capture = ScapyCapture(tmp_path / "udp.pcapng", bpf=f"udp port {server.getsockname()[1]}")
+        capture = PacketSocketCapture(tmp_path / "udp.pcapng", bpf=f"udp port {server.getsockname()[1]}")
         capture.start()
         sent = udp_exchange(server, client, 4, b"first")
         tcp_conversation(listener, b"not in the filter", b"nor this")
@@ -244,7 +243,7 @@ def test_tcp_conversation_is_captured_once_each(lo_capture, tmp_path, request, p
         request.getfixturevalue("without_libpcap")
     with tcp_listener() as listener:
         port = listener.getsockname()[1]
-        with ScapyCapture(tmp_path / "tcp.pcapng", bpf=f"tcp port {port}") as capture:
+        with PacketSocketCapture(tmp_path / "tcp.pcapng", bpf=f"tcp port {port}") as capture:
             tcp_conversation(listener, b"hello over tcp", b"and back again")
     assert capture.filtered_in_python == python_filter
     assert_well_formed(capture, f"tcp port {port}")
@@ -256,7 +255,7 @@ def test_without_a_filter_each_loopback_packet_appears_once(lo_capture, tmp_path
     server, client = udp_pair()
     tag = os.urandom(8).hex().encode()
     with server, client:
-        with ScapyCapture(tmp_path / "all.pcapng", bpf="") as capture:
+        with PacketSocketCapture(tmp_path / "all.pcapng", bpf="") as capture:
             sent = udp_exchange(server, client, 5, tag)
     with open_capture(capture.result.path) as reader:
         ours = [record.data for record in reader if tag in record.data]
@@ -296,7 +295,7 @@ def test_bulk_transfer_of_64k_frames_loses_nothing(lo_capture, tmp_path) -> None
     data = os.urandom(BULK_BYTES)
     with tcp_listener() as listener:
         port = listener.getsockname()[1]
-        with ScapyCapture(tmp_path / "bulk.pcapng", bpf=f"tcp port {port}") as capture:
+        with PacketSocketCapture(tmp_path / "bulk.pcapng", bpf=f"tcp port {port}") as capture:
             tcp_bulk(listener, data)
     assert_well_formed(capture, f"tcp port {port}")
     with open_capture(capture.result.path) as reader:
@@ -307,7 +306,7 @@ def test_bulk_transfer_of_64k_frames_loses_nothing(lo_capture, tmp_path) -> None
 
 @pytest.mark.capture
 def test_a_filter_python_cannot_match_exactly_needs_libpcap(lo_capture, without_libpcap, tmp_path) -> None:
-    capture = ScapyCapture(tmp_path / "x.pcapng", bpf="tcp port 1 and host 127.0.0.1")
+    capture = PacketSocketCapture(tmp_path / "x.pcapng", bpf="tcp port 1 and host 127.0.0.1")
     with pytest.raises(CaptureUnavailable) as raised:
         capture.start()
     assert tools.tool("libpcap").install in str(raised.value)
@@ -316,7 +315,7 @@ def test_a_filter_python_cannot_match_exactly_needs_libpcap(lo_capture, without_
 
 @pytest.mark.capture
 def test_a_filter_libpcap_rejects_is_an_error_not_a_skip(lo_capture, tmp_path) -> None:
-    capture = ScapyCapture(tmp_path / "x.pcapng", bpf="tcp port 70000")
+    capture = PacketSocketCapture(tmp_path / "x.pcapng", bpf="tcp port 70000")
     with pytest.raises(CaptureError) as raised:
         capture.start()
     assert not isinstance(raised.value, CaptureUnavailable)
@@ -325,7 +324,8 @@ def test_a_filter_libpcap_rejects_is_an_error_not_a_skip(lo_capture, tmp_path) -
 
 @pytest.mark.capture
 def test_tcp_lab_scenario_passes_twenty_times_in_a_row(lo_capture, tmp_path) -> None:
-    from harness.scenario import LAB_SCENARIOS, run_scenario
+    from harness.lab.scenarios import LAB_SCENARIOS
+    from harness.run.runner import run_scenario
     for attempt in range(20):
         result = run_scenario(LAB_SCENARIOS["tcp-lab"], tmp_path / f"tcp-lab-{attempt}.pcapng", backend="scapy")
         assert result.ok, f"run {attempt + 1} of 20: {result.report()}"
@@ -355,7 +355,7 @@ def libpcap_matcher(expression: str) -> Callable[[bytes], bool]:
     library = ctypes.CDLL(needs.tool("libpcap"))
     library.pcap_offline_filter.argtypes = [ctypes.POINTER(_BpfProgram), ctypes.POINTER(_PcapPkthdr), ctypes.c_char_p]
     library.pcap_offline_filter.restype = ctypes.c_int
-    instructions = scapy_backend.compile_with_libpcap(expression, 1)
+    instructions = packet_socket.compile_with_libpcap(expression, 1)
     array = (_BpfInsn * len(instructions))(*[_BpfInsn(*ins) for ins in instructions])
     program = _BpfProgram(len(instructions), ctypes.cast(array, ctypes.POINTER(_BpfInsn)))
 
@@ -416,7 +416,7 @@ def corpus() -> List[bytes]:
 ])
 def test_python_filter_agrees_with_libpcap_frame_by_frame(expression) -> None:
     oracle = libpcap_matcher(expression)
-    ours = scapy_backend.python_filter(expression)
+    ours = packet_socket.python_filter(expression)
     assert ours is not None
     disagreements = [frame.hex() for frame in corpus() if ours(frame) != oracle(frame)]
     assert not disagreements, f"{len(disagreements)} frames differ, first {disagreements[0]}"
@@ -429,4 +429,4 @@ def test_python_filter_agrees_with_libpcap_frame_by_frame(expression) -> None:
     "(tcp port 80 and host 127.0.0.1) or (udp dst port 53)", "(sctp port 80) or (udp dst port 53)",
 ])
 def test_python_filter_refuses_what_it_cannot_match_exactly(expression) -> None:
-    assert scapy_backend.python_filter(expression) is None
+    assert packet_socket.python_filter(expression) is None

@@ -42,7 +42,7 @@ def test_show_draws_every_conversation(capsys):
     (["show", str(LAB / "tcp-lab.pcapng"), "--conversation", "2"], "has 1 conversations; there is no number 2"),
     (["check", str(LAB / "tcp-lab.pcapng"), "--expect", "/nonexistent.txt"],
      "harness check: no expectation '/nonexistent.txt': not a file, nor a built-in one (tcp_broken_server, "
-     "tcp_graceful, tcp_lab, udp_lab)"),
+     "tcp_bulk_lossy, tcp_graceful, tcp_lab, udp_lab)"),
     (["lab", "no-such-scenario"], "harness lab: unknown scenario no-such-scenario; choose from tcp-lab"),
 ])
 def test_unusable_input_is_one_line_and_exit_2(argv, message, capsys):
@@ -139,7 +139,7 @@ def test_an_icmp_port_unreachable_is_tied_to_its_datagram(tmp_path, capsys):
 
 
 def test_check_annotate_writes_verdicts_as_packet_comments(tmp_path, capsys):
-    from harness.pcapfile import open_capture
+    from harness.wire.reader import open_capture
     out = tmp_path / "annotated.pcapng"
     assert main(["check", str(LAB / "tcp-broken-server.pcapng"), "--expect", "tcp_graceful",
                  "--annotate", str(out)]) == 1
@@ -184,7 +184,7 @@ def test_a_misspelt_built_in_expectation_names_the_built_in_ones(capsys):
     assert main(["check", str(LAB / "tcp-lab.pcapng"), "--expect", "tcp_labb"]) == 2
     err = capsys.readouterr().err
     assert err == ("harness check: no expectation 'tcp_labb': not a file, nor a built-in one "
-                   "(tcp_broken_server, tcp_graceful, tcp_lab, udp_lab)\n")
+                   "(tcp_broken_server, tcp_bulk_lossy, tcp_graceful, tcp_lab, udp_lab)\n")
 
 
 def test_a_built_in_expectation_may_be_named_with_its_txt(capsys):
@@ -230,7 +230,7 @@ def test_check_of_a_capture_without_tcp_or_udp_says_what_it_did_read(tmp_path, c
 
 def test_version_says_which_summary_path_is_in_use(capsys):
     from harness import __version__
-    from harness.trace import speedups_status
+    from harness.analysis.pipeline import speedups_status
     with pytest.raises(SystemExit) as exited:
         main(["--version"])
     assert exited.value.code == 0
@@ -253,17 +253,17 @@ def test_a_pcap_dir_that_cannot_be_written_is_one_line_before_anything_runs(wher
 
 
 def test_the_slow_path_is_said_once_when_the_c_scanner_is_missing(tmp_path, monkeypatch, capsys):
-    from harness import trace
-    monkeypatch.setattr(trace, "_speedups", None)
-    monkeypatch.setattr(trace, "SPEEDUPS_REASON_FILE", tmp_path / "reason")
-    (tmp_path / "reason").write_text("building harness._speedups on Python 3.13 failed: no compiler\n")
+    from harness.analysis import pipeline
+    monkeypatch.setattr(pipeline, "_speedups", None)
+    monkeypatch.setattr(pipeline, "SPEEDUPS_REASON_FILE", tmp_path / "reason")
+    (tmp_path / "reason").write_text("building harness.analysis._speedups on Python 3.13 failed: no compiler\n")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    monkeypatch.delenv(trace.PURE_PYTHON_ENV, raising=False)
+    monkeypatch.delenv(pipeline.PURE_PYTHON_ENV, raising=False)
     notes = []
     for _ in range(2):
         assert main(["summary", str(LAB / "tcp-lab.pcapng")]) == 0
         notes.append(capsys.readouterr().err)
     assert notes[0] == ("harness: note: summary runs in pure Python, several times slower: building "
-                        "harness._speedups on Python 3.13 failed: no compiler (said once; `harness --version` "
+                        "harness.analysis._speedups on Python 3.13 failed: no compiler (said once; `harness --version` "
                         "says it again)\n")
     assert notes[1] == ""

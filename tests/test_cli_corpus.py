@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from harness.cli import main
-from harness.pcapfile import open_capture
+from harness.wire.reader import open_capture
 
 CAPTURES = Path(__file__).parent.parent / "captures"
 REFERENCE = sorted(p for p in CAPTURES.rglob("*.pcapng") if "runs" not in p.parts)

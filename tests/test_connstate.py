@@ -1,8 +1,8 @@
 """Zeek's conn_state and history, one close form or failure at a time (pure, no capture)."""
 import pytest
 
-from harness.conversation import conversations
-from harness.summary import summarize
+from harness.analysis.tracker import conversations
+from harness.analysis.summary import summarize
 
 from wire import (CLIENT_FIRST, FOUR_WAY_SERVER_FIRST, HANDSHAKE, LAB_DATA, THREE_WAY_SERVER_FIRST,
                   hole_filled_after, renumber, tcp, udp)
@@ -133,7 +133,7 @@ def test_half_close_with_data_still_flowing_then_closed_is_sf():
     record = summarize(conv)
     assert (record["conn_state"], record["history"]) == ("SF", "ShADFadf")
     assert (record["orig_bytes"], record["resp_bytes"], record["retransmissions"]) == (7, 1000, 0)
-    from harness.expect import CHECKS
+    from harness.analysis.expect import CHECKS
     assert CHECKS["graceful-close"](conv) == [] and CHECKS["sequence-consistent"](conv) == []
 
 

@@ -1,6 +1,7 @@
 """Packets to conversations: orientation, relative numbers, port reuse (pure, no capture)."""
-from harness.conversation import SECOND, Endpoint, conversations
-from harness.packet import TCP, UDP
+from harness.analysis.conversation import SECOND, Endpoint
+from harness.analysis.tracker import conversations
+from harness.wire.packet import TCP, UDP
 
 from wire import CLIENT, FOUR_WAY_SERVER_FIRST, HANDSHAKE, LAB_DATA, SERVER, renumber, tcp, udp
 
@@ -8,7 +9,7 @@ from wire import CLIENT, FOUR_WAY_SERVER_FIRST, HANDSHAKE, LAB_DATA, SERVER, ren
 def test_lab_exchange_has_wireshark_relative_numbers():
     (conv,) = conversations(tcp(HANDSHAKE + LAB_DATA + FOUR_WAY_SERVER_FIRST))
     assert conv.proto == TCP and conv.orig == Endpoint(*CLIENT) and conv.resp == Endpoint(*SERVER)
-    numbers = [(s.outbound, s.rel_seq, s.rel_ack, s.length) for s in conv.segments]
+    numbers = [(s.is_orig, s.rel_seq, s.rel_ack, s.length) for s in conv.segments]
     assert numbers == [
         (True, 0, None, 0), (False, 0, 1, 0), (True, 1, 1, 0),
         (True, 1, 1, 2), (False, 1, 3, 0), (False, 1, 3, 11), (True, 3, 12, 0),
@@ -49,7 +50,7 @@ def test_port_reuse_starts_a_new_conversation_but_a_syn_retransmission_does_not(
 def test_udp_conversation_is_oriented_by_its_first_datagram():
     (conv,) = conversations(udp([("C", b"YP"), ("S", b"thank you !")]))
     assert conv.proto == UDP and conv.orig == Endpoint(*CLIENT)
-    assert [(s.outbound, s.length, s.rel_seq) for s in conv.segments] == [(True, 2, None), (False, 11, None)]
+    assert [(s.is_orig, s.length, s.rel_seq) for s in conv.segments] == [(True, 2, None), (False, 11, None)]
 
 
 def test_separate_pairs_are_separate_conversations_in_order_of_first_packet():
@@ -80,7 +81,7 @@ def test_a_packet_long_after_a_close_starts_a_new_conversation_but_a_straggler_d
 
 
 def test_a_streaming_tracker_hands_over_ended_conversations_and_keeps_none():
-    from harness.conversation import ConversationTracker
+    from harness.analysis.tracker import ConversationTracker
     finished = []
     tracker = ConversationTracker(keep_segments=False, on_finished=finished.append)
     for number in range(50):

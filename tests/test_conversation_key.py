@@ -5,9 +5,9 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from harness.conversation import ConversationTracker, _key
-from harness.decode import UnreachableQuote
-from harness.packet import TCP, UDP, Packet
+from harness.analysis.tracker import ConversationTracker, _key
+from harness.wire.decode import UnreachableQuote
+from harness.wire.packet import TCP, UDP, Packet
 
 hosts = st.sampled_from(["10.0.0.1", "10.0.0.2", "10.0.0.10", "9.0.0.1", "::1", "2001:db8::1", "fe80::1"])
 ports = st.sampled_from([0, 1, 9, 10, 80, 443, 65535])

@@ -12,10 +12,10 @@ import time
 import pytest
 
 import pcapbuild as pb
-from harness.decode import (NonFirstFragment, PacketDecodeError, UnreachableQuote, UnsupportedLinkType,
+from harness.wire.decode import (NonFirstFragment, PacketDecodeError, UnreachableQuote, UnsupportedLinkType,
                             check_linktype, decode, decode_icmp_unreachable)
-from harness.packet import ACK, PSH, SYN, TCP, UDP, Packet
-from harness.pcapfile import CaptureFormatError, Record, open_capture
+from harness.wire.packet import ACK, PSH, SYN, TCP, UDP, Packet
+from harness.wire.reader import CaptureFormatError, Record, open_capture
 
 SEGMENT = pb.tcp(sport=40000, dport=8080, seq=0xDEADBEEF, ack=0x01020304, flags=PSH | ACK, window=512,
                  payload=b"hello world")

@@ -1,6 +1,6 @@
 """decode()'s fast path (untagged Ethernet, optionless IPv4, TCP) against the layer-by-layer decoder.
 
-decode() reads such frames with one unpack and falls back to harness.decode._decode_layers for
+decode() reads such frames with one unpack and falls back to harness.wire.decode._decode_layers for
 anything its checks do not accept. The property: for any frame, decode() and _decode_layers give
 the same Packet, or raise the same error (type and message), or both give None. The frames are
 valid Ethernet/IPv4/TCP frames with every header field the fast path looks at drawn from values
@@ -13,10 +13,10 @@ import os
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import harness.decode
+import harness.wire.decode
 import pcapbuild as pb
-from harness.decode import PacketDecodeError, _decode_layers, decode
-from harness.pcapfile import Record
+from harness.wire.decode import PacketDecodeError, _decode_layers, decode
+from harness.wire.reader import Record
 
 EXAMPLES = int(os.environ.get("HARNESS_FUZZ_EXAMPLES", "200")) * 5
 
@@ -81,7 +81,7 @@ def test_the_fast_path_is_taken_for_a_plain_segment(monkeypatch):
     def not_expected(*args):
         raise AssertionError("the layer-by-layer decoder was asked")
 
-    monkeypatch.setattr(harness.decode, "_decode_layers", not_expected)
+    monkeypatch.setattr(harness.wire.decode, "_decode_layers", not_expected)
     frame = pb.ether(pb.ipv4(payload=pb.tcp(flags=0x02, options=SYN_OPTIONS, payload=b"hi")))
     packet = decode(Record(1, 2.5, len(frame), len(frame) + 4, frame, 0, ()), 1)
     assert (packet.payload, packet.mss, packet.wscale, packet.flags) == (b"hi", 65495, 10, 0x02)

@@ -30,9 +30,9 @@ from hypothesis import strategies as st
 
 import pcapbuild as pb
 from harness.cli import main
-from harness.decode import PacketDecodeError, UnsupportedLinkType, check_linktype, decode, decode_icmp_unreachable
-from harness.packet import TCP, UDP, Packet
-from harness.pcapfile import CHUNK, MAX_BLOCK, CaptureFormatError, open_capture
+from harness.wire.decode import PacketDecodeError, UnsupportedLinkType, check_linktype, decode, decode_icmp_unreachable
+from harness.wire.packet import TCP, UDP, Packet
+from harness.wire.reader import CHUNK, MAX_BLOCK, CaptureFormatError, open_capture
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = int(os.environ.get("HARNESS_FUZZ_EXAMPLES", "200"))

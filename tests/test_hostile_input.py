@@ -28,8 +28,8 @@ import pytest
 
 import pcapbuild as pb
 from harness.cli import main
-from harness.pcapfile import MAX_BLOCK, NotARegularFile, open_capture
-from harness.trace import WARNING_LIMIT
+from harness.wire.reader import MAX_BLOCK, NotARegularFile, open_capture
+from harness.analysis.pipeline import WARNING_LIMIT
 
 ROOT = Path(__file__).resolve().parent.parent
 TCP_LAB = ROOT / "captures" / "lab" / "tcp-lab.pcapng"

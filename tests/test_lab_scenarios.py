@@ -4,8 +4,10 @@ from dataclasses import replace
 
 import pytest
 
-from harness.expect import CHECKS
-from harness.scenario import LAB_SCENARIOS, ScenarioFailed, run_scenario
+from harness.analysis.expect import CHECKS
+from harness.lab.scenarios import LAB_SCENARIOS
+from harness.run.scenario import ScenarioFailed
+from harness.run.runner import run_scenario
 
 pytestmark = pytest.mark.capture
 
@@ -48,7 +50,7 @@ def test_broken_server_resets_after_the_request_and_fails_graceful_close(lab):
     result = lab.run("tcp-broken-server")
     assert result.ok
     assert any("AttributeError" in line for line in result.server.stderr_lines)
-    problems = CHECKS["graceful-close"](result.conversation)
+    problems = [str(problem) for problem in CHECKS["graceful-close"](result.conversation)]
     assert problems[0].startswith("server sent RST at frame ")
     assert "the server never sent FIN" in problems
 
@@ -64,7 +66,7 @@ def test_an_aborting_client_fails_graceful_close_with_a_readable_reason(lab):
                     expectation="tcp_graceful")
     result = lab.run(abort, check=False)
     assert not result.ok
-    assert any(p.startswith("graceful-close: client sent RST at frame") for p in result.problems)
+    assert any(str(p).startswith("graceful-close: client sent RST at frame") for p in result.problems)
 
 
 def test_a_failing_scenario_reports_expected_against_wire_with_the_ladder(capture_backend, tmp_path):
@@ -102,7 +104,7 @@ def test_the_annotated_pcap_stays_private(lab):
 def test_the_saved_pcap_keeps_dumpcaps_statistics_through_the_annotation(lab, capture_backend):
     # The Interface Statistics Block is the file's own proof that nothing was dropped: annotating
     # the verdicts into the pcap must keep it, with the counters the capture itself reported.
-    from harness.pcapfile import open_capture
+    from harness.wire.reader import open_capture
     result = lab.run("tcp-lab")
     with open_capture(result.capture.path) as saved:
         records = list(saved)

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 import needs
-from harness.capture.dumpcap import dumpcap_path
-from harness.process import PACKAGE_ROOT
+from harness.run.capture.dumpcap import dumpcap_path
+from harness.run.process import PACKAGE_ROOT
 from harness.pytest_plugin import capture_required
 
 pytestmark = [pytest.mark.capture,
@@ -67,7 +67,7 @@ def as_nobody(python, workdir, code, dumpcap):
 
 
 def test_without_the_capabilities_the_reason_says_how_to_grant_them(python_for_nobody, workdir):
-    done = as_nobody(python_for_nobody, workdir, "from harness.capture.dumpcap import probe_dumpcap; "
+    done = as_nobody(python_for_nobody, workdir, "from harness.run.capture.dumpcap import probe_dumpcap; "
                      "print(probe_dumpcap())", dumpcap_path())
     assert done.stdout.startswith("dumpcap may not capture here ("), done.stderr
     assert "setcap cap_net_raw,cap_net_admin+eip" in done.stdout
@@ -87,7 +87,7 @@ def test_doctor_reports_what_may_capture(python_for_nobody, workdir, capable_dum
 
 def test_the_tcp_lab_runs_unprivileged_with_a_capable_dumpcap(python_for_nobody, workdir, capable_dumpcap):
     pcap = workdir / "unprivileged.pcapng"
-    code = ("import sys; from harness.scenario import LAB_SCENARIOS, run_scenario; "
+    code = ("import sys; from harness.lab.scenarios import LAB_SCENARIOS; from harness.run.runner import run_scenario; "
             f"result = run_scenario(LAB_SCENARIOS['tcp-lab'], {str(pcap)!r}); print(result.verdict()); "
             "sys.exit(0 if result.ok else 1)")
     done = as_nobody(python_for_nobody, workdir, code, capable_dumpcap)

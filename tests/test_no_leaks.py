@@ -9,9 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from harness.capture import partial_path
-from harness.process import SubjectError
-from harness.scenario import LAB_SCENARIOS, Timeouts, run_scenario
+from harness.run.capture import partial_path
+from harness.run.process import SubjectError
+from harness.lab.scenarios import LAB_SCENARIOS
+from harness.run.scenario import Timeouts
+from harness.run.runner import run_scenario
 from procfs import alive, wait_until
 
 pytestmark = pytest.mark.capture
@@ -82,7 +84,7 @@ def test_a_subject_that_hangs_at_stop_is_killed(capture_backend, tmp_path):
 def test_a_subject_interrupted_while_it_starts_is_not_left_running(monkeypatch):
     # Ctrl-C can land after the process exists but before start() returns, while its output
     # readers start: the caller never got the Subject to stop, so start() must stop it itself.
-    from harness import process
+    from harness.run import process
     started = []
     real_start = process.threading.Thread.start
 
@@ -106,7 +108,7 @@ CTRL_C_TEST = """
 import sys
 from dataclasses import replace
 import pytest
-from harness.scenario import LAB_SCENARIOS
+from harness.lab.scenarios import LAB_SCENARIOS
 
 @pytest.mark.capture
 def test_interrupted(lab):
@@ -114,6 +116,14 @@ def test_interrupted(lab):
                       "import signal; signal.pause()", "ctrl-c-marker"])
     lab.run(hanging)
 """
+
+
+def _cmdline(pid: int) -> str:
+    """A process's command line, or '' once it is gone (short-lived probes come and go meanwhile)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_text(errors="replace")
+    except OSError:
+        return ""
 
 
 def test_ctrl_c_in_the_middle_of_a_capture_leaves_nothing_behind(capture_backend, tmp_path):
@@ -125,8 +135,7 @@ def test_ctrl_c_in_the_middle_of_a_capture_leaves_nothing_behind(capture_backend
                              cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         # The client is the last thing started: once it runs, the capture is live and the server up.
-        wait_until(lambda: any("ctrl-c-marker" in Path(f"/proc/{pid}/cmdline").read_text(errors="replace")
-                               for pid in children_of(inner.pid) if alive(pid)),
+        wait_until(lambda: any("ctrl-c-marker" in _cmdline(pid) for pid in children_of(inner.pid)),
                    30, "the inner test's client to start")
         started = children_of(inner.pid)
         assert len(started) == 3, f"expected dumpcap, server and client under pytest, found {started}"

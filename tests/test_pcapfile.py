@@ -8,7 +8,7 @@ import struct
 import pytest
 
 import pcapbuild as pb
-from harness.pcapfile import MAX_BLOCK, CaptureFormatError, Record, open_capture
+from harness.wire.reader import MAX_BLOCK, CaptureFormatError, Record, open_capture
 
 FRAME = pb.ether(pb.ipv4(payload=pb.tcp(payload=b"hello")))
 
@@ -77,7 +77,7 @@ def test_pcap_record_bigger_than_snaplen_tolerated_within_limit(tmp_path):
 
 
 def test_pcap_records_span_read_chunks(tmp_path, monkeypatch):
-    import harness.pcapfile as pcapfile
+    import harness.wire.reader as pcapfile
     monkeypatch.setattr(pcapfile, "CHUNK", 100)
     frames = [bytes([i]) * (37 + 13 * i) for i in range(40)]
     data = pb.pcap([(i, i, f) for i, f in enumerate(frames)])

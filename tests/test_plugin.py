@@ -61,7 +61,7 @@ def test_keep_failed_removes_passing_pcaps_and_keeps_failing_ones(pytester, capt
 @pytest.mark.capture
 def test_wrong_expectation(lab):
     from dataclasses import replace
-    from harness.scenario import LAB_SCENARIOS
+    from harness.lab.scenarios import LAB_SCENARIOS
     lab.run(replace(LAB_SCENARIOS["udp-lab"], expectation="tcp_lab"))
 """)
     result = pytester.runpytest("--keep-pcaps", "failed", "--pcap-dir", "out")
@@ -79,7 +79,7 @@ def test_live_capture_fixture_captures_your_own_traffic(pytester, capture_backen
     pytester.makepyfile(test_own="""
 import socket
 import pytest
-from harness.trace import load_trace
+from harness.analysis.pipeline import analyse
 
 @pytest.mark.capture
 def test_own_server(live_capture):
@@ -88,7 +88,7 @@ def test_own_server(live_capture):
     port = server.getsockname()[1]
     with live_capture(f"udp port {port}") as capture:
         socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b"ping", ("127.0.0.1", port))
-    (conversation,) = load_trace(capture.result.path).conversations
+    (conversation,) = analyse(capture.result.path).conversations
     assert [s.payload for s in conversation.segments] == [b"ping"]
 """)
     pytester.runpytest().assert_outcomes(passed=1)
@@ -99,7 +99,7 @@ def test_two_live_captures_in_one_test_save_two_pcaps(pytester, capture_backend)
     pytester.makepyfile(test_twice="""
 import socket
 import pytest
-from harness.trace import load_trace
+from harness.analysis.pipeline import analyse
 
 @pytest.mark.capture
 def test_twice(live_capture):
@@ -112,7 +112,7 @@ def test_twice(live_capture):
             socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(payload, ("127.0.0.1", port))
         results.append(capture.result.path)
     assert results[0] != results[1]
-    assert [[s.payload for s in load_trace(path).conversations[0].segments] for path in results] == [
+    assert [[s.payload for s in analyse(path).conversations[0].segments] for path in results] == [
         [b"first"], [b"second"]]
 """)
     pytester.runpytest().assert_outcomes(passed=1)

@@ -3,7 +3,7 @@ import socket
 
 import pytest
 
-from harness.settle import _sock_diag_on_port, _sockets_on_port_from_proc, sockets_on_port, wait_tcp_settled
+from harness.run.settle import _sock_diag_on_port, _sockets_on_port_from_proc, sockets_on_port, wait_tcp_settled
 
 
 def states(found):

@@ -1,4 +1,4 @@
-"""harness._speedups (the summary path's per-packet work in C) makes exactly the conversations the
+"""harness.analysis._speedups (the summary path's per-packet work in C) makes exactly the conversations the
 pure-Python tracker makes: every slot of every Conversation, ConnectionState and Side, in the same
 order, with the same packet count, warnings and damage, on every reference capture, on thousands of
 random conversations (tests/tcpgen.py) interleaved and spread over the tracker's timers, on input
@@ -19,10 +19,10 @@ from hypothesis import strategies as st
 
 import pcapbuild as pb
 import tcpgen
-from harness import trace
-from harness.connstate import ConnectionState, Side
-from harness.conversation import Conversation
-from harness.summary import summarize
+from harness.analysis import pipeline
+from harness.analysis.connstate import ConnectionState, Side
+from harness.analysis.conversation import Conversation
+from harness.analysis.summary import summarize
 from wire import to_pcap
 
 REQUIRE_ENV = "HARNESS_REQUIRE_SPEEDUPS"
@@ -33,8 +33,8 @@ SECOND = 10**9
 
 @pytest.fixture(autouse=True)
 def speedups():
-    if trace._speedups is None:
-        reason = "harness._speedups is not compiled (no C compiler when harness was installed?)"
+    if pipeline._speedups is None:
+        reason = "harness.analysis._speedups is not compiled (no C compiler when harness was installed?)"
         if os.environ.get(REQUIRE_ENV):
             pytest.fail(f"{reason}, and {REQUIRE_ENV} is set")
         pytest.skip(reason)
@@ -60,12 +60,12 @@ def _dump(conversation: Conversation) -> dict:
 
 def _run(path, pure: bool, monkeypatch):
     if pure:
-        monkeypatch.setenv(trace.PURE_PYTHON_ENV, "1")
+        monkeypatch.setenv(pipeline.PURE_PYTHON_ENV, "1")
     else:
-        monkeypatch.delenv(trace.PURE_PYTHON_ENV, raising=False)
+        monkeypatch.delenv(pipeline.PURE_PYTHON_ENV, raising=False)
     ended = []
     try:
-        result = trace.stream_conversations(path, lambda conversation: ended.append(_dump(conversation)))
+        result = pipeline.stream_conversations(path, lambda conversation: ended.append(_dump(conversation)))
     except Exception as error:     # the same exception either way is part of the agreement
         return "raised", type(error).__name__, str(error), ended
     return ended, result.packets, result.warnings, str(result.damage)
@@ -87,7 +87,7 @@ def test_every_reference_capture(path, monkeypatch):
 
 def _as_pcap(source: Path, order: str, nano: bool) -> bytes:
     """A capture's records rewritten as classic pcap, the format the C scanner reads in bulk."""
-    from harness.pcapfile import open_capture
+    from harness.wire.reader import open_capture
     with open_capture(source) as capture:
         records = [(r.time_ns // SECOND, r.time_ns % SECOND // (1 if nano else 1000), r.data, r.origlen)
                    for r in capture]

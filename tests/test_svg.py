@@ -4,10 +4,10 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from harness.conversation import conversations
-from harness.ladder import segment_label as ladder_label
-from harness.svg import render_svg, render_svg_all
-from harness.trace import load_trace
+from harness.analysis.tracker import conversations
+from harness.render.ladder import segment_label as ladder_label
+from harness.render.svg import render_svg, render_svg_all
+from harness.analysis.pipeline import analyse
 
 from wire import HANDSHAKE, LAB_DATA, FOUR_WAY_SERVER_FIRST, START_NS, renumber, tcp, udp
 
@@ -36,7 +36,7 @@ def arrow_line(group: ET.Element):
 
 
 def lab_conversation(name: str = "tcp-lab"):
-    (conversation,) = load_trace(LAB / f"{name}.pcapng").conversations
+    (conversation,) = analyse(LAB / f"{name}.pcapng").conversations
     return conversation
 
 
@@ -55,7 +55,7 @@ def test_tcp_lab_has_one_arrow_per_segment_with_the_ladders_labels():
     # Client to server runs left to right, replies right to left.
     for group, segment in zip(arrows, conversation.segments):
         start, end = arrow_line(group)
-        assert (start < end) == segment.outbound
+        assert (start < end) == segment.is_orig
     assert texts(root, "endpoint") == [f"client {conversation.orig}", f"server {conversation.resp}"]
     assert texts(root, "pcap") == ["pcap: captures/lab/tcp-lab.pcapng"]
 

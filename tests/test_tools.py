@@ -1,5 +1,5 @@
-"""One list of system tools (harness/tools.txt), and the three that read it agree: scripts/setup.sh
-installs what harness.tools would report missing, `harness doctor` reports every tool on it, and
+"""One list of system tools (harness/run/tools.txt), and the three that read it agree: scripts/setup.sh
+installs what harness.run.tools would report missing, `harness doctor` reports every tool on it, and
 every external program the code runs is on it. The C extension's build says why when it fails."""
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import tools
+from harness.run import tools
 from harness.doctor import REPORTED_GROUPS, findings
 
 REPO = Path(__file__).resolve().parent.parent
@@ -24,7 +24,7 @@ LOOKUPS = {"which", "require", "find", "tool", "missing"}
 
 
 def test_the_list_reads_and_every_tool_names_its_package_and_purpose():
-    assert tools.TOOLS, "harness/tools.txt is empty"
+    assert tools.TOOLS, "harness/run/tools.txt is empty"
     for entry in tools.TOOLS.values():
         assert entry.kind in tools.KINDS and entry.packages and entry.purpose
         assert entry.group in DEFAULT_GROUPS + ("corpus",)
@@ -82,11 +82,11 @@ def test_every_program_the_code_runs_is_on_the_list():
                 unlisted.append(f"{path.relative_to(REPO)}:{line}: {program}")
     # Test-only stand-ins (commands a test makes up to be missing) do not count; nothing else may be off the list.
     unlisted = [item for item in unlisted if "no-such" not in item and "nonexistent" not in item]
-    assert not unlisted, "programs run or looked up that harness/tools.txt does not list:\n" + "\n".join(unlisted)
+    assert not unlisted, "programs run or looked up that harness/run/tools.txt does not list:\n" + "\n".join(unlisted)
 
 
 def test_no_install_advice_is_written_outside_the_list():
-    # Every "apt-get install" a user is shown comes from harness.tools (or setup.py, which reads tools.txt).
+    # Every "apt-get install" a user is shown comes from harness.run.tools (or setup.py, which reads tools.txt).
     offenders = []
     for path in _python_files():
         for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
@@ -130,7 +130,7 @@ def test_on_a_machine_without_ethtool_setup_installs_it(tmp_path):
     missing = _print_missing(env)
     assert "ethtool" in missing, missing
     hidden = dict(os.environ, PATH=str(bin_dir), **{tools.SYSTEM_DIRS_ENV: str(bin_dir)})
-    reported = subprocess.run([sys.executable, "-c", "from harness import tools; "
+    reported = subprocess.run([sys.executable, "-c", "from harness.run import tools; "
                                "print(' '.join(tools.missing(['ethtool', 'ip'])))"],
                               capture_output=True, text=True, env=hidden, timeout=60, cwd=REPO)
     assert reported.stdout.split() == ["ethtool"] + (["ip"] if "iproute2" in missing else [])
@@ -165,8 +165,8 @@ def test_a_failed_build_of_the_c_scanner_says_why(tmp_path):
                            "--build-temp", str(tmp_path / "temp")], capture_output=True, text=True, env=env,
                           cwd=REPO, timeout=300)
     assert done.returncode == 0, done.stderr       # the install goes on without it...
-    assert "*** harness: harness._speedups was not built" in done.stderr    # ...but says so, loudly
+    assert "*** harness: harness.analysis._speedups was not built" in done.stderr    # ...but says so, loudly
     assert "apt-get install -y gcc libc6-dev python3-dev" in done.stderr
-    reason = (tmp_path / "lib" / "harness" / "_speedups.unavailable").read_text()
-    assert reason.startswith(f"building harness._speedups on Python {sys.version.split()[0]} failed: ")
-    assert not list((tmp_path / "lib" / "harness").glob("_speedups*.so"))
+    reason = (tmp_path / "lib" / "harness" / "analysis" / "_speedups.unavailable").read_text()
+    assert reason.startswith(f"building harness.analysis._speedups on Python {sys.version.split()[0]} failed: ")
+    assert not list((tmp_path / "lib" / "harness").rglob("_speedups*.so"))

@@ -1,4 +1,4 @@
-"""Multi-host scenarios (harness.topology): client and server in namespaces of their own, optionally
+"""Multi-host scenarios (harness.run.topology): client and server in namespaces of their own, optionally
 through a lossy router; nothing left behind; unrelated traffic never reaches a pcap.
 
 Needs root (ip netns, veth, nftables). Without that the tests skip saying why; with
@@ -21,18 +21,21 @@ from pathlib import Path
 import pytest
 
 from harness.pytest_plugin import REQUIRE_ENV, capture_required
-from harness.process import Subject, SubjectError
-from harness.scenario import LAB_SCENARIOS, READY_LINE, Timeouts, run_scenario
-from harness.summary import summarize
+from harness.run.process import Subject, SubjectError
+from harness.lab.scenarios import LAB_SCENARIOS, bulk_scenario
+from harness.run.scenario import READY_LINE, Timeouts
+from harness.run.runner import run_scenario, run_topology_scenario
+from harness.analysis.expect import load_expectation
+from harness.analysis.summary import summarize
 from tshark_view import assert_summary_agrees_with_tshark
-from harness.topology import (LOSSY_BULK_EXPECTATION, NAME_PATTERN, NFT_TABLE, Topology, bulk_scenario,
-                              cleanup_stale, list_namespaces, owned_namespaces, run_topology_scenario,
-                              topology_unavailable_reason)
-from harness.trace import load_trace
+from harness.run.topology import (NAME_PATTERN, NFT_TABLE, Topology, cleanup_stale, list_namespaces,
+                                  owned_namespaces, topology_unavailable_reason)
+from harness.analysis.pipeline import analyse
 from procfs import alive, wait_until
 
 pytestmark = pytest.mark.capture
 
+LOSSY_BULK = load_expectation("tcp_bulk_lossy")
 BULK_BYTES = 3 << 20          # 3 MiB: about 2200 full-size segments, so 5% loss drops ~100 of them
 MSS_WITH_TIMESTAMPS = 1448    # 1500-byte MTU - 20 (IP) - 32 (TCP with timestamps)
 SLOW = Timeouts(client_done=60.0, server_done=60.0, settle=30.0)
@@ -90,7 +93,7 @@ def test_as_an_unprivileged_user_the_reason_says_to_run_as_root(netns):
     if not shutil.which("setpriv"):
         pytest.skip("setpriv (util-linux) is needed to drop privileges")
     done = subprocess.run(["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups", sys.executable, "-c",
-                           "from harness.topology import topology_unavailable_reason as r; print(r(loss=True))"],
+                           "from harness.run.topology import topology_unavailable_reason as r; print(r(loss=True))"],
                           capture_output=True, text=True, timeout=30,
                           env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
     assert done.returncode == 0, done.stderr
@@ -120,7 +123,7 @@ def test_tcp_lab_across_a_direct_topology_uses_the_namespaces_addresses(netns, c
     assert (conversation.orig.host, conversation.resp.host) == (net.client_addr, net.server_addr)
     assert conversation.resp.port == result.port and len(conversation.segments) == 11
     # Nothing else in the file: every packet is one of the eleven, between the two namespaces' addresses.
-    trace = load_trace(pcap_path)
+    trace = analyse(pcap_path)
     assert trace.packets == 11 == result.capture.packets and len(trace.conversations) == 1
     assert {s.packet.src for s in conversation.segments} == {net.client_addr, net.server_addr}
     assert result.capture.interface == {"client": "c0", "server": "s0"}[capture_in]
@@ -133,7 +136,7 @@ def test_a_lossy_router_makes_a_bulk_download_retransmit_while_the_byte_counts_s
         netns, capture_backend, pcap_path, capture_in, record_property):
     with Topology.routed(loss_percent=5) as net:
         result = run_topology_scenario(bulk_scenario(BULK_BYTES), pcap_path, net, backend=capture_backend,
-                                       capture_in=capture_in, timeouts=SLOW, expectation=LOSSY_BULK_EXPECTATION)
+                                       capture_in=capture_in, timeouts=SLOW, expectation=LOSSY_BULK)
     assert result.ok, result.report()
     record = summarize(result.conversation)
     seen = {key: record[key] for key in ("orig_bytes", "resp_bytes", "retransmissions", "out_of_order",
@@ -161,7 +164,7 @@ def test_a_lossless_bulk_download_loses_nothing(netns, capture_backend, pcap_pat
     with Topology.routed() as net:
         assert net.nft_table is None
         result = run_topology_scenario(bulk_scenario(1 << 20), pcap_path, net, backend=capture_backend,
-                                       timeouts=SLOW, expectation=LOSSY_BULK_EXPECTATION)
+                                       timeouts=SLOW, expectation=LOSSY_BULK)
     assert result.ok, result.report()
     record = summarize(result.conversation)
     assert (record["resp_bytes"], record["missed_bytes"], record["out_of_order"], result.dropped) == \
@@ -202,8 +205,10 @@ def test_a_topology_is_removed_even_with_processes_still_running_inside(netns):
 INNER_TESTS = '''
 import json, os, sys
 from dataclasses import replace
-from harness.scenario import LAB_SCENARIOS, Timeouts
-from harness.topology import Topology, run_topology_scenario
+from harness.lab.scenarios import LAB_SCENARIOS
+from harness.run.scenario import Timeouts
+from harness.run.topology import Topology
+from harness.run.runner import run_topology_scenario
 
 RECORD = {record!r}
 
@@ -245,7 +250,7 @@ def test_tests_that_fail_inside_a_topology_leave_no_namespace(netns, pytester, t
 
 CRASHING = '''
 import os, signal, subprocess, sys
-from harness.topology import Topology
+from harness.run.topology import Topology
 net = Topology.routed(loss_percent=5).create()
 sleeper = subprocess.Popen(["ip", "netns", "exec", net.server_ns, sys.executable, "-c",
                             "import signal; signal.pause()"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -314,7 +319,7 @@ def lab(name, module, args, netns=None):
 # The lab clients' own exchange functions, fed an endless supply of messages: one connection (TCP) or
 # datagram (UDP) after another until SIGTERM, which the lab's run_program turns into exit status 0.
 # Paced at about 200 a second (pacing, not synchronisation): unpaced, the TCP noise leaves tens of
-# thousands of TIME_WAIT sockets, and reading /proc/net/tcp (harness.settle) then takes seconds.
+# thousands of TIME_WAIT sockets, and reading /proc/net/tcp (harness.run.settle) then takes seconds.
 ENDLESS_CLIENT = """
 import itertools, sys, time
 from harness.lab import tcp_client, udp_client
@@ -387,7 +392,7 @@ def test_unrelated_traffic_on_other_ports_and_in_other_namespaces_on_the_same_po
     assert result.port == port
     assert running == [], f"noise stopped before the scenario ended: {running}"
     assert all(b > a for a, b in zip(before, after)), f"some noise made no exchange meanwhile: {before} -> {after}"
-    trace = load_trace(pcap_path)
+    trace = analyse(pcap_path)
     assert len(trace.conversations) == 1 and trace.packets == 11 == result.capture.packets
     conversation = trace.conversations[0]
     assert conversation.orig.host == conversation.resp.host == "127.0.0.1" and conversation.resp.port == port

@@ -7,15 +7,12 @@ and duplicate ACKs, and the connection's shape, which tshark gives as
 tcp.completeness (SYN 1, SYN-ACK 2, ACK 4, DATA 8, FIN 16, RST 32) and the harness as Zeek's
 conn_state and history.
 """
-import shutil
 import subprocess
 from collections import defaultdict
 
-import pytest
-
 import needs
-from harness.summary import summarize
-from harness.trace import load_trace
+from harness.analysis.summary import summarize
+from harness.analysis.pipeline import analyse
 
 FIELDS = ("frame.number", "frame.time_relative", "tcp.stream", "udp.stream", "ip.src", "ipv6.src", "tcp.srcport", "udp.srcport",
           "tcp.len", "udp.length", "tcp.seq", "tcp.flags.fin",
@@ -107,7 +104,7 @@ def assert_summary_agrees_with_tshark(path, check_shapes=True):
     SYN or SYN-ACK that the table asks for (Zeek's rules for inactive endpoints), so random
     conversations are checked without it."""
     streams = tshark_streams(path)
-    trace = load_trace(path)
+    trace = analyse(path)
     assert trace.damage is None and not trace.warnings
     by_first_frame = {s["first"]: (key, s) for key, s in streams.items()}
     assert len(trace.conversations) == len(streams), "the harness and tshark see different conversations"
@@ -182,8 +179,8 @@ def tshark_frame_verdicts(path):
 def harness_frame_verdicts(packets):
     """{frame number: (verdict, conversation)}: each TCP packet through the ConversationTracker, the
     verdict read from what its ConnectionState's counters gained on it."""
-    from harness.conversation import ConversationTracker
-    from harness.packet import TCP
+    from harness.analysis.tracker import ConversationTracker
+    from harness.wire.packet import TCP
     tracker = ConversationTracker(keep_segments=False)
     before = {}
     verdicts = {}
@@ -203,7 +200,7 @@ def harness_frame_verdicts(packets):
 
 
 def describe_packet(packet):
-    from harness.packet import flag_names
+    from harness.wire.packet import flag_names
     return (f"frame {packet.frame} t={packet.time_ns} {packet.src}:{packet.sport} -> {packet.dst}:{packet.dport} "
             f"[{flag_names(packet.flags)}] seq={packet.seq} ack={packet.ack} win={packet.window} "
             f"len={packet.payload_len}")
@@ -214,7 +211,7 @@ def frame_disagreements(path, packets=None):
     TCP frames where the harness's per-packet counters and tshark's analysis flags disagree.
     `packets`: the capture's packets if already at hand (else read with the harness's reader)."""
     if packets is None:
-        from harness.trace import read_packets
+        from harness.analysis.pipeline import read_packets
         packets = list(read_packets(path))
     theirs = tshark_frame_verdicts(path)
     ours = harness_frame_verdicts(packets)
@@ -240,7 +237,7 @@ def assert_frames_agree_with_tshark(path, packets=None):
     """Frame by frame, the harness's retransmission / out-of-order / duplicate-ACK verdicts against
     tshark's; on failure, names the first differing frame with both verdicts and what led to it."""
     if packets is None:
-        from harness.trace import read_packets
+        from harness.analysis.pipeline import read_packets
         packets = list(read_packets(path))
     found = frame_disagreements(path, packets)
     assert not found, f"{len(found)} frames disagree; the first: " + explain_disagreement(found[0], packets)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import List, Optional, Sequence, Tuple
 
-from harness.packet import ACK, FIN, PSH, RST, SYN, TCP, UDP, Packet
+from harness.wire.packet import ACK, FIN, PSH, RST, SYN, TCP, UDP, Packet
 
 import pcapbuild as pb
 

@@ -25,9 +25,9 @@ if str(REPO) not in sys.path:  # `python captures/corpus/_gen_x.py` from anywher
     sys.path.insert(0, str(REPO))
 
 from harness import tools  # noqa: E402
-from harness.capture import make_capture  # noqa: E402
-from harness.process import Subject  # noqa: E402
-from harness.settle import QUIET_STATES, sockets_on_port  # noqa: E402
+from harness.run.capture import make_capture  # noqa: E402
+from harness.run.process import Subject  # noqa: E402
+from harness.run.settle import QUIET_STATES, sockets_on_port  # noqa: E402
 
 SERVER_READY_SECONDS = 15.0
 
@@ -143,7 +143,7 @@ def publish(scratch: Path, out_dir: Path) -> Path:
 
 
 def wait_sockets_quiet(port: int, timeout: float, tables: Sequence[str], where: str) -> None:
-    """Like harness.settle.wait_tcp_settled, for other namespaces' tables (/proc/PID/net/tcp)."""
+    """Like harness.run.settle.wait_tcp_settled, for other namespaces' tables (/proc/PID/net/tcp)."""
     deadline = time.monotonic() + timeout
     while True:
         busy = [(s, st) for s, st in sockets_on_port(port, tables) if st not in QUIET_STATES]
@@ -248,8 +248,8 @@ def analysis_counts(path: Path) -> Dict[str, int]:
 
 def main_wrapper(generate) -> None:
     """Run a generator; its own failures and the harness's end in one line on stderr and status 1."""
-    from harness.capture import CaptureError
-    from harness.process import SubjectError
+    from harness.run.capture import CaptureError
+    from harness.run.process import SubjectError
     try:
         sys.exit(generate())
     except (GenerationError, CaptureError, SubjectError, TimeoutError) as error:
@@ -262,7 +262,7 @@ def main_wrapper(generate) -> None:
 def keepalive_two_urls(name: str, out_dir: Path, host: str) -> str:
     """curl --http1.1 fetches a.txt and b.txt over one connection from http.server -p HTTP/1.1 on
     HOST (127.0.0.1 or ::1); curl closes first when it exits. Returns the summary line."""
-    from harness.settle import wait_tcp_settled
+    from harness.run.settle import wait_tcp_settled
     import tempfile
 
     require("curl", "dumpcap", "tshark")

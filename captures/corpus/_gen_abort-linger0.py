@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (CORPUS, analysis_counts, arguments, by_stream, captured, check_handshake,  # noqa: E402
                      describe_close, expect, http_server, main_wrapper, make_site, payload, publish,
                      require, run, tcp_segments)
-from harness.settle import wait_tcp_settled  # noqa: E402
+from harness.run.settle import wait_tcp_settled  # noqa: E402
 
 NAME = "abort-linger0.pcapng"
 ABORT_AFTER = 32768

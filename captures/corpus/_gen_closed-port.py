@@ -16,7 +16,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (arguments, by_stream, captured, closed_tcp_port, expect, main_wrapper,  # noqa: E402
                      publish, require, run, tcp_segments)
-from harness.settle import wait_tcp_settled  # noqa: E402
+from harness.run.settle import wait_tcp_settled  # noqa: E402
 
 NAME = "closed-port.pcapng"
 CURL_COULDNT_CONNECT = 7

@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (arguments, by_stream, captured, check_handshake, describe_close, expect,  # noqa: E402
                      http_server, main_wrapper, make_site, payload, publish, require, run,
                      tcp_segments, tshark_fields)
-from harness.settle import wait_tcp_settled  # noqa: E402
+from harness.run.settle import wait_tcp_settled  # noqa: E402
 
 NAME = "http10-server-close.pcapng"
 

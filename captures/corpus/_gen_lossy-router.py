@@ -52,7 +52,7 @@ STEP_TIMEOUT = 15.0
 def inside(args: argparse.Namespace) -> int:
     """The capture and the download, run by `ip netns exec CLIENT_NS python this --inside ...`."""
 
-    from harness.settle import wait_tcp_settled
+    from harness.run.settle import wait_tcp_settled
 
     # Probes are sent from the router namespace, so they cross the veth the capture watches.
     with captured(NAME, args.work, f"tcp port {args.port}", interface="c0", probe_host=CLIENT,

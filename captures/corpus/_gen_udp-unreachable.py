@@ -23,7 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (SERVER_READY_SECONDS, arguments, captured, expect, main_wrapper,  # noqa: E402
                      publish, require, run, tshark_fields, unused_udp_port)
-from harness.process import Subject  # noqa: E402
+from harness.run.process import Subject  # noqa: E402
 
 NAME = "udp-unreachable.pcapng"
 

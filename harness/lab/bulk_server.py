@@ -1,7 +1,7 @@
 """A bulk-transfer server in the lab programs' style: the lab's request/reply, with a large reply.
 
 Not in the seed report; it is there so a scenario can move enough data for losses, duplicate ACKs
-and retransmissions to show, e.g. through a lossy router (harness.topology). The exchange:
+and retransmissions to show, e.g. through a lossy router (harness.run.topology). The exchange:
 
     client -> server   the number of bytes wanted, in decimal ASCII, ending in "\\n" (e.g. b"3145728\\n")
     server -> client   exactly that many bytes of PATTERN, then the server closes first (FIN)

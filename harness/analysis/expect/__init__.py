@@ -1,0 +1,110 @@
+"""Expectations about a conversation, and the checks that hold the wire to them. Pure code.
+
+An expectation is a list of steps (expected segments, in order) plus named semantic checks.
+Its text form, one step per line, `#` starts a comment:
+
+    C>S SYN                 seq=0
+    S>C SYN,ACK             seq=0 ack=1
+    C>S PSH,ACK   len=2     ack=1 data="yp"
+    ...                     (any number of segments, possibly none)
+    ? C>S ACK     len=0     (a step that may be missing, e.g. an ACK merged into the next segment)
+    S>C RST|RST,ACK         (alternatives)
+    check graceful-close
+
+Rules:
+- C is the originator (the client), S the responder (the server).
+- TCP flags are compared exactly on SYN, FIN, RST and ACK; PSH, URG, ECE and CWR only when the step
+  names them. A step without flags, or with `UDP`, expects a UDP datagram.
+- `len`, `seq`, `ack` (relative numbers) and `data` (a quoted string, Python escapes) are checked
+  only when given.
+- Without `...` lines the wire must show exactly the steps, one segment each, nothing more.
+- `check NAME` adds a semantic check from CHECKS; every one that fails is reported.
+
+Built-in expectations live in builtin/ beside this package; `load_expectation(spec)` is the one
+way to find one: a file's path, or a built-in's name with or without `.txt`.
+
+Modules: _model (Step, Problem, SpecError), _grammar (text to steps), _match (segments against
+steps), _checks (the named checks). Pure code: nothing here captures or runs anything.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Union
+
+from harness.analysis.conversation import Conversation
+from harness.analysis.expect._checks import CHECKS
+from harness.analysis.expect._grammar import ANY_SEGMENTS, parse_lines
+from harness.analysis.expect._match import match_path, match_steps
+from harness.analysis.expect._model import Problem, SpecError, Step
+
+BUILTIN_DIR = Path(__file__).parent / "builtin"
+
+__all__ = ["ANY_SEGMENTS", "BUILTIN_DIR", "CHECKS", "Expectation", "Problem", "SpecError", "Step",
+           "builtin_names", "load_expectation"]
+
+
+@dataclass
+class Expectation:
+    """Steps (None for each `...`) and named checks, from `source` (a file, or "<string>")."""
+
+    name: str
+    steps: List[Optional[Step]]
+    checks: List[str] = field(default_factory=list)
+    source: str = "<string>"
+
+    @classmethod
+    def parse(cls, text: str, name: str = "expectation", source: str = "<string>") -> "Expectation":
+        steps, checks = parse_lines(text, source, CHECKS)
+        return cls(name, steps, checks, source)
+
+    @classmethod
+    def load(cls, path: Union[str, Path]) -> "Expectation":
+        path = Path(path)
+        return cls.parse(path.read_text(encoding="utf-8"), path.stem, str(path))
+
+    def problems(self, conversation: Conversation) -> List[Problem]:
+        """Everything about the conversation that the expectation does not allow, in order."""
+        found = match_steps(self.steps, conversation)
+        for check in self.checks:
+            found += [problem.prefixed(f"{check}: ") for problem in CHECKS[check](conversation)]
+        return found
+
+    def frame_notes(self, conversation: Conversation) -> Dict[int, str]:
+        """A verdict per frame, for annotating the capture: which step it met, or what was wrong with it."""
+        notes: Dict[int, List[str]] = {}
+        path = match_path(self.steps, conversation)
+        if path is not None:
+            for segment, index in zip(conversation.segments, path):
+                step = self.steps[index] if index is not None else None
+                notes.setdefault(segment.packet.frame, []).append(
+                    f"ok: step {index + 1} `{step.describe()}`" if step else "ok: within `...`")
+        elif all(step is not None and not step.optional for step in self.steps):
+            for segment, step in zip(conversation.segments, self.steps):
+                if not step.mismatches(segment, conversation.proto):
+                    notes.setdefault(segment.packet.frame, []).append(f"ok: `{step.describe()}`")
+        for problem in reversed(self.problems(conversation)):
+            if problem.frame is not None:
+                notes.setdefault(problem.frame, []).insert(0, f"FAIL: {problem}")
+        return {frame: "; ".join(texts) for frame, texts in notes.items()}
+
+
+def builtin_names() -> List[str]:
+    """The shipped expectations, by name: tcp_lab, udp_lab, ..."""
+    return sorted(path.stem for path in BUILTIN_DIR.glob("*.txt"))
+
+
+def load_expectation(spec: Union[str, Path]) -> Expectation:
+    """An expectation file's path, or the name of a built-in one (with or without .txt).
+
+    A path that exists wins; otherwise a bare name is looked up among the built-ins. Anything else
+    is a SpecError naming the built-ins; an unreadable file is an OSError as open() raises it.
+    """
+    spec = str(spec)
+    path = Path(spec)
+    builtin = BUILTIN_DIR / (spec if spec.endswith(".txt") else f"{spec}.txt")
+    if not path.exists() and "/" not in spec and builtin.is_file():
+        path = builtin
+    if not path.exists():
+        raise SpecError(f"no expectation {spec!r}: not a file, nor a built-in one ({', '.join(builtin_names())})")
+    return Expectation.load(path)

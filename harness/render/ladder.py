@@ -1,0 +1,43 @@
+"""A conversation drawn as a ladder in text: one row per packet, time flowing down.
+
+    frame      time  client 127.0.0.1:40312          server 127.0.0.1:8080
+        1  0.000000  ---- SYN          seq=0 ack=-  len=0 --->
+        2  0.000021  <--- SYN, ACK     seq=0 ack=1  len=0 ----
+"""
+from __future__ import annotations
+
+from typing import Dict, Optional
+
+from harness.analysis.conversation import SECOND, Conversation, Segment, describe_segment
+
+
+def segment_label(segment: Segment, proto: int) -> str:
+    text = describe_segment(segment, proto, padded=True)
+    if segment.retransmitted:
+        text += " [retransmission]"
+    if segment.payload and segment.length <= 24:
+        text += f" {segment.payload[:24]!r}"
+    return text
+
+
+def render(conversation: Conversation, pcap: Optional[str] = None,
+           notes: Optional[Dict[int, str]] = None, width: int = 58) -> str:
+    """The ladder as text. `notes` maps frame numbers to a verdict shown at the row's end."""
+    notes = notes or {}
+    start = conversation.segments[0].packet.time_ns if conversation.segments else 0
+    lines = []
+    if pcap:
+        lines.append(f"pcap: {pcap}")
+    lines.append(f"conversation {conversation.index}: {conversation.describe()}")
+    client, server = f"client {conversation.orig}", f"server {conversation.resp}"
+    lines.append(f"{'frame':>6} {'time':>9}  {client:<{width - len(server) + 8}}{server}")
+    rows = [(s.packet.frame, s.packet.time_ns, s.is_orig, segment_label(s, conversation.proto)) for s in conversation.segments]
+    rows += [(frame, time_ns, False, "ICMP port unreachable") for frame, time_ns in conversation.unreachable]
+    for frame, time_ns, is_orig, label in sorted(rows):
+        body = f" {label} "
+        arrow = f"----{body:-<{width}}-->" if is_orig else f"<---{body:-<{width}}---"
+        note = notes.get(frame)
+        row = f"{frame:>6} {(time_ns - start) / SECOND:>9.6f}  {arrow}"
+        lines.append(f"{row}  << {note}" if note else row)
+    return "\n".join(lines)
+

@@ -1,0 +1,243 @@
+"""A capture that proves its own completeness at both ends, whatever backend feeds it.
+
+Protocol, the same for every backend:
+1. The output goes to `<name>.partial` (mode 0600) while the capture runs; only a capture whose
+   start and end were both proven, with no drops, is renamed to its final name.
+2. `start()` returns once a start marker sent through the filter has come out of the backend.
+3. `stop()` first sends an end marker and waits until it has come out: every packet sent before
+   it has then been delivered, so nothing the scenario sent is still in a kernel buffer. Only
+   then is the backend told to stop.
+4. Probe datagrams (probe.py) never reach the saved file; the Section Header says how many were
+   left out, and the backend, interface and filter.
+5. Every wait is bounded, and its timeout names what it waited for.
+"""
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Set
+
+from harness.errors import RunFailed, Unavailable
+from harness.run.capture.probe import FLUSH_DATAGRAMS, START, STOP, Prober
+
+# Markers are resent, each with its flush burst, until one comes out: every 50 ms for the first
+# second (dumpcap goes live some 30 ms after it starts), then less and less often, so that however
+# long the backend stalls, probes alone cannot fill its kernel buffer (about 40 bursts of 600 KB in
+# a 10 s wait, against dumpcap's 64 MiB).
+MARKER_RESEND_SECONDS = 0.05
+MARKER_STEADY_SECONDS = 1.0
+MARKER_RESEND_GROWTH = 1.5
+MARKER_RESEND_MAX_SECONDS = 0.5
+
+
+class CaptureError(RunFailed):
+    """A capture that could not run or could not be proven complete; str() is one line."""
+
+
+class CaptureUnavailable(CaptureError, Unavailable):
+    """The backend cannot capture here at all (missing tool, no permission): a reason to skip."""
+
+
+class CaptureIncomplete(CaptureError):
+    """The capture ran but cannot be trusted to hold every packet."""
+
+
+@dataclass
+class CaptureResult:
+    path: Path
+    backend: str
+    interface: str
+    bpf: str
+    packets: int = 0               # packets written to the pcap (probes excluded)
+    probes_removed: int = 0
+    received: Optional[int] = None  # backend's own counters, probes included
+    dropped: Optional[int] = None   # packets the capture lost: any makes it incomplete
+    drop_detail: str = ""           # the backend's own breakdown, for diagnosis
+    start_proven_after: float = 0.0  # seconds from launch until the start marker came out
+    stop_proven_after: float = 0.0   # seconds from the end marker until it came out
+    complete: bool = False
+
+    def describe(self) -> str:
+        drops = "?" if self.dropped is None else self.dropped
+        return (f"{self.path} ({self.backend} on {self.interface}, filter {self.bpf!r}: "
+                f"{self.packets} packets, {drops} dropped, {self.probes_removed} probes removed)")
+
+
+def partial_path(path: Path) -> Path:
+    return path.with_name(path.name + ".partial")
+
+
+class Capture:
+    """Base class: backends implement _launch, _halt and _kill, and call _deliver."""
+
+    backend = "?"
+    # dumpcap hands packets over in ring blocks, so each marker needs a burst behind it to fill one.
+    needs_flush_burst = True
+
+    def __init__(self, path, interface: str = "lo", bpf: str = "", probe_host: str = "127.0.0.1",
+                 start_timeout: float = 10.0, stop_timeout: float = 10.0,
+                 probe_from_netns: Optional[str] = None) -> None:
+        self.path = Path(path)
+        self.interface = interface
+        self.bpf = bpf
+        self.start_timeout = start_timeout
+        self.stop_timeout = stop_timeout
+        self._probe_host = probe_host
+        self._probe_from_netns = probe_from_netns
+        self.prober: Optional[Prober] = None
+        self.result: Optional[CaptureResult] = None
+        self._seen: Dict[bytes, Set[int]] = {START: set(), STOP: set()}
+        self._changed = threading.Condition()
+        self._failure: Optional[str] = None
+        self._file = None
+        self._running = False
+
+    # --- the protocol ---------------------------------------------------------------------
+    def start(self) -> "Capture":
+        self.prober = Prober(self._probe_host, flush_count=FLUSH_DATAGRAMS if self.needs_flush_burst else 0,
+                             sender_netns=self._probe_from_netns)
+        full_filter = f"({self.bpf}) or ({self.prober.bpf})" if self.bpf else ""
+        self.result = CaptureResult(self.path, self.backend, self.interface, self.bpf)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(partial_path(self.path), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        self._file = os.fdopen(fd, "wb")
+        began = time.monotonic()
+        try:
+            self._running = True
+            self._launch(full_filter)
+            self._await_marker(START, self.start_timeout, "its start probe")
+        except BaseException:
+            self.abort()
+            raise
+        self.result.start_proven_after = time.monotonic() - began
+        return self
+
+    def stop(self) -> CaptureResult:
+        assert self.result is not None, "stop() before start()"
+        began = time.monotonic()
+        try:
+            self._await_marker(STOP, self.stop_timeout, "its end probe")
+            self.result.stop_proven_after = time.monotonic() - began
+            self._halt()
+        except BaseException:
+            self.abort()
+            raise
+        self._running = False
+        self._close_file()
+        self._close_prober()
+        if self._failure:
+            raise CaptureIncomplete(f"{self.backend} capture {partial_path(self.path)}: {self._failure}")
+        if self.result.dropped:
+            detail = f" ({self.result.drop_detail})" if self.result.drop_detail else ""
+            raise CaptureIncomplete(
+                f"{self.backend} dropped {self.result.dropped} packets on {self.interface}{detail}; the partial "
+                f"capture is {partial_path(self.path)}; give it a larger buffer or less competing load")
+        os.replace(partial_path(self.path), self.path)
+        self.result.complete = True
+        return self.result
+
+    def abort(self) -> None:
+        """Stop at once; whatever was written stays under the .partial name (an empty file is removed)."""
+        if self._running:
+            self._running = False
+            self._kill()
+        self._close_file()
+        self._close_prober()
+        partial = partial_path(self.path)
+        if partial.exists() and partial.stat().st_size == 0:
+            partial.unlink()
+
+    def __enter__(self) -> "Capture":
+        return self.start()
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None and self._running:
+            self.stop()
+        else:
+            self.abort()
+
+    # --- for backends ---------------------------------------------------------------------
+    def _comments(self) -> List[str]:
+        assert self.prober is not None
+        return [f"harness capture: backend={self.backend} interface={self.interface} filter={self.bpf!r}",
+                f"harness probes: UDP datagrams to port {self.prober.port} carrying token "
+                f"{self.prober.token.decode()} prove the capture's start and end; they are left out of this file"]
+
+    def _deliver(self, data: bytes, raw_block: bytes) -> None:
+        """One captured packet: probes are noted, everything else is written as raw_block."""
+        assert self.prober is not None and self.result is not None
+        probe = self.prober.classify(data)
+        if probe is None:
+            self._file.write(raw_block)
+            self.result.packets += 1
+            return
+        self.result.probes_removed += 1
+        kind, number = probe
+        if kind in self._seen:
+            with self._changed:
+                self._seen[kind].add(number)
+                self._changed.notify_all()
+
+    def _write(self, raw_block: bytes) -> None:
+        self._file.write(raw_block)
+
+    def _fail(self, reason: str) -> None:
+        with self._changed:
+            self._failure = self._failure or reason
+            self._changed.notify_all()
+
+    def _alive(self) -> bool:
+        return True
+
+    def _why_dead(self) -> str:
+        return "the capture backend stopped"
+
+    # --- internals --------------------------------------------------------------------------
+    def _await_marker(self, kind: bytes, timeout: float, what: str) -> None:
+        assert self.prober is not None
+        began = time.monotonic()
+        deadline = began + timeout
+        sent_from = None
+        resend_after = MARKER_RESEND_SECONDS
+        while True:
+            number = self.prober.send_marker(kind)
+            sent_from = number if sent_from is None else sent_from
+            with self._changed:
+                self._changed.wait_for(lambda: self._has_marker(kind, sent_from) or self._failure
+                                       or not self._alive(), timeout=resend_after)
+                if self._has_marker(kind, sent_from):
+                    return
+                if self._failure:
+                    raise CaptureError(f"{self.backend} capture failed: {self._failure}")
+            if time.monotonic() - began > MARKER_STEADY_SECONDS:
+                resend_after = min(resend_after * MARKER_RESEND_GROWTH, MARKER_RESEND_MAX_SECONDS)
+            if not self._alive():
+                raise CaptureUnavailable(self._why_dead())
+            if time.monotonic() > deadline:
+                raise CaptureIncomplete(
+                    f"{self.backend} on {self.interface} did not show {what} within {timeout:g} s; "
+                    f"the capture cannot be proven complete (partial file: {partial_path(self.path)})")
+
+    def _has_marker(self, kind: bytes, first_number: int) -> bool:
+        return any(n >= first_number for n in self._seen[kind])
+
+    def _close_file(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def _close_prober(self) -> None:
+        if self.prober is not None:
+            self.prober.close()
+
+    def _launch(self, full_filter: str) -> None:
+        raise NotImplementedError
+
+    def _halt(self) -> None:
+        raise NotImplementedError
+
+    def _kill(self) -> None:
+        raise NotImplementedError

@@ -1,0 +1,485 @@
+"""Decode a capture Record's link, IP and TCP/UDP headers into a Packet.
+
+    check_linktype(record.linktype)      # once per interface: UnsupportedLinkType if we can't
+    packet = decode(record, frame)       # Packet, or None when it is not TCP/UDP
+    quote = decode_icmp_unreachable(record)   # UnreachableQuote of a UDP datagram, or None
+
+Rules:
+
+* Link types: Ethernet (1, any number of 802.1Q/802.1ad tags), Linux cooked v1 (113)
+  and v2 (276), BSD loopback NULL (0, AF in either byte order) and LOOP (108), raw IP
+  (101, and 12/14 as BSDs write it; 228/229). Anything else raises UnsupportedLinkType,
+  from check_linktype up front and from decode as a last resort.
+* Packets that are not TCP or UDP over IPv4/IPv6 (ARP, ICMP, ESP, ...) give None.
+* payload_len comes from the IP lengths (IPv4 total length, IPv6 payload length minus
+  extension headers) minus the transport header, never from the captured bytes: a
+  snaplen-truncated capture still reports the wire length, and Ethernet padding of short
+  frames is not payload. For UDP it is the UDP length field minus 8 (so the first fragment
+  of a fragmented datagram reports the whole datagram). `payload` is what was captured.
+* An IPv4 total length or IPv6 payload length of 0 means segmentation offload or a
+  jumbogram: the length is then taken from the frame's wire length.
+* A record whose original length is less than its captured length has a corrupt header
+  (nothing captures more than the wire carried; Wireshark flags it the same way): it
+  raises PacketDecodeError rather than have its IP lengths judged against a wrong wire length.
+* Malformed headers (IHL or data offset < 5, lengths past the packet, headers cut off by
+  the capture) raise PacketDecodeError(frame, message); non-first IP fragments, which
+  carry no ports, raise its subclass NonFirstFragment. Callers decide to skip and warn.
+* TCP options are parsed only on SYN segments, and only MSS and window scale; malformed
+  options just end the parse, since they are not what the conversation model checks.
+  Options cut off by the capture are not an error either: a snaplen of 68 (tcpdump's old
+  default) cuts every SYN's options, and the fixed 20-byte header is what a conversation needs.
+"""
+from __future__ import annotations
+
+import socket
+import struct
+from typing import Dict, NamedTuple, Optional, Tuple
+
+from harness.errors import InputError
+from harness.wire.packet import SYN, TCP, UDP, Packet
+
+__all__ = [
+    "decode", "check_linktype", "decode_icmp_unreachable", "describe_other", "linktype_name",
+    "UnsupportedLinkType", "PacketDecodeError", "NonFirstFragment", "UnreachableQuote",
+    "SUPPORTED_LINKTYPES",
+]
+
+LINKTYPE_NULL = 0
+LINKTYPE_ETHERNET = 1
+LINKTYPE_RAW_BSD = 12
+LINKTYPE_RAW_OPENBSD = 14
+LINKTYPE_RAW = 101
+LINKTYPE_LOOP = 108
+LINKTYPE_LINUX_SLL = 113
+LINKTYPE_IPV4 = 228
+LINKTYPE_IPV6 = 229
+LINKTYPE_LINUX_SLL2 = 276
+
+SUPPORTED_LINKTYPES = {
+    LINKTYPE_NULL: "BSD loopback",
+    LINKTYPE_ETHERNET: "Ethernet",
+    LINKTYPE_RAW_BSD: "raw IP",
+    LINKTYPE_RAW_OPENBSD: "raw IP",
+    LINKTYPE_RAW: "raw IP",
+    LINKTYPE_LOOP: "OpenBSD loopback",
+    LINKTYPE_LINUX_SLL: "Linux cooked v1",
+    LINKTYPE_IPV4: "raw IPv4",
+    LINKTYPE_IPV6: "raw IPv6",
+    LINKTYPE_LINUX_SLL2: "Linux cooked v2",
+}
+
+# Names for the link types people are most likely to hand us by mistake.
+_OTHER_LINKTYPE_NAMES = {
+    9: "PPP", 10: "FDDI", 50: "PPP in HDLC framing", 51: "PPPoE", 104: "Cisco HDLC",
+    105: "IEEE 802.11", 107: "Frame Relay", 117: "OpenBSD pflog", 119: "Prism 802.11",
+    127: "IEEE 802.11 radiotap", 138: "IP over FireWire", 143: "DOCSIS", 147: "user 0",
+    187: "Bluetooth HCI H4", 189: "Linux USB", 192: "PPI", 195: "IEEE 802.15.4", 197: "ERF",
+    220: "Linux USB mmapped", 227: "SocketCAN", 239: "Linux netfilter log", 249: "USBPcap",
+    252: "Wireshark upper PDU", 253: "Linux netlink", 254: "Bluetooth Linux monitor",
+}
+
+ETHERTYPE_IPV4 = 0x0800
+ETHERTYPE_IPV6 = 0x86DD
+_VLAN_ETHERTYPES = frozenset((0x8100, 0x88A8, 0x9100, 0x9200))
+
+# BSD loopback AF values: AF_INET is 2 everywhere; AF_INET6 is 24 (NetBSD/OpenBSD),
+# 28 (FreeBSD), 30 (Darwin).
+_NULL_AF_TO_ETHERTYPE = {2: ETHERTYPE_IPV4, 24: ETHERTYPE_IPV6, 28: ETHERTYPE_IPV6, 30: ETHERTYPE_IPV6}
+
+IPPROTO_ICMP = 1
+IPPROTO_ICMPV6 = 58
+
+# What a frame that is neither TCP nor UDP is, for saying what a capture held besides conversations.
+_ETHERTYPE_NAMES = {0x0806: "ARP", 0x8035: "RARP", 0x88CC: "LLDP", 0x8863: "PPPoE discovery",
+                    0x8864: "PPPoE session", 0x8847: "MPLS", 0x8848: "MPLS", 0x888E: "EAPOL",
+                    0x88F7: "PTP", 0x8809: "slow protocols (LACP)", 0x9000: "loopback test"}
+_IP_PROTOCOL_NAMES = {1: "ICMP", 2: "IGMP", 4: "IP in IP", 41: "IPv6 in IPv4", 47: "GRE", 50: "ESP",
+                      51: "AH", 58: "ICMPv6", 89: "OSPF", 103: "PIM", 112: "VRRP", 132: "SCTP"}
+_IPV6_HOP_BY_HOP = 0
+_IPV6_ROUTING = 43
+_IPV6_FRAGMENT = 44
+_IPV6_AH = 51
+_IPV6_DEST_OPTS = 60
+_IPV6_SKIPPABLE = frozenset((_IPV6_HOP_BY_HOP, _IPV6_ROUTING, _IPV6_DEST_OPTS))
+
+_U16 = struct.Struct("!H").unpack_from
+_U32_LE = struct.Struct("<I").unpack_from
+_IPV4_FIXED = struct.Struct("!BxHxxHxB").unpack_from      # ver/ihl, total length, frag field, proto
+_IPV6_FIXED = struct.Struct("!4xHB").unpack_from           # payload length, next header
+_TCP_FIXED = struct.Struct("!HHIIBBH").unpack_from          # ports, seq, ack, offset, flags, window
+_UDP_FIXED = struct.Struct("!HHH").unpack_from              # ports, length
+_new_packet = tuple.__new__
+# From the start of an untagged Ethernet frame: ethertype; IPv4 version/IHL, total length, fragment
+# field, protocol, addresses; TCP ports, seq, ack, data offset, flags, window.
+_ETHERNET_IPV4_TCP = struct.Struct("!12xHBxHxxHxB2x8sHHIIBBH").unpack_from
+_ETHERNET_IPV4_TCP_SIZE = 14 + 20 + 20
+
+
+class UnsupportedLinkType(InputError):
+    def __init__(self, linktype: int):
+        self.linktype = linktype
+        super().__init__(linktype)
+
+    def __str__(self) -> str:
+        supported = ", ".join(f"{lt} ({name})" for lt, name in sorted(SUPPORTED_LINKTYPES.items()))
+        return f"link type {linktype_name(self.linktype)} is not supported; supported: {supported}"
+
+
+class PacketDecodeError(InputError):
+    def __init__(self, frame: int, message: str):
+        self.frame = frame
+        self.message = message
+        super().__init__(frame, message)
+
+    def __str__(self) -> str:
+        return f"frame {self.frame}: {self.message}"
+
+
+class NonFirstFragment(PacketDecodeError):
+    """An IP fragment past the first: it has no transport header, so no ports."""
+
+
+class UnreachableQuote(NamedTuple):
+    """The datagram an ICMP/ICMPv6 port-unreachable error quotes: who sent what to where."""
+    src: str
+    dst: str
+    proto: int
+    sport: int
+    dport: int
+
+
+def linktype_name(linktype: int) -> str:
+    name = SUPPORTED_LINKTYPES.get(linktype) or _OTHER_LINKTYPE_NAMES.get(linktype)
+    return f"{linktype} ({name})" if name else str(linktype)
+
+
+def check_linktype(linktype: int) -> None:
+    """Raise UnsupportedLinkType unless decode() understands this link type."""
+    if linktype not in SUPPORTED_LINKTYPES:
+        raise UnsupportedLinkType(linktype)
+
+
+# Keyed by the raw source+destination bytes: one slice and one lookup per packet, and a
+# conversation repeats the same pair. Cleared when full so odd captures can't grow it forever.
+_address_pairs: Dict[bytes, Tuple[str, str]] = {}
+_ADDRESS_CACHE_LIMIT = 1 << 16
+
+
+def _address(raw: bytes) -> str:
+    return socket.inet_ntop(socket.AF_INET if len(raw) == 4 else socket.AF_INET6, raw)
+
+
+def _address_pair(raw: bytes) -> Tuple[str, str]:
+    pair = _address_pairs.get(raw)
+    if pair is None:
+        if len(_address_pairs) >= _ADDRESS_CACHE_LIMIT:
+            _address_pairs.clear()
+        half = len(raw) // 2
+        pair = _address_pairs[raw] = (_address(raw[:half]), _address(raw[half:]))
+    return pair
+
+
+def _network_layer(linktype: int, data: bytes, frame: int) -> Tuple[int, int]:
+    """(ethertype, offset of the network header) for a frame; ethertype 0 if not IP."""
+    if linktype == LINKTYPE_ETHERNET:
+        offset = 14
+        type_at = 12
+    elif linktype == LINKTYPE_LINUX_SLL2:
+        offset = 20
+        type_at = 0
+    elif linktype == LINKTYPE_LINUX_SLL:
+        offset = 16
+        type_at = 14
+    elif linktype == LINKTYPE_NULL or linktype == LINKTYPE_LOOP:
+        if len(data) < 4:
+            raise PacketDecodeError(frame, f"frame of {len(data)} bytes is too short for the loopback header")
+        family = _U32_LE(data, 0)[0]
+        if family > 0xFFFF:
+            # Written by a host of the other byte order.
+            family = int.from_bytes(data[:4], "big")
+        return _NULL_AF_TO_ETHERTYPE.get(family, 0), 4
+    elif linktype in (LINKTYPE_RAW, LINKTYPE_RAW_BSD, LINKTYPE_RAW_OPENBSD, LINKTYPE_IPV4, LINKTYPE_IPV6):
+        if not data:
+            raise PacketDecodeError(frame, "empty raw IP frame")
+        version = data[0] >> 4
+        return (ETHERTYPE_IPV4 if version == 4 else ETHERTYPE_IPV6 if version == 6 else 0), 0
+    else:
+        raise UnsupportedLinkType(linktype)
+    if len(data) < offset:
+        raise PacketDecodeError(frame, f"frame of {len(data)} bytes is too short for the "
+                                       f"{SUPPORTED_LINKTYPES[linktype]} header ({offset} bytes)")
+    ethertype = (data[type_at] << 8) | data[type_at + 1]
+    while ethertype in _VLAN_ETHERTYPES:
+        if len(data) < offset + 4:
+            raise PacketDecodeError(frame, "frame ends inside a VLAN tag")
+        ethertype = (data[offset + 2] << 8) | data[offset + 3]
+        offset += 4
+    return ethertype, offset
+
+
+def decode(record, frame: int) -> Optional[Packet]:
+    """The TCP/UDP header fields of a capture record, or None if it is not TCP/UDP over IP.
+
+    `record` is a pcapfile.Record (of which linktype, time_ns, origlen and data are used);
+    `frame` is its 1-based number in the capture.
+    """
+    linktype, time_ns, _caplen, origlen, data, _offset, _comments = record
+    if origlen < len(data):
+        raise PacketDecodeError(frame, f"original length {origlen} is less than the {len(data)} bytes captured "
+                                       f"(a corrupt record header)")
+    if linktype == LINKTYPE_ETHERNET and len(data) >= _ETHERNET_IPV4_TCP_SIZE:
+        # Fast path for almost everything a loopback or LAN capture holds: untagged Ethernet, IPv4
+        # without options, TCP. One unpack reads both headers; a frame that passes every check below
+        # decodes exactly as _decode_layers would (tests/test_decode_fast_path.py holds it to that),
+        # and anything else, malformed or not, is left to _decode_layers.
+        (ethertype, version_ihl, total_length, fragment, proto, addresses, sport, dport, seq, ack, data_offset,
+         flags, window) = _ETHERNET_IPV4_TCP(data, 0)
+        header_len = (data_offset >> 4) * 4
+        if (ethertype == ETHERTYPE_IPV4 and version_ihl == 0x45 and proto == TCP and not fragment & 0x1FFF
+                and 40 <= total_length <= origlen - 14 and 20 <= header_len <= total_length - 20):
+            src, dst = _address_pairs.get(addresses) or _address_pair(addresses)
+            payload_start = 34 + header_len
+            payload_len = total_length - 20 - header_len
+            mss = wscale = None
+            if flags & SYN and header_len > 20:
+                mss, wscale = _syn_options(data, 54, min(payload_start, len(data)))
+            return _new_packet(Packet, (frame, time_ns, src, dst, TCP, sport, dport, payload_len,
+                                        data[payload_start:payload_start + payload_len],
+                                        seq, ack, flags, window, mss, wscale))
+    return _decode_layers(linktype, time_ns, origlen, data, frame)
+
+
+def _decode_layers(linktype: int, time_ns: int, origlen: int, data: bytes, frame: int) -> Optional[Packet]:
+    """decode() for any frame, one layer at a time."""
+    if linktype == LINKTYPE_ETHERNET and len(data) >= 14 and data[12] == 0x08 and data[13] == 0x00:
+        ethertype, offset = ETHERTYPE_IPV4, 14
+    else:
+        ethertype, offset = _network_layer(linktype, data, frame)
+    if ethertype == ETHERTYPE_IPV4:
+        found = _ipv4(data, offset, origlen - offset, frame)
+    elif ethertype == ETHERTYPE_IPV6:
+        found = _ipv6(data, offset, origlen - offset, frame)
+    else:
+        return None
+    if found is None:
+        return None
+    proto, src, dst, start, length, first_fragment = found
+    if proto == TCP:
+        return _tcp(data, start, length, frame, time_ns, src, dst)
+    return _udp(data, start, length, frame, time_ns, src, dst, first_fragment)
+
+
+def _ipv4(data: bytes, offset: int, wire_len: int, frame: int):
+    """(proto, src, dst, transport offset, transport length, is first fragment) or None."""
+    if len(data) < offset + 20:
+        raise PacketDecodeError(frame, f"captured only {len(data) - offset} bytes of the IPv4 header")
+    version_ihl, total_length, fragment, proto = _IPV4_FIXED(data, offset)
+    if version_ihl >> 4 != 4:
+        raise PacketDecodeError(frame, f"IPv4 packet with IP version {version_ihl >> 4}")
+    header_len = (version_ihl & 0x0F) * 4
+    if header_len < 20:
+        raise PacketDecodeError(frame, f"IPv4 header length {header_len} is less than 20")
+    if total_length == 0:
+        total_length = wire_len      # segmentation offload leaves it 0
+    if total_length < header_len:
+        raise PacketDecodeError(frame, f"IPv4 total length {total_length} is less than its header length {header_len}")
+    if total_length > wire_len:
+        raise PacketDecodeError(frame, f"IPv4 total length {total_length} exceeds the {wire_len} bytes "
+                                       f"the frame has after its link header")
+    if proto != TCP and proto != UDP:
+        return None
+    if fragment & 0x1FFF:
+        raise NonFirstFragment(frame, f"IPv4 fragment at offset {(fragment & 0x1FFF) * 8} has no "
+                                      f"{'TCP' if proto == TCP else 'UDP'} header (not decodable)")
+    if len(data) < offset + header_len:
+        raise PacketDecodeError(frame, "IPv4 options cut off by the capture")
+    src, dst = _address_pairs.get(data[offset + 12:offset + 20]) or _address_pair(data[offset + 12:offset + 20])
+    return proto, src, dst, offset + header_len, total_length - header_len, fragment & 0x2000 != 0
+
+
+def _ipv6(data: bytes, offset: int, wire_len: int, frame: int):
+    if len(data) < offset + 40:
+        raise PacketDecodeError(frame, f"captured only {len(data) - offset} bytes of the IPv6 header")
+    if data[offset] >> 4 != 6:
+        raise PacketDecodeError(frame, f"IPv6 packet with IP version {data[offset] >> 4}")
+    payload_len, next_header = _IPV6_FIXED(data, offset)
+    if payload_len == 0:
+        payload_len = wire_len - 40  # jumbogram or segmentation offload
+    if 40 + payload_len > wire_len:
+        raise PacketDecodeError(frame, f"IPv6 payload length {payload_len} exceeds the {wire_len - 40} bytes "
+                                       f"the frame has after the IPv6 header")
+    start = offset + 40
+    end = start + payload_len
+    first_fragment = False
+    while next_header != TCP and next_header != UDP:
+        if next_header in _IPV6_SKIPPABLE or next_header == _IPV6_AH or next_header == _IPV6_FRAGMENT:
+            if start + 8 > len(data) or start + 8 > end:
+                raise PacketDecodeError(frame, f"IPv6 extension header {next_header} cut off")
+            if next_header == _IPV6_FRAGMENT:
+                fragment_field = _U16(data, start + 2)[0]
+                if fragment_field >> 3:
+                    if data[start] != TCP and data[start] != UDP:
+                        return None
+                    raise NonFirstFragment(frame, f"IPv6 fragment at offset {(fragment_field >> 3) * 8} has no "
+                                                  f"{'TCP' if data[start] == TCP else 'UDP'} header (not decodable)")
+                first_fragment = fragment_field & 1 == 1
+                ext_len = 8
+            elif next_header == _IPV6_AH:
+                ext_len = (data[start + 1] + 2) * 4
+            else:
+                ext_len = (data[start + 1] + 1) * 8
+            next_header = data[start]
+            start += ext_len
+            if start > end:
+                raise PacketDecodeError(frame, "IPv6 extension headers run past the payload length")
+        else:
+            return None
+    src, dst = _address_pair(data[offset + 8:offset + 40])
+    return next_header, src, dst, start, end - start, first_fragment
+
+
+def _tcp(data: bytes, start: int, length: int, frame: int, time_ns: int, src: str, dst: str) -> Packet:
+    if length < 20:
+        raise PacketDecodeError(frame, f"TCP segment of {length} bytes is shorter than a TCP header")
+    if len(data) < start + 20:
+        raise PacketDecodeError(frame, f"captured only {len(data) - start} bytes of the TCP header")
+    sport, dport, seq, ack, data_offset, flags, window = _TCP_FIXED(data, start)
+    header_len = (data_offset >> 4) * 4
+    if header_len < 20:
+        raise PacketDecodeError(frame, f"TCP data offset {header_len} is less than 20")
+    if header_len > length:
+        raise PacketDecodeError(frame, f"TCP header length {header_len} exceeds the {length}-byte segment")
+    payload_start = start + header_len
+    mss = wscale = None
+    if flags & SYN and header_len > 20:
+        # A short snaplen (tcpdump's old 68) cuts a SYN's options; the fixed header is all
+        # the conversation needs, so read the options that were captured and keep the SYN.
+        mss, wscale = _syn_options(data, start + 20, min(payload_start, len(data)))
+    payload_len = length - header_len
+    return _new_packet(Packet, (frame, time_ns, src, dst, TCP, sport, dport, payload_len,
+                                data[payload_start:payload_start + payload_len],
+                                seq, ack, flags, window, mss, wscale))
+
+
+def _syn_options(data: bytes, pos: int, end: int) -> Tuple[Optional[int], Optional[int]]:
+    mss = wscale = None
+    while pos < end:
+        kind = data[pos]
+        if kind == 0:
+            break
+        if kind == 1:
+            pos += 1
+            continue
+        if pos + 1 >= end:
+            break
+        size = data[pos + 1]
+        if size < 2 or pos + size > end:
+            break
+        if kind == 2 and size == 4:
+            mss = _U16(data, pos + 2)[0]
+        elif kind == 3 and size == 3:
+            wscale = data[pos + 2]
+        pos += size
+    return mss, wscale
+
+
+def _udp(data: bytes, start: int, length: int, frame: int, time_ns: int, src: str, dst: str,
+         fragmented: bool) -> Packet:
+    if length < 8:
+        raise PacketDecodeError(frame, f"UDP datagram of {length} bytes is shorter than a UDP header")
+    if len(data) < start + 8:
+        raise PacketDecodeError(frame, f"captured only {len(data) - start} bytes of the UDP header")
+    sport, dport, udp_len = _UDP_FIXED(data, start)
+    if udp_len == 0 and not fragmented:
+        udp_len = length             # jumbogram (RFC 2675) or offload
+    if udp_len < 8:
+        raise PacketDecodeError(frame, f"UDP length {udp_len} is less than 8")
+    if udp_len > length and not fragmented:
+        raise PacketDecodeError(frame, f"UDP length {udp_len} exceeds the {length} bytes of IP payload")
+    payload_len = udp_len - 8
+    payload_end = start + 8 + min(payload_len, length - 8)
+    return _new_packet(Packet, (frame, time_ns, src, dst, UDP, sport, dport, payload_len,
+                                data[start + 8:payload_end], 0, 0, 0, 0, None, None))
+
+
+def describe_other(record) -> str:
+    """What a record that is not TCP or UDP over IP carries, in a word or two ("ARP", "ICMPv6",
+    "IPv4 protocol 253", "ethertype 0x88b5"), for the tally of what a capture held. Never raises."""
+    linktype, data = record[0], record[4]
+    try:
+        ethertype, offset = _network_layer(linktype, data, 0)
+    except (PacketDecodeError, UnsupportedLinkType):
+        return "undecodable frames"
+    try:
+        if ethertype == ETHERTYPE_IPV4:
+            if data[offset] >> 4 != 4:
+                return "malformed IPv4"
+            proto = data[offset + 9]
+            return _IP_PROTOCOL_NAMES.get(proto, f"IPv4 protocol {proto}")
+        if ethertype == ETHERTYPE_IPV6:
+            next_header, at = data[offset + 6], offset + 40
+            while next_header in _IPV6_SKIPPABLE or next_header == _IPV6_FRAGMENT:
+                next_header, at = data[at], at + (8 if next_header == _IPV6_FRAGMENT else (data[at + 1] + 1) * 8)
+            return _IP_PROTOCOL_NAMES.get(next_header, f"IPv6 next header {next_header}")
+    except IndexError:
+        return "IPv4 cut off" if ethertype == ETHERTYPE_IPV4 else "IPv6 cut off"
+    if ethertype == 0:
+        return "non-IP frames"
+    if ethertype < 0x0600:
+        return "802.3 LLC frames"     # a length field, not an ethertype
+    return _ETHERTYPE_NAMES.get(ethertype, f"ethertype 0x{ethertype:04x}")
+
+
+def decode_icmp_unreachable(record) -> Optional[UnreachableQuote]:
+    """If the record is an ICMP port unreachable (v4 type 3 code 3, v6 type 1 code 4)
+    quoting a UDP datagram, the quoted datagram's addresses and ports; else None.
+
+    Never raises for malformed packets: anything that does not parse is simply not one.
+    """
+    try:
+        ethertype, offset = _network_layer(record[0], record[4], 0)
+    except PacketDecodeError:
+        return None
+    data = record[4]
+    try:
+        if ethertype == ETHERTYPE_IPV4:
+            header_len = (data[offset] & 0x0F) * 4
+            if data[offset + 9] != IPPROTO_ICMP or header_len < 20 or _U16(data, offset + 6)[0] & 0x1FFF:
+                return None
+            icmp = offset + header_len
+            if data[icmp] != 3 or data[icmp + 1] != 3:
+                return None
+            quoted = icmp + 8
+            quoted_len = (data[quoted] & 0x0F) * 4
+            if data[quoted] >> 4 != 4 or quoted_len < 20 or data[quoted + 9] != UDP:
+                return None
+            addresses = data[quoted + 12:quoted + 20]
+            udp = quoted + quoted_len
+        elif ethertype == ETHERTYPE_IPV6:
+            if data[offset + 6] != IPPROTO_ICMPV6:
+                return None   # ICMPv6 behind extension headers is not worth the code here
+            icmp = offset + 40
+            if data[icmp] != 1 or data[icmp + 1] != 4:
+                return None
+            quoted = icmp + 8
+            if data[quoted] >> 4 != 6:
+                return None
+            next_header = data[quoted + 6]
+            udp = quoted + 40
+            while next_header in _IPV6_SKIPPABLE:
+                next_header = data[udp]
+                udp += (data[udp + 1] + 1) * 8
+            if next_header != UDP:
+                return None
+            addresses = data[quoted + 8:quoted + 40]
+        else:
+            return None
+        if len(data) < udp + 4:
+            return None
+        sport, dport = _U16(data, udp)[0], _U16(data, udp + 2)[0]
+    except IndexError:
+        return None
+    if len(addresses) not in (8, 32):
+        return None
+    src, dst = _address_pair(addresses)
+    return UnreachableQuote(src, dst, UDP, sport, dport)
