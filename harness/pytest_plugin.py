@@ -3,6 +3,10 @@
 The library works without pytest; this module only decides where pcaps go, whether they are
 kept, and whether a test that cannot capture here skips (with how to fix it) or fails
 (when HARNESS_REQUIRE_CAPTURE=1, as in CI, where a capture test must never silently skip).
+
+Installing harness registers this plugin in every project, so at import it loads nothing of the
+library but the backend names: capture, processes and analysis are imported by the fixtures
+that use them (a `pytest --collect-only` in a project without capture tests loads none of them).
 """
 from __future__ import annotations
 
@@ -11,14 +15,15 @@ import re
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Optional, Union
+from typing import TYPE_CHECKING, Iterator, Optional, Union
 
 import pytest
 
-from harness.run.capture import BACKENDS, Capture, capture_unavailable_reason, make_capture, partial_path
-from harness.lab.scenarios import LAB_SCENARIOS
-from harness.run.scenario import Scenario, ScenarioFailed, ScenarioResult
-from harness.run.runner import run_scenario
+from harness.run import BACKENDS
+
+if TYPE_CHECKING:
+    from harness.run.capture import Capture
+    from harness.run.scenario import Scenario, ScenarioResult
 
 REQUIRE_ENV = "HARNESS_REQUIRE_CAPTURE"
 KEEP_CHOICES = ("always", "failed")
@@ -65,6 +70,7 @@ def _test_failed(item: pytest.Item) -> bool:
 
 def require_capture(backend: str, interface: str = "lo") -> str:
     """Skip the calling test, with how to fix it, unless `backend` can capture here (fail in CI instead)."""
+    from harness.run.capture import capture_unavailable_reason
     reason = capture_unavailable_reason(backend, interface)
     if reason:
         if capture_required():
@@ -101,6 +107,7 @@ def _file_stem(nodeid: str) -> str:
 def pcap_path(request: pytest.FixtureRequest, pcap_dir: Path) -> Iterator[Path]:
     """This test's pcap, named after the test; removed after a pass when --keep-pcaps=failed (with the
     test's further pcaps, NAME-2.pcapng and on, which `numbered` hands out)."""
+    from harness.run.capture import partial_path
     path = pcap_dir / f"{_file_stem(request.node.nodeid)}.pcapng"
     for stale in (path, partial_path(path)):
         stale.unlink(missing_ok=True)
@@ -121,8 +128,11 @@ class LabRunner:
         self.results = []
         self._node = node
 
-    def run(self, scenario: Union[str, Scenario], check: bool = True, **kwargs) -> ScenarioResult:
+    def run(self, scenario: Union[str, "Scenario"], check: bool = True, **kwargs) -> "ScenarioResult":
         """Run once; with check=True a wire that does not match fails the test with the ladder."""
+        from harness.lab.scenarios import LAB_SCENARIOS
+        from harness.run.runner import run_scenario
+        from harness.run.scenario import ScenarioFailed
         if isinstance(scenario, str):
             scenario = LAB_SCENARIOS[scenario]
         path = self.pcap_path if not self.results else numbered(self.pcap_path, len(self.results) + 1, self._node)
@@ -149,7 +159,8 @@ def live_capture(request: pytest.FixtureRequest, capture_backend: str, pcap_path
     blocks = 0
 
     @contextmanager
-    def capturing(bpf: str = "", interface: str = "lo", probe_host: str = "127.0.0.1") -> Iterator[Capture]:
+    def capturing(bpf: str = "", interface: str = "lo", probe_host: str = "127.0.0.1") -> Iterator["Capture"]:
+        from harness.run.capture import make_capture
         nonlocal blocks
         blocks += 1
         path = pcap_path if blocks == 1 else numbered(pcap_path, blocks, request.node)
@@ -163,6 +174,7 @@ def live_capture(request: pytest.FixtureRequest, capture_backend: str, pcap_path
 def numbered(pcap_path: Path, number: int, node: Optional[pytest.Item] = None) -> Path:
     """The test's Nth pcap (N > 1): NAME-N.pcapng beside NAME.pcapng, cleared of a stale one and
     remembered on the test's node so that --keep-pcaps=failed removes it with the first."""
+    from harness.run.capture import partial_path
     path = pcap_path.with_name(f"{pcap_path.stem}-{number}{pcap_path.suffix}")
     for stale in (path, partial_path(path)):
         stale.unlink(missing_ok=True)

@@ -108,7 +108,7 @@ def test_a_bulk_transfer_of_64k_frames_is_captured_without_drops(tmp_path):
     listener.close()
     (conversation,) = analyse(path).conversations
     # By sequence space: a loopback retransmission under load must not count twice.
-    assert sum(received) == total and conversation.state.orig.payload_bytes == total
+    assert sum(received) == total and conversation.zeek.orig.payload_bytes == total
     assert max(s.length for s in conversation.segments) > 32768, "loopback should have carried large frames"
     assert capture.result.dropped == 0
 

@@ -1,5 +1,5 @@
 """harness.analysis._speedups (the summary path's per-packet work in C) makes exactly the conversations the
-pure-Python tracker makes: every slot of every Conversation, ConnectionState and Side, in the same
+pure-Python tracker makes: every slot of every Conversation and of both analyzers' states, in the same
 order, with the same packet count, warnings and damage, on every reference capture, on thousands of
 random conversations (tests/tcpgen.py) interleaved and spread over the tracker's timers, on input
 damaged at random, and on timestamps at and past the edge of 64 bits.
@@ -20,7 +20,8 @@ from hypothesis import strategies as st
 import pcapbuild as pb
 import tcpgen
 from harness.analysis import pipeline
-from harness.analysis.connstate import ConnectionState, Side
+from harness.analysis.tshark import TsharkEndpoint, TsharkState
+from harness.analysis.zeek import ZeekEndpoint, ZeekState
 from harness.analysis.conversation import Conversation
 from harness.analysis.summary import summarize
 from wire import to_pcap
@@ -45,15 +46,18 @@ def _slots(obj, cls) -> dict:
 
 
 def _dump(conversation: Conversation) -> dict:
-    """Everything the tracker made, slot by slot (payloads and ConnectionState's sides flattened)."""
-    state = conversation.state
+    """Everything the tracker made, slot by slot (payloads and both analyzers' endpoints flattened)."""
     dumped = _slots(conversation, Conversation)
-    dumped["state"] = _slots(state, ConnectionState)
+    dumped["zeek"] = _slots(conversation.zeek, ZeekState)
     for name in ("orig", "resp"):
-        side = _slots(getattr(state, name), Side)
+        side = _slots(getattr(conversation.zeek, name), ZeekEndpoint)
         side["payloads"] = side["payloads"].tolist()
         side["_recorded"] = list(side["_recorded"].items())
-        dumped["state"][name] = side
+        dumped["zeek"][name] = side
+    if conversation.tshark is not None:
+        dumped["tshark"] = _slots(conversation.tshark, TsharkState)
+        for name in ("orig", "resp"):
+            dumped["tshark"][name] = _slots(getattr(conversation.tshark, name), TsharkEndpoint)
     dumped["summary"] = summarize(conversation)
     return dumped
 

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.analysis.connstate import SEQ_MODULO
+from harness.wire.packet import SEQ_MODULO
 from tshark_view import assert_frames_agree_with_tshark, assert_summary_agrees_with_tshark
 from wire import HANDSHAKE, START_NS, hole_filled_after, renumber, tcp, to_pcap
 
@@ -36,7 +36,7 @@ def test_summary_agrees_with_tshark_on_the_edges_of_its_rules(name, tmp_path):
 
 
 # Found by the differential test (tests/test_tshark_differential.py), each the smallest capture
-# where the harness and tshark 4.0 once disagreed on a frame; harness/analysis/connstate.py names the rules.
+# where the harness and tshark 4.0 once disagreed on a frame; harness/analysis/tshark.py names the rules.
 def _within_the_initial_rtt(steps):
     """The steps after the handshake (its initial RTT: 2 ms) 100 us apart, so a resend is out of
     order unless it is a retransmission of another kind."""

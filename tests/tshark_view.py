@@ -115,7 +115,7 @@ def assert_summary_agrees_with_tshark(path, check_shapes=True):
         orig = (record["id.orig_h"], record["id.orig_p"])
         resp = (record["id.resp_h"], record["id.resp_p"])
         assert key[0] == record["proto"], where
-        if not conversation.state.flipped:
+        if not conversation.zeek.flipped:
             assert stream["orig"] == orig, where
         assert (stream["pkts"][orig], stream["pkts"][resp]) == (record["orig_pkts"], record["resp_pkts"]), where
         assert round(record["duration"] * 10**9) == stream["last_ns"] - stream["first_ns"], f"{where}: duration"
@@ -178,7 +178,7 @@ def tshark_frame_verdicts(path):
 
 def harness_frame_verdicts(packets):
     """{frame number: (verdict, conversation)}: each TCP packet through the ConversationTracker, the
-    verdict read from what its ConnectionState's counters gained on it."""
+    verdict read from what its tshark counters gained on it."""
     from harness.analysis.tracker import ConversationTracker
     from harness.wire.packet import TCP
     tracker = ConversationTracker(keep_segments=False)
@@ -188,7 +188,7 @@ def harness_frame_verdicts(packets):
         conv = tracker.feed(packet)
         if packet.proto != TCP:
             continue
-        state = conv.state
+        state = conv.tshark
         now = tuple(getattr(state.orig, c) + getattr(state.resp, c)
                     for c in ("retransmissions", "out_of_order", "duplicate_acks"))
         gained = [b - a for a, b in zip(before.get(conv, (0, 0, 0)), now)]

@@ -1,7 +1,7 @@
 /* harness.analysis._speedups: the summary path's per-packet work in C.
  *
  * A line-by-line translation of harness/analysis/conversation.py's ConversationTracker (keep_segments off)
- * and harness/analysis/connstate.py's ConnectionState, plus harness/wire/decode.py's fast path (untagged Ethernet,
+ * and harness/analysis/zeek.py's ZeekState and harness/analysis/tshark.py's TsharkState, plus harness/wire/decode.py's fast path (untagged Ethernet,
  * IPv4 without options, TCP). Those Python modules are the specification: every rule is stated and
  * explained there, and tests/test_speedups.py holds this file to them, attribute by attribute, on
  * every reference capture and on thousands of random conversations. Change a rule there first.
@@ -169,7 +169,7 @@ static int time_from_py(PyObject *value, nstime *out) {
 
 static PyObject *time_to_py(nstime value) { return PyLong_FromLongLong((long long)value); }
 
-/* -- connstate.py ------------------------------------------------------------------------------- */
+/* -- zeek.py and tshark.py ------------------------------------------------------------------------------- */
 
 static void set_state(Side *side, int state) { side->prev_state = side->state; side->state = state; }
 

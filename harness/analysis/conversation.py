@@ -11,8 +11,8 @@ Rules (the same ones Wireshark's "relative sequence numbers" and Zeek's conn.log
    without the ACK flag, or when the other direction has not been seen yet.
 3. UDP: the originator is the sender of the first datagram. Datagrams carry no sequence numbers.
 4. Which packets belong to a conversation, and when it ends, is the tracker's business
-   (harness.analysis.tracker); what each packet does to its state, the connection state's
-   (harness.analysis.connstate).
+   (harness.analysis.tracker); what each packet does to its state, the two analyzers': Zeek's
+   states, history and bytes (harness.analysis.zeek), tshark's counters (harness.analysis.tshark).
 
 Nothing here opens files, sockets or processes: the input is `Packet`s, one at a time.
 """
@@ -20,7 +20,8 @@ from __future__ import annotations
 
 from typing import Dict, List, NamedTuple, Optional, Tuple
 
-from harness.analysis.connstate import ConnectionState
+from harness.analysis.tshark import TsharkState
+from harness.analysis.zeek import ZeekState
 from harness.wire.packet import ACK, SEQ_MODULO, SYN, TCP, UDP, Packet, flag_names
 
 
@@ -56,10 +57,11 @@ class Segment(NamedTuple):
 
 
 class Conversation:
-    """One conversation: its endpoints, its ConnectionState, and (with keep_segments) its Segments."""
+    """One conversation: its endpoints, Zeek's and tshark's view of it (`zeek`, `tshark`, the latter
+    for TCP only), and (with keep_segments) its Segments."""
 
     # Slots: a long capture makes one of these per conversation, and every packet touches one.
-    __slots__ = ("index", "proto", "orig", "resp", "began_mid_stream", "keep_segments", "segments", "state",
+    __slots__ = ("index", "proto", "orig", "resp", "began_mid_stream", "keep_segments", "segments", "zeek", "tshark",
                  "unreachable", "first_time_ns", "last_time_ns", "_seq_base", "_orig_isn")
 
     def __init__(self, index: int, proto: int, orig: Endpoint, resp: Endpoint, began_mid_stream: bool = False,
@@ -71,7 +73,8 @@ class Conversation:
         self.began_mid_stream = began_mid_stream
         self.keep_segments = keep_segments
         self.segments: List[Segment] = []
-        self.state = ConnectionState(proto)
+        self.zeek = ZeekState(proto)
+        self.tshark = TsharkState() if proto == TCP else None
         self.unreachable: List[Tuple[int, int]] = []    # (frame, time_ns) of ICMP errors
         self.first_time_ns = 0
         self.last_time_ns = 0
@@ -93,13 +96,15 @@ class Conversation:
 
     @property
     def packet_count(self) -> int:
-        return self.state.orig.packets + self.state.resp.packets
+        return self.zeek.orig.packets + self.zeek.resp.packets
 
     def _add(self, packet: Packet) -> None:
         """Take the next packet; the tracker has set first_time_ns from the first one."""
         is_orig = packet.sport == self.orig.port and packet.src == self.orig.host
         self.last_time_ns = packet.time_ns
-        retransmitted = self.state.feed(packet, is_orig)
+        retransmitted = self.zeek.feed(packet, is_orig)
+        if self.tshark is not None:
+            self.tshark.feed(packet, is_orig)
         if self.keep_segments:
             self._keep(packet, is_orig, retransmitted)
 

@@ -4,7 +4,7 @@ Packets that cannot be decoded are skipped with a warning rather than stopping t
 a damaged file stops it, but only after everything before the damage has been analysed.
 
 stream_conversations (and stream_summaries over it) hands the per-packet work to the C scanner in
-harness/analysis/_speedups.c when it was compiled: a translation of conversation.py and connstate.py,
+harness/analysis/_speedups.c when it was compiled: a translation of tracker.py, conversation.py, zeek.py and tshark.py,
 which stay the reference, held to them by tests/test_speedups.py. analyse, which keeps every
 segment for ladders and expectations, is pure Python.
 """
@@ -16,12 +16,13 @@ from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
-from harness.analysis.connstate import ConnectionState, Side
+from harness.analysis.tshark import TsharkEndpoint, TsharkState
+from harness.analysis.zeek import ZeekEndpoint, ZeekState
 from harness.analysis.conversation import Conversation, Endpoint
 from harness.analysis.tracker import ConversationTracker
 from harness.wire.decode import (PacketDecodeError, UnreachableQuote, check_linktype, decode, decode_icmp_unreachable,
                             describe_other)
-from harness.wire.packet import Packet
+from harness.wire.packet import TCP, Packet
 from harness.wire.reader import CaptureFormatError, open_capture
 from harness.analysis.summary import summarize
 
@@ -193,29 +194,34 @@ def stream_conversations(path, on_finished: Callable[[Conversation], None]) -> A
 # back into the objects the pure-Python tracker would have made. Slots are filled by unpacking, not
 # through __init__: this runs once per conversation, and is a good part of the summary's time.
 
-def _side_from_scan(is_orig: bool, values: tuple) -> Side:
-    side = Side.__new__(Side)
-    side.is_orig = is_orig
-    (side.state, side.prev_state, side.packets, side.start_seq, side.highest_seq, side.rexmit_payloads,
-     side.retransmissions, side.out_of_order, side.duplicate_acks, side.zero_windows, side.holes, side.next_seq,
-     side.next_seq_time, side.last_ack, side.last_ack_time, side.window, side.dupacks_in_a_row, side.keep_alive,
-     side.max_seq_to_ack, payloads, recorded) = values
-    side.payloads = array("I", payloads)
-    side._recorded = dict(recorded)
-    return side
+def _endpoints_from_scan(is_orig: bool, values: tuple) -> Tuple[ZeekEndpoint, TsharkEndpoint]:
+    zeek = ZeekEndpoint.__new__(ZeekEndpoint)
+    tshark = TsharkEndpoint.__new__(TsharkEndpoint)
+    zeek.is_orig = is_orig
+    (zeek.state, zeek.prev_state, zeek.packets, zeek.start_seq, zeek.highest_seq, zeek.rexmit_payloads,
+     tshark.retransmissions, tshark.out_of_order, tshark.duplicate_acks, zeek.zero_windows, zeek.holes,
+     tshark.next_seq, tshark.next_seq_time, tshark.last_ack, tshark.last_ack_time, tshark.window,
+     tshark.dupacks_in_a_row, tshark.keep_alive, tshark.max_seq_to_ack, payloads, recorded) = values
+    zeek.payloads = array("I", payloads)
+    zeek._recorded = dict(recorded)
+    return zeek, tshark
 
 
 def _conversation_from_scan(values: tuple) -> Conversation:
     (index, proto, orig_host, orig_port, resp_host, resp_port, began_mid_stream, first_time_ns, last_time_ns,
      unreachable, orig_isn, flipped, history, initial_rtt, syn_time, orig, resp) = values
-    state = ConnectionState.__new__(ConnectionState)
-    state.proto, state.flipped, state._history, state.initial_rtt, state._syn_time = (
-        proto, flipped, list(history), initial_rtt, syn_time)
-    state.orig, state.resp = _side_from_scan(True, orig), _side_from_scan(False, resp)
+    zeek = ZeekState.__new__(ZeekState)
+    zeek.proto, zeek.flipped, zeek._history = proto, flipped, list(history)
+    (zeek.orig, tshark_orig), (zeek.resp, tshark_resp) = _endpoints_from_scan(True, orig), _endpoints_from_scan(False, resp)
+    tshark = None
+    if proto == TCP:
+        tshark = TsharkState.__new__(TsharkState)
+        tshark.orig, tshark.resp, tshark.initial_rtt, tshark._syn_time = tshark_orig, tshark_resp, initial_rtt, syn_time
     conversation = Conversation.__new__(Conversation)
     (conversation.index, conversation.proto, conversation.orig, conversation.resp, conversation.began_mid_stream,
-     conversation.keep_segments, conversation.segments, conversation.state, conversation.unreachable,
-     conversation.first_time_ns, conversation.last_time_ns, conversation._seq_base, conversation._orig_isn) = (
+     conversation.keep_segments, conversation.segments, conversation.zeek, conversation.tshark,
+     conversation.unreachable, conversation.first_time_ns, conversation.last_time_ns, conversation._seq_base,
+     conversation._orig_isn) = (
         index, proto, Endpoint(orig_host, orig_port), Endpoint(resp_host, resp_port), began_mid_stream,
-        False, [], state, unreachable, first_time_ns, last_time_ns, {}, orig_isn)
+        False, [], zeek, tshark, unreachable, first_time_ns, last_time_ns, {}, orig_isn)
     return conversation

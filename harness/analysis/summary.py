@@ -30,8 +30,17 @@ def uid(conversation: Conversation) -> str:
 
 
 def summarize(conversation: Conversation) -> Dict[str, object]:
-    state = conversation.state
-    orig, resp = state.orig, state.resp
+    """The conversation's conn.log record: Zeek's field names and meanings, plus harness's own
+    (orig/resp_payloads, retransmissions, out_of_order, duplicate_acks, icmp_unreachable)."""
+    zeek, tshark = conversation.zeek, conversation.tshark
+    orig, resp = zeek.orig, zeek.resp
+    if tshark is not None:
+        counted = tshark.orig, tshark.resp
+        retransmissions = counted[0].retransmissions + counted[1].retransmissions
+        out_of_order = counted[0].out_of_order + counted[1].out_of_order
+        duplicate_acks = counted[0].duplicate_acks + counted[1].duplicate_acks
+    else:
+        retransmissions = out_of_order = duplicate_acks = 0
     return {
         "ts": conversation.first_time_ns / SECOND,
         "uid": uid(conversation),
@@ -41,24 +50,20 @@ def summarize(conversation: Conversation) -> Dict[str, object]:
         "id.resp_h": conversation.resp.host,
         "id.resp_p": conversation.resp.port,
         "duration": (conversation.last_time_ns - conversation.first_time_ns) / SECOND,
-        "conn_state": state.conn_state,
-        "history": state.history,
+        "conn_state": zeek.conn_state,
+        "history": zeek.history,
         "orig_pkts": orig.packets,
         "resp_pkts": resp.packets,
         "orig_bytes": orig.payload_bytes,
         "resp_bytes": resp.payload_bytes,
         "orig_payloads": orig.payloads.tolist(),
         "resp_payloads": resp.payloads.tolist(),
-        "retransmissions": orig.retransmissions + resp.retransmissions,
-        "out_of_order": orig.out_of_order + resp.out_of_order,
-        "duplicate_acks": orig.duplicate_acks + resp.duplicate_acks,
-        "missed_bytes": _missed_bytes(orig.holes) + _missed_bytes(resp.holes) if orig.holes or resp.holes else 0,
+        "retransmissions": retransmissions,
+        "out_of_order": out_of_order,
+        "duplicate_acks": duplicate_acks,
+        "missed_bytes": orig.missed_bytes + resp.missed_bytes if orig.holes or resp.holes else 0,
         "icmp_unreachable": len(conversation.unreachable),
     }
-
-
-def _missed_bytes(holes) -> int:
-    return sum((hole_end - hole_start) % (1 << 32) for hole_start, hole_end in holes)
 
 
 def table(records: List[Dict[str, object]]) -> str:

@@ -36,7 +36,7 @@ def ended(conversation: Conversation, now: int) -> bool:
     idle = now - conversation.last_time_ns
     if conversation.proto != TCP:
         return idle > UDP_IDLE_TIMEOUT
-    return idle > TCP_IDLE_TIMEOUT or (idle > CLOSE_DELAY and conversation.state.closed)
+    return idle > TCP_IDLE_TIMEOUT or (idle > CLOSE_DELAY and conversation.zeek.closed)
 
 
 Key = Tuple[str, int, str, int, int]
@@ -124,7 +124,7 @@ class ConversationTracker:
         conv = Conversation(self.started, packet.proto, src, dst, began_mid_stream, self.keep_segments)
         conv.first_time_ns = packet.time_ns
         if flipped:
-            conv.state.mark_flipped()
+            conv.zeek.mark_flipped()
         if is_open:
             conv._orig_isn = packet.seq
         if self.on_finished is None:

@@ -45,6 +45,10 @@ class SubjectError(RunFailed):
 
 
 class Subject:
+    """A program under test, started by harness and never left behind: output read line by line as
+    it comes (`stdout_lines`, `stderr_lines`), readiness awaited with a timeout that names it,
+    stopped with SIGTERM then SIGKILL. Use as a context manager, or start() then stop()."""
+
     def __init__(self, name: str, argv: Sequence[str], stdin_text: Optional[str] = None,
                  env: Optional[dict] = None, netns: Optional[str] = None) -> None:
         """With `netns`, the command runs inside that network namespace (`ip netns exec NETNS ...`,

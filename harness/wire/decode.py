@@ -31,7 +31,6 @@ Rules:
 """
 from __future__ import annotations
 
-import socket
 import struct
 from typing import Dict, NamedTuple, Optional, Tuple
 
@@ -165,8 +164,33 @@ _address_pairs: Dict[bytes, Tuple[str, str]] = {}
 _ADDRESS_CACHE_LIMIT = 1 << 16
 
 
-def _address(raw: bytes) -> str:
-    return socket.inet_ntop(socket.AF_INET if len(raw) == 4 else socket.AF_INET6, raw)
+def address_text(raw: bytes) -> str:
+    """An IPv4 or IPv6 address (4 or 16 bytes) as text, exactly as inet_ntop(3) writes it (glibc's):
+    dotted quad; IPv6 in lower-case hex with the longest run of two or more zero groups (the first
+    of equals) as `::`, and `::a.b.c.d` / `::ffff:a.b.c.d` for IPv4-compatible and -mapped addresses."""
+    if len(raw) == 4:
+        return "%d.%d.%d.%d" % (raw[0], raw[1], raw[2], raw[3])
+    groups = struct.unpack("!8H", raw)
+    best_start, best_length, start = -1, 0, -1
+    for index, group in enumerate(groups + (1,)):
+        if group == 0 and start < 0:
+            start = index
+        elif group != 0 and start >= 0:
+            if index - start > best_length:
+                best_start, best_length = start, index - start
+            start = -1
+    if best_length < 2:
+        best_start, best_length = -1, 0
+    if best_start == 0 and (best_length == 6 or (best_length == 5 and groups[5] == 0xFFFF)):
+        return ("::ffff:" if best_length == 5 else "::") + address_text(raw[12:])
+    if best_start < 0:
+        return ":".join("%x" % group for group in groups)
+    head = ":".join("%x" % group for group in groups[:best_start])
+    tail = ":".join("%x" % group for group in groups[best_start + best_length:])
+    return f"{head}::{tail}"
+
+
+_address = address_text
 
 
 def _address_pair(raw: bytes) -> Tuple[str, str]:

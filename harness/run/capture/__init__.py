@@ -6,6 +6,8 @@ from harness.run import BACKENDS
 
 
 def make_capture(backend: str, path, **kwargs) -> Capture:
+    """A capture by the named backend ("dumpcap" or "scapy") into `path`; see Capture for its keywords
+    (interface, bpf, probe_host, start_timeout, stop_timeout) and for how it proves itself complete."""
     if backend == "dumpcap":
         from harness.run.capture.dumpcap import DumpcapCapture
         return DumpcapCapture(path, **kwargs)
