@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Fuzz the capture readers, the decoder and the command line for longer than the test suite does.
 
-The properties are those of tests/test_fuzz_readers.py (which runs each a few hundred times):
+The properties are those of tests/unit/test_fuzz_readers.py (which runs each a few hundred times):
 
   arbitrary  arbitrary bytes, and arbitrary bytes behind a valid pcap/pcapng header, maybe gzipped
   mutated    the reference captures with bytes flipped, length fields set to awkward values, cut,
@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))     # the properties and pcapbuild live with the tests
+sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "unit")]   # the properties and their builders live with the tests
 
 HYPOTHESIS_PROPERTIES = ("arbitrary", "mutated", "claims", "cli")
 ATHERIS_PROPERTIES = ("readers", "cli")

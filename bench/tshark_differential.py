@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
-"""The differential test against tshark (tests/test_tshark_differential.py) with fresh seeds, for long.
+"""The differential test against tshark (tests/unit/test_tshark_differential.py) with fresh seeds, for long.
 
-Each round: `--conversations` random conversations from tests/tcpgen.py in one pcap, one tshark run,
+Each round: `--conversations` random conversations from tests/support/tcpgen.py in one pcap, one tshark run,
 then frame by frame the harness's verdict (retransmission, out-of-order, duplicate ACK, nothing)
-against tshark's, and conversation by conversation the summary (tests/tshark_view.py).
+against tshark's, and conversation by conversation the summary (tests/support/tshark_view.py).
 
     .venv/bin/python bench/tshark_differential.py --seconds 600
     .venv/bin/python bench/tshark_differential.py --rounds 20 --seed 7 --out /tmp/diff
@@ -29,9 +29,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT))
 
-import tcpgen  # noqa: E402
-import tshark_view as tv  # noqa: E402
-from wire import renumber, to_pcap  # noqa: E402
+from support import tcpgen  # noqa: E402
+from support import tshark_view as tv  # noqa: E402
+from support.packets import renumber, to_pcap  # noqa: E402
 
 
 def _last_frame_kind(packets, workdir):

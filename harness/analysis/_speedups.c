@@ -3,7 +3,7 @@
  * A line-by-line translation of harness/analysis/conversation.py's ConversationTracker (keep_segments off)
  * and harness/analysis/zeek.py's ZeekState and harness/analysis/tshark.py's TsharkState, plus harness/wire/decode.py's fast path (untagged Ethernet,
  * IPv4 without options, TCP). Those Python modules are the specification: every rule is stated and
- * explained there, and tests/test_speedups.py holds this file to them, attribute by attribute, on
+ * explained there, and tests/unit/test_speedups.py holds this file to them, attribute by attribute, on
  * every reference capture and on thousands of random conversations. Change a rule there first.
  *
  * Scanner(on_finished)

@@ -5,7 +5,7 @@ a damaged file stops it, but only after everything before the damage has been an
 
 stream_conversations (and stream_summaries over it) hands the per-packet work to the C scanner in
 harness/analysis/_speedups.c when it was compiled: a translation of tracker.py, conversation.py, zeek.py and tshark.py,
-which stay the reference, held to them by tests/test_speedups.py. analyse, which keeps every
+which stay the reference, held to them by tests/unit/test_speedups.py. analyse, which keeps every
 segment for ladders and expectations, is pure Python.
 """
 from __future__ import annotations
@@ -171,7 +171,7 @@ def stream_conversations(path, on_finished: Callable[[Conversation], None]) -> A
     """Each conversation, without its segments, handed to `on_finished` as soon as it has ended, in
     the order ConversationTracker ends them. The per-packet work is done in C (harness.analysis._speedups)
     when it was compiled, unless HARNESS_PURE_PYTHON is set; the conversations are the same either
-    way (tests/test_speedups.py holds the two to that, slot by slot)."""
+    way (tests/unit/test_speedups.py holds the two to that, slot by slot)."""
     if _speedups is not None and not os.environ.get(PURE_PYTHON_ENV):
         scanner = _speedups.Scanner(lambda values: on_finished(_conversation_from_scan(values)))
         decoder = _RecordDecoder(path, [], scanner.feed_unreachable)

@@ -254,7 +254,7 @@ def decode(record, frame: int) -> Optional[Packet]:
     if linktype == LINKTYPE_ETHERNET and len(data) >= _ETHERNET_IPV4_TCP_SIZE:
         # Fast path for almost everything a loopback or LAN capture holds: untagged Ethernet, IPv4
         # without options, TCP. One unpack reads both headers; a frame that passes every check below
-        # decodes exactly as _decode_layers would (tests/test_decode_fast_path.py holds it to that),
+        # decodes exactly as _decode_layers would (tests/unit/test_decode_fast_path.py holds it to that),
         # and anything else, malformed or not, is left to _decode_layers.
         (ethertype, version_ihl, total_length, fragment, proto, addresses, sport, dport, seq, ack, data_offset,
          flags, window) = _ETHERNET_IPV4_TCP(data, 0)

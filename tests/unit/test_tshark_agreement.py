@@ -1,14 +1,14 @@
 """The harness's summary agrees with tshark's two-pass dissection on every reference capture
-(what is compared: tests/tshark_view.py)."""
-from pathlib import Path
+(what is compared: tests/support/tshark_view.py)."""
 
 import pytest
 
 from harness.wire.packet import SEQ_MODULO
-from tshark_view import assert_frames_agree_with_tshark, assert_summary_agrees_with_tshark
-from wire import HANDSHAKE, START_NS, hole_filled_after, renumber, tcp, to_pcap
+from support.tshark_view import assert_frames_agree_with_tshark, assert_summary_agrees_with_tshark
+from support.packets import HANDSHAKE, START_NS, hole_filled_after, renumber, tcp, to_pcap
+from support import REPO
 
-CAPTURES = Path(__file__).parent.parent / "captures"
+CAPTURES = REPO / "captures"
 REFERENCE = sorted(p for p in CAPTURES.rglob("*") if p.suffix in (".pcap", ".pcapng", ".gz")
                    and "runs" not in p.parts)
 
@@ -35,7 +35,7 @@ def test_summary_agrees_with_tshark_on_the_edges_of_its_rules(name, tmp_path):
     assert_summary_agrees_with_tshark(path)
 
 
-# Found by the differential test (tests/test_tshark_differential.py), each the smallest capture
+# Found by the differential test (tests/unit/test_tshark_differential.py), each the smallest capture
 # where the harness and tshark 4.0 once disagreed on a frame; harness/analysis/tshark.py names the rules.
 def _within_the_initial_rtt(steps):
     """The steps after the handshake (its initial RTT: 2 ms) 100 us apart, so a resend is out of

@@ -26,12 +26,13 @@ from typing import Callable, Dict, List, NamedTuple, Optional, Tuple
 
 import pytest
 
-import pcapbuild as pb
+from support import pcapbuild as pb
 from harness.cli import main
 from harness.wire.reader import MAX_BLOCK, NotARegularFile, open_capture
 from harness.analysis.pipeline import WARNING_LIMIT
+from support import REPO
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = REPO
 TCP_LAB = ROOT / "captures" / "lab" / "tcp-lab.pcapng"
 IPV6_HTTP = ROOT / "captures" / "corpus" / "ipv6-http.pcapng"
 UDP_UNREACHABLE = ROOT / "captures" / "corpus" / "udp-unreachable.pcapng"

@@ -1,7 +1,7 @@
 """harness.analysis._speedups (the summary path's per-packet work in C) makes exactly the conversations the
 pure-Python tracker makes: every slot of every Conversation and of both analyzers' states, in the same
 order, with the same packet count, warnings and damage, on every reference capture, on thousands of
-random conversations (tests/tcpgen.py) interleaved and spread over the tracker's timers, on input
+random conversations (tests/support/tcpgen.py) interleaved and spread over the tracker's timers, on input
 damaged at random, and on timestamps at and past the edge of 64 bits.
 
 Without a C compiler at install time the module is absent and harness runs in pure Python; these
@@ -17,17 +17,18 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import pcapbuild as pb
-import tcpgen
+from support import pcapbuild as pb
+from support import tcpgen
 from harness.analysis import pipeline
 from harness.analysis.tshark import TsharkEndpoint, TsharkState
 from harness.analysis.zeek import ZeekEndpoint, ZeekState
 from harness.analysis.conversation import Conversation
 from harness.analysis.summary import summarize
-from wire import to_pcap
+from support.packets import to_pcap
+from support import REPO
 
 REQUIRE_ENV = "HARNESS_REQUIRE_SPEEDUPS"
-CAPTURES = Path(__file__).parent.parent / "captures"
+CAPTURES = REPO / "captures"
 REFERENCE = sorted(p for p in CAPTURES.rglob("*") if p.suffix in (".pcap", ".pcapng", ".gz") and "runs" not in p.parts)
 SECOND = 10**9
 

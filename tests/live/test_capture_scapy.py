@@ -14,7 +14,7 @@ from typing import Callable, Dict, List, Tuple
 
 import pytest
 
-import needs
+from support import needs
 from harness.run import tools
 from harness.run.capture import CaptureError, CaptureUnavailable
 from harness.run.capture import packet_socket

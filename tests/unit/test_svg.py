@@ -2,16 +2,16 @@
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
-from pathlib import Path
 
 from harness.analysis.tracker import conversations
 from harness.render.ladder import segment_label as ladder_label
 from harness.render.svg import render_svg, render_svg_all
 from harness.analysis.pipeline import analyse
 
-from wire import HANDSHAKE, LAB_DATA, FOUR_WAY_SERVER_FIRST, START_NS, renumber, tcp, udp
+from support.packets import HANDSHAKE, LAB_DATA, FOUR_WAY_SERVER_FIRST, START_NS, renumber, tcp, udp
+from support import REPO
 
-LAB = Path(__file__).resolve().parent.parent / "captures" / "lab"
+LAB = REPO / "captures" / "lab"
 SVG = "{http://www.w3.org/2000/svg}"
 HOSTILE = b'<script>&"'
 

@@ -3,14 +3,14 @@ import gzip
 import json
 import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
 
 from harness.cli import main
 from harness.wire.reader import open_capture
+from support import REPO
 
-CAPTURES = Path(__file__).parent.parent / "captures"
+CAPTURES = REPO / "captures"
 REFERENCE = sorted(p for p in CAPTURES.rglob("*.pcapng") if "runs" not in p.parts)
 IDS = [str(p.relative_to(CAPTURES)) for p in REFERENCE]
 

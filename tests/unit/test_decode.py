@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-import pcapbuild as pb
+from support import pcapbuild as pb
 from harness.wire.decode import (NonFirstFragment, PacketDecodeError, UnreachableQuote, UnsupportedLinkType,
                             check_linktype, decode, decode_icmp_unreachable)
 from harness.wire.packet import ACK, PSH, SYN, TCP, UDP, Packet

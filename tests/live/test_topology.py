@@ -27,11 +27,12 @@ from harness.run.scenario import READY_LINE, Timeouts
 from harness.run.runner import run_scenario, run_topology_scenario
 from harness.analysis.expect import load_expectation
 from harness.analysis.summary import summarize
-from tshark_view import assert_summary_agrees_with_tshark
+from support.tshark_view import assert_summary_agrees_with_tshark
 from harness.run.topology import (NAME_PATTERN, NFT_TABLE, Topology, cleanup_stale, list_namespaces,
                                   owned_namespaces, topology_unavailable_reason)
 from harness.analysis.pipeline import analyse
-from procfs import alive, wait_until
+from support.procfs import alive, wait_until
+from support import REPO
 
 pytestmark = pytest.mark.capture
 
@@ -95,7 +96,7 @@ def test_as_an_unprivileged_user_the_reason_says_to_run_as_root(netns):
     done = subprocess.run(["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups", sys.executable, "-c",
                            "from harness.run.topology import topology_unavailable_reason as r; print(r(loss=True))"],
                           capture_output=True, text=True, timeout=30,
-                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("cannot create network namespaces") and "run as root" in done.stdout
 

@@ -10,7 +10,7 @@ conn_state and history.
 import subprocess
 from collections import defaultdict
 
-import needs
+from support import needs
 from harness.analysis.summary import summarize
 from harness.analysis.pipeline import analyse
 

@@ -7,14 +7,14 @@ import ast
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from harness.run import tools
 from harness.doctor import REPORTED_GROUPS, findings
+from support import REPO
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = REPO
 SETUP = REPO / "scripts" / "setup.sh"
 DEFAULT_GROUPS = ("bootstrap", "capture", "namespaces", "privilege", "build", "tests")
 # Calls that run their first argument (an argv list) as a program, and where in the call it is.

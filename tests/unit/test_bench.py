@@ -15,8 +15,9 @@ from pathlib import Path
 from harness.wire.reader import open_capture
 from harness.analysis.summary import summarize
 from harness.analysis.pipeline import analyse
+from support import REPO
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = REPO
 BENCH = ROOT / "bench" / "bench.py"
 LAB_CAPTURE = ROOT / "captures" / "lab" / "tcp-lab.pcapng"
 TOOL_LABELS = {

@@ -28,13 +28,14 @@ from typing import Callable, Dict, List, NamedTuple, Optional, Tuple
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import pcapbuild as pb
+from support import pcapbuild as pb
 from harness.cli import main
 from harness.wire.decode import PacketDecodeError, UnsupportedLinkType, check_linktype, decode, decode_icmp_unreachable
 from harness.wire.packet import TCP, UDP, Packet
 from harness.wire.reader import CHUNK, MAX_BLOCK, CaptureFormatError, open_capture
+from support import REPO
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = REPO
 EXAMPLES = int(os.environ.get("HARNESS_FUZZ_EXAMPLES", "200"))
 DEADLINE = timedelta(seconds=2)     # a seed is at most tens of KiB: anything slower is a hang in the making
 

@@ -11,12 +11,13 @@ from pathlib import Path
 
 import pytest
 
-import pcapbuild as pb
+from support import pcapbuild as pb
 from harness.render.annotate import annotate
 from harness.wire.reader import CaptureFormatError, open_capture
 from harness.wire.pcapng import ENHANCED_PACKET, INTERFACE_STATISTICS, BlockSplitter
+from support import REPO
 
-LAB = Path(__file__).resolve().parent.parent / "captures" / "lab"
+LAB = REPO / "captures" / "lab"
 TSHARK = shutil.which("tshark") or ("/usr/bin/tshark" if Path("/usr/bin/tshark").exists() else None)
 needs_tshark = pytest.mark.skipif(not TSHARK, reason="tshark not installed")
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-import needs
+from support import needs
 from harness.run.capture.dumpcap import dumpcap_path
 from harness.run.process import PACKAGE_ROOT
 from harness.pytest_plugin import capture_required

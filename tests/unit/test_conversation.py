@@ -3,7 +3,7 @@ from harness.analysis.conversation import SECOND, Endpoint
 from harness.analysis.tracker import conversations
 from harness.wire.packet import TCP, UDP
 
-from wire import CLIENT, FOUR_WAY_SERVER_FIRST, HANDSHAKE, LAB_DATA, SERVER, renumber, tcp, udp
+from support.packets import CLIENT, FOUR_WAY_SERVER_FIRST, HANDSHAKE, LAB_DATA, SERVER, renumber, tcp, udp
 
 
 def test_lab_exchange_has_wireshark_relative_numbers():
@@ -71,7 +71,7 @@ def test_udp_exchanges_a_minute_apart_are_two_conversations_as_zeek_counts_them(
 
 
 def test_a_packet_long_after_a_close_starts_a_new_conversation_but_a_straggler_does_not():
-    from wire import FOUR_WAY_SERVER_FIRST, LAB_DATA
+    from support.packets import FOUR_WAY_SERVER_FIRST, LAB_DATA
     closed = tcp(HANDSHAKE + LAB_DATA + FOUR_WAY_SERVER_FIRST)
     last_ack = closed[-1]
     straggler = last_ack._replace(time_ns=last_ack.time_ns + 1 * SECOND)

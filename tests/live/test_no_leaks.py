@@ -14,7 +14,7 @@ from harness.run.process import SubjectError
 from harness.lab.scenarios import LAB_SCENARIOS
 from harness.run.scenario import Timeouts
 from harness.run.runner import run_scenario
-from procfs import alive, wait_until
+from support.procfs import alive, wait_until
 
 pytestmark = pytest.mark.capture
 HANG = [sys.executable, "-c", "import signal; signal.pause()"]

@@ -4,7 +4,7 @@ import pytest
 from harness.analysis.tracker import conversations
 from harness.analysis.summary import summarize
 
-from wire import (CLIENT_FIRST, FOUR_WAY_SERVER_FIRST, HANDSHAKE, LAB_DATA, THREE_WAY_SERVER_FIRST,
+from support.packets import (CLIENT_FIRST, FOUR_WAY_SERVER_FIRST, HANDSHAKE, LAB_DATA, THREE_WAY_SERVER_FIRST,
                   hole_filled_after, renumber, tcp, udp)
 
 SYN, SYN_ACK, ACK = HANDSHAKE

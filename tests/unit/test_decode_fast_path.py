@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import harness.wire.decode
-import pcapbuild as pb
+from support import pcapbuild as pb
 from harness.wire.decode import PacketDecodeError, _decode_layers, decode
 from harness.wire.reader import Record
 

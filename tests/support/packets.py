@@ -5,7 +5,7 @@ from typing import List, Optional, Sequence, Tuple
 
 from harness.wire.packet import ACK, FIN, PSH, RST, SYN, TCP, UDP, Packet
 
-import pcapbuild as pb
+from support import pcapbuild as pb
 
 FLAGS = {"S": SYN, "F": FIN, "R": RST, "P": PSH, "A": ACK}
 CLIENT = ("10.0.0.1", 40000)

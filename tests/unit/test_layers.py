@@ -15,8 +15,9 @@ import pytest
 
 import harness
 from harness.errors import HarnessError
+from support import REPO
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = REPO
 PACKAGE = REPO / "harness"
 PURE = ("wire", "analysis", "render")
 # What a pure module may never import: the edges, and the modules that run, wait or talk.

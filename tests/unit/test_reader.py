@@ -7,7 +7,7 @@ import struct
 
 import pytest
 
-import pcapbuild as pb
+from support import pcapbuild as pb
 from harness.wire.reader import MAX_BLOCK, CaptureFormatError, Record, open_capture
 
 FRAME = pb.ether(pb.ipv4(payload=pb.tcp(payload=b"hello")))

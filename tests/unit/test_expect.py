@@ -4,7 +4,7 @@ import pytest
 from harness.analysis.tracker import conversations
 from harness.analysis.expect import CHECKS, Expectation, SpecError, load_expectation
 
-from wire import (CLIENT_FIRST, FOUR_WAY_SERVER_FIRST, HANDSHAKE, LAB_DATA, THREE_WAY_SERVER_FIRST, tcp,
+from support.packets import (CLIENT_FIRST, FOUR_WAY_SERVER_FIRST, HANDSHAKE, LAB_DATA, THREE_WAY_SERVER_FIRST, tcp,
                   udp)
 
 

@@ -15,12 +15,12 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 from typing import Iterator, List, Optional, Tuple
 
 import pytest
+from support import REPO
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = REPO
 READY_PREFIX = "listening on "
 STARTUP_TIMEOUT = 10.0
 EXIT_TIMEOUT = 10.0

@@ -1,8 +1,8 @@
 """The README stands on its own in a clone: every relative link resolves inside the repository."""
 import re
-from pathlib import Path
+from support import REPO
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = REPO
 
 
 def test_every_relative_link_of_the_readme_is_in_the_repository():

@@ -1,12 +1,12 @@
-"""Differential test: random but plausible TCP conversations (tests/tcpgen.py), hundreds to one
+"""Differential test: random but plausible TCP conversations (tests/support/tcpgen.py), hundreds to one
 capture, judged by tshark's two-pass analysis and by the harness, frame by frame and then
 conversation by conversation. Seeds are fixed, so the test is deterministic; bench/tshark_differential.py
 runs the same generator with fresh seeds for as long as you like."""
 import pytest
 
-import tcpgen
-from tshark_view import assert_frames_agree_with_tshark, assert_summary_agrees_with_tshark
-from wire import to_pcap
+from support import tcpgen
+from support.tshark_view import assert_frames_agree_with_tshark, assert_summary_agrees_with_tshark
+from support.packets import to_pcap
 
 SEEDS = (1, 2, 3)
 CONVERSATIONS = 300

@@ -1,11 +1,11 @@
 """The soak script at a small size, so it cannot rot; the full size is run by hand (bench/soak.py)."""
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+from support import REPO
 
-SOAK = Path(__file__).parent.parent / "bench" / "soak.py"
+SOAK = REPO / "bench" / "soak.py"
 pytestmark = pytest.mark.capture
 
 
