@@ -8,12 +8,14 @@ and, once, by the first command that reads a capture.
 """
 import os
 import sys
+import sysconfig
 
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 REASON_FILE = "_speedups.unavailable"
-TOOLS_LIST = os.path.join(os.path.dirname(os.path.abspath(__file__)), "harness", "run", "tools.txt")
+HERE = os.path.dirname(os.path.abspath(__file__))
+TOOLS_LIST = os.path.join(HERE, "harness", "run", "tools.txt")
 
 
 def build_packages():
@@ -29,23 +31,32 @@ def build_packages():
 
 class BuildOptionalSpeedups(build_ext):
     def build_extension(self, ext):
-        reason_path = os.path.join(os.path.dirname(self.get_ext_fullpath(ext.name)), REASON_FILE)
+        package_dirs = [os.path.dirname(self.get_ext_fullpath(ext.name))]
+        in_source = os.path.join(HERE, *ext.name.split(".")[:-1])
+        if getattr(self, "editable_mode", False) or self.inplace:
+            package_dirs.append(in_source)    # an editable install imports the package from the checkout
         try:
             super().build_extension(ext)
         except Exception as error:  # the compiler's or distutils' failure, whichever it is
             reason = " ".join(str(error).split()) or type(error).__name__
-            os.makedirs(os.path.dirname(reason_path), exist_ok=True)
-            with open(reason_path, "w", encoding="utf-8") as out:
-                out.write(f"building {ext.name} on Python {sys.version.split()[0]} failed: {reason}\n")
+            for directory in package_dirs:
+                os.makedirs(directory, exist_ok=True)
+                with open(os.path.join(directory, REASON_FILE), "w", encoding="utf-8") as out:
+                    out.write(f"building {ext.name} on Python {sys.version.split()[0]} failed: {reason}\n")
+            stale = os.path.join(in_source, ext.name.rsplit(".", 1)[-1] + sysconfig.get_config_var("EXT_SUFFIX"))
+            if in_source in package_dirs and os.path.exists(stale):
+                os.unlink(stale)     # an older build must not stand in for the source it no longer matches
             sys.stderr.write(f"\n*** harness: {ext.name} was not built ({reason}); harness will run in "
                              f"pure Python, several times slower. Install a C compiler and Python's "
                              f"headers (apt-get install -y {' '.join(build_packages())}) and reinstall. ***\n\n")
             return
-        if os.path.exists(reason_path):
-            os.unlink(reason_path)
+        for directory in package_dirs:
+            if os.path.exists(os.path.join(directory, REASON_FILE)):
+                os.unlink(os.path.join(directory, REASON_FILE))
 
 
 setup(
-    ext_modules=[Extension("harness.analysis._speedups", ["harness/analysis/_speedups.c"])],
+    # optional: setuptools then copies no missing extension into an editable install's checkout.
+    ext_modules=[Extension("harness.analysis._speedups", ["harness/analysis/_speedups.c"], optional=True)],
     cmdclass={"build_ext": BuildOptionalSpeedups},
 )

@@ -379,24 +379,15 @@ def stage_floor(path: str) -> Tuple[int, dict]:
 
 
 def stage_scan(path: str) -> Tuple[int, list]:
-    """The file through the C scanner alone, as stream_summaries runs it: records read (from the
-    reader's buffer, for classic pcap), decoded, conversations and their state machines, each ended
-    conversation handed over as the scanner's tuple and dropped."""
+    """The file through the C scanner alone, as stream_summaries runs it: records read from the
+    reader's buffer, decoded, conversations and their state machines, each ended conversation's
+    facts handed over and dropped."""
     from harness.analysis import pipeline
-    from harness.wire.reader import open_capture
     if pipeline._speedups is None:
         raise NotInstalled("harness.analysis._speedups is not compiled: bash scripts/setup.sh (needs gcc, python3-dev)")
-    ended = [0]
-
-    def count(_values) -> None:
-        ended[0] += 1
-
-    scanner = pipeline._speedups.Scanner(count)
-    with open_capture(path) as capture:
-        capture.bulk_pcap = scanner.walk_pcap
-        scanner.feed_records(capture, pipeline._RecordDecoder(path, None, scanner.feed_unreachable))
-    scanner.finish()
-    return scanner.packets, [None] * ended[0]
+    ended: list = []
+    analysis = pipeline.stream_facts(path, lambda facts: ended.append(None))
+    return analysis.packets, ended
 
 
 def stage_summaries(path: str) -> Tuple[int, list]:
@@ -414,7 +405,7 @@ def stage_pure_python(path: str) -> Tuple[int, list]:
 
 STAGES = {
     "scan": ("harness: records to conversations (C)", stage_scan),
-    "summaries": ("harness: + Conversations, summary records", stage_summaries),
+    "summaries": ("harness: + summary records", stage_summaries),
     "pure": ("harness, pure Python: summary records", stage_pure_python),
     "floor": ("for comparison: unpack and group only", stage_floor),
 }

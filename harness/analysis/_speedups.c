@@ -1,22 +1,29 @@
 /* harness.analysis._speedups: the summary path's per-packet work in C.
  *
- * A line-by-line translation of harness/analysis/conversation.py's ConversationTracker (keep_segments off)
- * and harness/analysis/zeek.py's ZeekState and harness/analysis/tshark.py's TsharkState, plus harness/wire/decode.py's fast path (untagged Ethernet,
- * IPv4 without options, TCP). Those Python modules are the specification: every rule is stated and
- * explained there, and tests/unit/test_speedups.py holds this file to them, attribute by attribute, on
- * every reference capture and on thousands of random conversations. Change a rule there first.
+ * A line-by-line translation of the pure analysis, which stays the specification (every rule is
+ * stated and explained there; change it there first): harness/analysis/tracker.py's
+ * ConversationTracker, harness/analysis/zeek.py's ZeekState and harness/analysis/tshark.py's
+ * TsharkState, with harness/wire/decode.py's fast path (untagged Ethernet, IPv4 without options,
+ * TCP). tests/unit/test_speedups.py holds it to them, conversation by conversation, on every
+ * reference capture and on thousands of random conversations.
  *
- * Scanner(on_finished)
- *   .feed_records(records, decode_slow): records is an iterable of pcapfile.Record; those the fast
+ * The interface, which harness/analysis/pipeline.py owns:
+ *
+ * Scanner(limits, on_finished)
+ *   limits: a dict of the analysis's constants, from the Python modules that define them (nothing
+ *       is copied here): close_delay, tcp_idle_timeout, udp_idle_timeout, sweep_interval (ns),
+ *       max_holes, fast_retransmission_window, default_out_of_order_threshold (ns), history_counts.
+ *   on_finished(facts) gets each ended conversation as the dict of facts its summary record is
+ *       made of (harness.analysis.summary.FACTS; summary.facts() makes the same from a Python
+ *       Conversation), in the order the tracker ends them.
+ *   .feed_records(records, decode_slow): records is an iterable of wire.reader.Record; those the fast
  *       path cannot take go to decode_slow(record, frame), which returns a Packet or None (it
- *       warns, skips and ties ICMP errors to conversations itself, as trace.read_packets does).
- *   .walk_pcap(...), .walk_pcapng(...): pcapfile's bulk hooks (CaptureFile.bulk_pcap, bulk_pcapng):
+ *       warns, skips and ties ICMP errors to conversations itself).
+ *   .pcap_records(...), .pcapng_packets(...): the reader's bulk protocol (wire.reader.BulkConsumer):
  *       whole, sane records taken straight from the reader's buffer, inside feed_records.
  *   .feed_unreachable(quote, frame, time_ns): as ConversationTracker.feed_unreachable.
  *   .finish(): every conversation still open ends, in order of first packet.
  *   .packets: the TCP and UDP packets fed; .frames: every record read.
- * on_finished(values) gets each ended conversation as a tuple, which trace.py turns back into a
- * Conversation (see _conversation_from_scan there for the layout).
  *
  * Times are int64 nanoseconds since the epoch, as the reader guarantees (it refuses a timestamp
  * outside 1677-2262 as damage); a block whose time would not fit is left to the reader, which says so.
@@ -40,20 +47,19 @@ typedef int64_t nstime;      /* nanoseconds since the epoch */
 
 #define SEQ_MODULO ((int64_t)1 << 32)
 #define HALF_SEQ_SPACE ((int64_t)1 << 31)
-#define MAX_HOLES 64
-#define FAST_RETRANSMISSION_WINDOW 20000000
-#define DEFAULT_OUT_OF_ORDER_THRESHOLD 3000000
-#define SECOND ((nstime)1000000000)
-#define CLOSE_DELAY (5 * SECOND)
-#define TCP_IDLE_TIMEOUT (300 * SECOND)
-#define UDP_IDLE_TIMEOUT (60 * SECOND)
-#define SHORTEST_TIMEOUT CLOSE_DELAY
-#define SWEEP_INTERVAL SECOND
+#define SECOND ((nstime)1000000000)    /* the unit, not a tunable: pcap timestamps are seconds + ticks */
+#define MAX_HISTORY_COUNTS 16
+
+/* The analysis's constants, as Scanner() is given them from the Python modules that define them. */
+typedef struct {
+    nstime close_delay, tcp_idle_timeout, udp_idle_timeout, shortest_timeout, sweep_interval;
+    nstime fast_retransmission_window, default_out_of_order_threshold;
+    Py_ssize_t max_holes;
+    int64_t history_counts[MAX_HISTORY_COUNTS];   /* the occurrences on which T and W are recorded */
+    int nhistory_counts;
+} Limits;
 
 enum { INACTIVE, SYN_SENT, SYN_ACK_SENT, PARTIAL, ESTABLISHED, CLOSED, RESET, STATE_COUNT };
-static const char *STATE_NAMES[STATE_COUNT] = {
-    "INACTIVE", "SYN_SENT", "SYN_ACK_SENT", "PARTIAL", "ESTABLISHED", "CLOSED", "RESET"};
-static PyObject *state_strings[STATE_COUNT];
 
 /* History letters a side records once (A, D, I, Q) or by sequence number (S, H, F, R). */
 static const char RECORDED_LETTERS[] = "ADIQSHFR";
@@ -106,6 +112,7 @@ typedef struct {
 } Side;
 
 typedef struct Conv {
+    const Limits *limits;              /* the scanner's */
     struct Conv *bucket_next;          /* hash chain */
     struct Conv *prev, *next;          /* open conversations, in order of insertion */
     /* key: the lower (address, port) first */
@@ -135,6 +142,7 @@ typedef struct Conv {
 
 typedef struct {
     PyObject_HEAD
+    Limits limits;
     PyObject *on_finished;
     Conv **buckets;
     size_t nbuckets, count;
@@ -206,9 +214,8 @@ static int record_sequenced(Conv *c, Side *side, char letter, int64_t seq) {
 }
 
 static int record_counted(Conv *c, Side *side, char letter, int64_t count) {
-    if (count == 1 || count == 10 || count == 100 || count == 1000 || count == 10000 || count == 100000
-            || count == 1000000)
-        return history_append(c, side, letter);
+    for (int i = 0; i < c->limits->nhistory_counts; i++)
+        if (count == c->limits->history_counts[i]) return history_append(c, side, letter);
     return 0;
 }
 
@@ -231,7 +238,7 @@ static int fill_hole(Side *side, int64_t start, int64_t end) {
 }
 
 /* Returns 1 if the segment retransmitted payload, 0 if not, -1 on error. */
-static int track_sequence(Side *side, int flags, int64_t seq, int64_t length) {
+static int track_sequence(const Limits *limits, Side *side, int flags, int64_t seq, int64_t length) {
     if (flags & RST) return 0;
     int64_t first_byte = (flags & SYN) ? seq + 1 : seq;
     if (!side->has_seq || ((flags & SYN) && side->highest_seq == side->start_seq)) {
@@ -248,9 +255,10 @@ static int track_sequence(Side *side, int flags, int64_t seq, int64_t length) {
             side->holes[side->nholes].start = side->highest_seq;
             side->holes[side->nholes].end = first_byte;
             side->nholes++;
-            if (side->nholes > MAX_HOLES) {
-                memmove(side->holes, side->holes + (side->nholes - MAX_HOLES), MAX_HOLES * sizeof(Hole));
-                side->nholes = MAX_HOLES;
+            if (side->nholes > limits->max_holes) {
+                memmove(side->holes, side->holes + (side->nholes - limits->max_holes),
+                        (size_t)limits->max_holes * sizeof(Hole));
+                side->nholes = limits->max_holes;
             }
         }
         side->highest_seq = end;
@@ -274,9 +282,10 @@ static int classify_resend(const Conv *c, const Side *side, const Side *peer, in
     if (!next_seq || pymod(seq - next_seq) < HALF_SEQ_SPACE || (length > 1 && seq == pymod(next_seq - 1)))
         return RESEND_NONE;
     if (peer->dupacks_in_a_row != 0 && peer->dupacks_in_a_row != 1 && has_last_ack && last_ack == seq
-            && now - peer->last_ack_time < FAST_RETRANSMISSION_WINDOW)
+            && now - peer->last_ack_time < c->limits->fast_retransmission_window)
         return RESEND_RETRANSMISSION;
-    nstime threshold = (c->has_initial_rtt && c->initial_rtt) ? c->initial_rtt : DEFAULT_OUT_OF_ORDER_THRESHOLD;
+    nstime threshold = (c->has_initial_rtt && c->initial_rtt) ? c->initial_rtt
+                                                               : c->limits->default_out_of_order_threshold;
     if (now - side->next_seq_time < threshold
             && next_seq != pymod(seq + length + ((flags & (SYN | FIN)) != 0)))
         return RESEND_OUT_OF_ORDER;
@@ -358,7 +367,7 @@ static int state_feed(Conv *c, int outbound, int proto, int flags, int64_t seq, 
     }
     int retransmitted = 0;
     if (length || (flags & SYN) || !side->has_seq) {
-        retransmitted = track_sequence(side, flags, seq, length);
+        retransmitted = track_sequence(c->limits, side, flags, seq, length);
         if (retransmitted < 0) return -1;
     }
     int64_t next_seq = side->next_seq;
@@ -420,8 +429,8 @@ static int state_closed(const Conv *c) {
 
 static int conv_ended(const Conv *c, nstime now) {
     nstime idle = now - c->last_time;
-    if (c->proto != TCP) return idle > UDP_IDLE_TIMEOUT;
-    return idle > TCP_IDLE_TIMEOUT || (idle > CLOSE_DELAY && state_closed(c));
+    if (c->proto != TCP) return idle > c->limits->udp_idle_timeout;
+    return idle > c->limits->tcp_idle_timeout || (idle > c->limits->close_delay && state_closed(c));
 }
 
 typedef struct {
@@ -518,92 +527,126 @@ static PyObject *host_string(const unsigned char *addr, int family_len) {
     return PyUnicode_FromString(text);
 }
 
-static PyObject *optional_int(int has, int64_t value) {
-    if (!has) Py_RETURN_NONE;
-    return PyLong_FromLongLong(value);
+/* -- zeek.py's verdict: conn_state, and the facts a summary record is made of ------------------- */
+
+static int64_t payload_bytes(const Side *side) {
+    if (!side->has_seq) return 0;
+    int64_t bytes = seq_delta(side->highest_seq, side->start_seq);
+    return bytes > 0 ? bytes : 0;
 }
 
-static PyObject *side_values(const Side *side) {
-    PyObject *holes = PyList_New(side->nholes);
-    if (!holes) return NULL;
-    for (Py_ssize_t i = 0; i < side->nholes; i++) {
-        PyObject *hole = Py_BuildValue("[LL]", (long long)side->holes[i].start, (long long)side->holes[i].end);
-        if (!hole) { Py_DECREF(holes); return NULL; }
-        PyList_SET_ITEM(holes, i, hole);
-    }
-    PyObject *recorded = PyList_New(side->nrecorded);
-    if (!recorded) { Py_DECREF(holes); return NULL; }
-    for (int i = 0; i < side->nrecorded; i++) {
-        int index = letter_index(side->recorded_order[i]);
-        PyObject *seq = optional_int(side->recorded_has_seq[index], side->recorded_seq[index]);
-        PyObject *item = seq ? Py_BuildValue("(s#N)", &side->recorded_order[i], (Py_ssize_t)1, seq) : NULL;
-        if (!item) { Py_DECREF(holes); Py_DECREF(recorded); return NULL; }
-        PyList_SET_ITEM(recorded, i, item);
-    }
-    PyObject *next_seq_time = time_to_py(side->next_seq_time);
-    PyObject *last_ack_time = time_to_py(side->last_ack_time);
-    PyObject *start = optional_int(side->has_seq, side->start_seq);
-    PyObject *highest = optional_int(side->has_seq, side->highest_seq);
-    PyObject *last_ack = optional_int(side->has_last_ack, side->last_ack);
-    PyObject *window = optional_int(side->has_window, side->window);
-    PyObject *payloads = PyBytes_FromStringAndSize((const char *)side->payloads,
-                                                   side->npayloads * (Py_ssize_t)sizeof(uint32_t));
-    if (!next_seq_time || !last_ack_time || !start || !highest || !last_ack || !window || !payloads) {
-        Py_XDECREF(next_seq_time); Py_XDECREF(last_ack_time); Py_XDECREF(start); Py_XDECREF(highest);
-        Py_XDECREF(last_ack); Py_XDECREF(window); Py_XDECREF(payloads); Py_DECREF(holes); Py_DECREF(recorded);
-        return NULL;
-    }
-    /* Side's slots in order, is_orig aside; payloads as the array's bytes, _recorded as pairs. */
-    return Py_BuildValue("(OOLNNLLLLLNLNNNNLOLNN)",
-                         state_strings[side->state], state_strings[side->prev_state], (long long)side->packets,
-                         start, highest, (long long)side->rexmit_payloads, (long long)side->retransmissions,
-                         (long long)side->out_of_order, (long long)side->duplicate_acks,
-                         (long long)side->zero_windows, holes, (long long)side->next_seq, next_seq_time,
-                         last_ack, last_ack_time, window, (long long)side->dupacks_in_a_row,
-                         side->keep_alive ? Py_True : Py_False, (long long)side->max_seq_to_ack, payloads,
-                         recorded);
+static int64_t missed_bytes(const Side *side) {
+    int64_t missed = 0;
+    for (Py_ssize_t i = 0; i < side->nholes; i++) missed += pymod(side->holes[i].end - side->holes[i].start);
+    return missed;
 }
 
-static PyObject *conv_values(Conv *c) {
+/* history (flipped or not) matches ^?S[^HAFGIQ]*R.* */
+static int rstos0_history(const Conv *c) {
+    const char *letter = c->history, *end = c->history + c->history_len;
+    if (letter == end || *letter++ != 'S') return 0;
+    for (; letter < end; letter++) {
+        if (*letter == 'R') return 1;
+        if (strchr("HAFGIQ", *letter)) return 0;
+    }
+    return 0;
+}
+
+static const char *conn_state(const Conv *c) {
+    int os = c->orig.state, rs = c->resp.state;
+    if (c->proto != TCP) {
+        if (os != INACTIVE) return rs != INACTIVE ? "SF" : "S0";
+        return rs != INACTIVE ? "SHR" : "OTH";
+    }
+    int o_inactive = os == INACTIVE || os == PARTIAL, r_inactive = rs == INACTIVE || rs == PARTIAL;
+    if (rs == RESET) {
+        if (os == SYN_SENT || os == SYN_ACK_SENT
+                || (os == RESET && payload_bytes(&c->orig) == 0 && payload_bytes(&c->resp) == 0))
+            return "REJ";
+        return o_inactive ? "RSTRH" : "RSTR";
+    }
+    if (os == RESET) {
+        if (r_inactive) return rstos0_history(c) ? "RSTOS0" : "OTH";
+        return "RSTO";
+    }
+    if (os == CLOSED && rs == CLOSED) return "SF";
+    if (os == CLOSED) return r_inactive ? "SH" : "S2";
+    if (rs == CLOSED) return o_inactive ? "SHR" : "S3";
+    if (os == SYN_SENT && rs == INACTIVE) return "S0";
+    if (os == ESTABLISHED && rs == ESTABLISHED) return "S1";
+    return "OTH";
+}
+
+static PyObject *payload_list(const Side *side) {
+    PyObject *list = PyList_New(side->npayloads);
+    if (!list) return NULL;
+    for (Py_ssize_t i = 0; i < side->npayloads; i++) {
+        PyObject *length = PyLong_FromUnsignedLong(side->payloads[i]);
+        if (!length) { Py_DECREF(list); return NULL; }
+        PyList_SET_ITEM(list, i, length);
+    }
+    return list;
+}
+
+/* The facts, keyed as harness.analysis.summary.FACTS names them. */
+static PyObject *conv_facts(Conv *c) {
     if (!c->orig_host && !(c->orig_host = host_string(c->orig_addr, c->family_len))) return NULL;
     if (!c->resp_host && !(c->resp_host = host_string(c->resp_addr, c->family_len))) return NULL;
-    PyObject *orig = side_values(&c->orig);
-    PyObject *resp = orig ? side_values(&c->resp) : NULL;
-    PyObject *first = time_to_py(c->first_time), *last = time_to_py(c->last_time);
-    PyObject *isn = optional_int(c->has_orig_isn, c->orig_isn);
-    PyObject *rtt = c->has_initial_rtt ? time_to_py(c->initial_rtt) : (Py_INCREF(Py_None), Py_None);
-    PyObject *syn = c->has_syn_time ? time_to_py(c->syn_time) : (Py_INCREF(Py_None), Py_None);
-    PyObject *history = PyUnicode_FromStringAndSize(c->history, c->history_len);
-    PyObject *unreachable = c->unreachable ? (Py_INCREF(c->unreachable), c->unreachable) : PyList_New(0);
-    if (!orig || !resp || !first || !last || !isn || !rtt || !syn || !history || !unreachable) {
-        Py_XDECREF(orig); Py_XDECREF(resp); Py_XDECREF(first); Py_XDECREF(last); Py_XDECREF(isn);
-        Py_XDECREF(rtt); Py_XDECREF(syn); Py_XDECREF(history); Py_XDECREF(unreachable);
-        return NULL;
+    PyObject *history = NULL;
+    char *letters = PyMem_Malloc((size_t)c->history_len + 2);
+    if (letters) {
+        Py_ssize_t n = 0;
+        if (c->flipped) letters[n++] = '^';
+        if (c->history_len) memcpy(letters + n, c->history, (size_t)c->history_len);
+        history = PyUnicode_FromStringAndSize(letters, n + c->history_len);
+        PyMem_Free(letters);
+    } else {
+        PyErr_NoMemory();
     }
-    return Py_BuildValue("(niOiOiONNNNONNNNN)", c->index, c->proto, c->orig_host, c->orig_port, c->resp_host,
-                         c->resp_port, c->began_mid_stream ? Py_True : Py_False, first, last, unreachable, isn,
-                         c->flipped ? Py_True : Py_False, history, rtt, syn, orig, resp);
+    PyObject *orig_payloads = payload_list(&c->orig), *resp_payloads = payload_list(&c->resp);
+    PyObject *facts = NULL;
+    if (history && orig_payloads && resp_payloads) {
+        int tcp = c->proto == TCP;
+        facts = Py_BuildValue(
+            "{s:n,s:i,s:O,s:i,s:O,s:i,s:L,s:L,s:s,s:O,s:L,s:L,s:L,s:L,s:O,s:O,s:L,s:L,s:L,s:L,s:n}",
+            "index", c->index, "proto", c->proto, "orig_h", c->orig_host, "orig_p", c->orig_port,
+            "resp_h", c->resp_host, "resp_p", c->resp_port, "first_time_ns", (long long)c->first_time,
+            "last_time_ns", (long long)c->last_time, "conn_state", conn_state(c), "history", history,
+            "orig_pkts", (long long)c->orig.packets, "resp_pkts", (long long)c->resp.packets,
+            "orig_bytes", (long long)payload_bytes(&c->orig), "resp_bytes", (long long)payload_bytes(&c->resp),
+            "orig_payloads", orig_payloads, "resp_payloads", resp_payloads,
+            "retransmissions", tcp ? (long long)(c->orig.retransmissions + c->resp.retransmissions) : 0LL,
+            "out_of_order", tcp ? (long long)(c->orig.out_of_order + c->resp.out_of_order) : 0LL,
+            "duplicate_acks", tcp ? (long long)(c->orig.duplicate_acks + c->resp.duplicate_acks) : 0LL,
+            "missed_bytes", (long long)(missed_bytes(&c->orig) + missed_bytes(&c->resp)),
+            "icmp_unreachable", c->unreachable ? PyList_GET_SIZE(c->unreachable) : (Py_ssize_t)0);
+    }
+    Py_XDECREF(history);
+    Py_XDECREF(orig_payloads);
+    Py_XDECREF(resp_payloads);
+    return facts;
 }
 
 /* Ends a conversation: out of the table, then to on_finished. Frees it either way. */
 static int end_conv(Scanner *s, Conv *c) {
     unlink_conv(s, c);
-    PyObject *values = conv_values(c);
+    PyObject *facts = conv_facts(c);
     free_conv(c);
-    if (!values) return -1;
-    PyObject *result = PyObject_CallOneArg(s->on_finished, values);
-    Py_DECREF(values);
+    if (!facts) return -1;
+    PyObject *result = PyObject_CallOneArg(s->on_finished, facts);
+    Py_DECREF(facts);
     if (!result) return -1;
     Py_DECREF(result);
     return 0;
 }
 
 static int sweep(Scanner *s, nstime now) {
-    s->next_sweep = now + SWEEP_INTERVAL;
+    s->next_sweep = now + s->limits.sweep_interval;
     Conv *c = s->first;
     while (c) {
         Conv *next = c->next;
-        if (now - c->last_time > SHORTEST_TIMEOUT && conv_ended(c, now) && end_conv(s, c) < 0) return -1;
+        if (now - c->last_time > s->limits.shortest_timeout && conv_ended(c, now) && end_conv(s, c) < 0)
+            return -1;
         c = next;
     }
     return 0;
@@ -623,7 +666,7 @@ static int feed_packet(Scanner *s, const PacketFields *p) {
     nstime now = p->time;
     Conv *c = lookup(s, &key);
     int is_open = p->proto == TCP && (p->flags & (SYN | ACK)) == SYN;
-    if (c && ((now - c->last_time > SHORTEST_TIMEOUT && conv_ended(c, now))
+    if (c && ((now - c->last_time > s->limits.shortest_timeout && conv_ended(c, now))
               || (is_open && c->has_orig_isn && c->orig_isn != p->seq))) {
         if (end_conv(s, c) < 0) return -1;
         c = NULL;
@@ -637,6 +680,7 @@ static int feed_packet(Scanner *s, const PacketFields *p) {
         c->family_len = key.family_len;
         c->proto = key.proto;
         c->hash = key.hash;
+        c->limits = &s->limits;
         int swap = 0;
         if (p->proto == TCP && !is_open) {
             if (p->flags & SYN) { swap = 1; c->flipped = 1; }
@@ -844,11 +888,11 @@ static PyObject *Scanner_walk_pcap(Scanner *s, PyObject *args) {
     long linktype;
     long long scale, base;
     int big_endian;
-    if (!PyArg_ParseTuple(args, "y*nlLnpL:walk_pcap", &view, &pos, &linktype, &scale, &limit, &big_endian, &base))
+    if (!PyArg_ParseTuple(args, "y*nlLnpL:pcap_records", &view, &pos, &linktype, &scale, &limit, &big_endian, &base))
         return NULL;
     if (!s->decode_slow) {
         PyBuffer_Release(&view);
-        PyErr_SetString(PyExc_RuntimeError, "walk_pcap runs inside feed_records only");
+        PyErr_SetString(PyExc_RuntimeError, "pcap_records runs inside feed_records only");
         return NULL;
     }
     const unsigned char *buf = view.buf;
@@ -886,11 +930,11 @@ static PyObject *Scanner_walk_pcapng(Scanner *s, PyObject *args) {
     int big_endian;
     PyObject *interfaces;
     long long base;
-    if (!PyArg_ParseTuple(args, "y*npO!L:walk_pcapng", &view, &pos, &big_endian, &PyList_Type, &interfaces, &base))
+    if (!PyArg_ParseTuple(args, "y*npO!L:pcapng_packets", &view, &pos, &big_endian, &PyList_Type, &interfaces, &base))
         return NULL;
     if (!s->decode_slow) {
         PyBuffer_Release(&view);
-        PyErr_SetString(PyExc_RuntimeError, "walk_pcapng runs inside feed_records only");
+        PyErr_SetString(PyExc_RuntimeError, "pcapng_packets runs inside feed_records only");
         return NULL;
     }
     struct { long linktype; uint64_t scale, divisor; nstime offset; } table[MAX_BULK_INTERFACES];
@@ -983,9 +1027,51 @@ static PyObject *Scanner_finish(Scanner *s, PyObject *unused) {
     Py_RETURN_NONE;
 }
 
+static int limit_from(PyObject *limits, const char *name, int64_t *out) {
+    PyObject *value = PyDict_GetItemString(limits, name);    /* borrowed */
+    if (!value) {
+        PyErr_Format(PyExc_KeyError, "Scanner limits lack %s", name);
+        return -1;
+    }
+    *out = PyLong_AsLongLong(value);
+    return (*out == -1 && PyErr_Occurred()) ? -1 : 0;
+}
+
 static int Scanner_init(Scanner *s, PyObject *args, PyObject *kwargs) {
-    PyObject *on_finished;
-    if (!PyArg_ParseTuple(args, "O:Scanner", &on_finished)) return -1;
+    PyObject *limits, *on_finished;
+    if (!PyArg_ParseTuple(args, "O!O:Scanner", &PyDict_Type, &limits, &on_finished)) return -1;
+    Limits *L = &s->limits;
+    int64_t max_holes;
+    if (limit_from(limits, "close_delay", &L->close_delay) < 0
+            || limit_from(limits, "tcp_idle_timeout", &L->tcp_idle_timeout) < 0
+            || limit_from(limits, "udp_idle_timeout", &L->udp_idle_timeout) < 0
+            || limit_from(limits, "sweep_interval", &L->sweep_interval) < 0
+            || limit_from(limits, "fast_retransmission_window", &L->fast_retransmission_window) < 0
+            || limit_from(limits, "default_out_of_order_threshold", &L->default_out_of_order_threshold) < 0
+            || limit_from(limits, "max_holes", &max_holes) < 0)
+        return -1;
+    L->max_holes = (Py_ssize_t)max_holes;
+    L->shortest_timeout = L->close_delay;
+    if (L->tcp_idle_timeout < L->shortest_timeout) L->shortest_timeout = L->tcp_idle_timeout;
+    if (L->udp_idle_timeout < L->shortest_timeout) L->shortest_timeout = L->udp_idle_timeout;
+    PyObject *counts = PyDict_GetItemString(limits, "history_counts");
+    PyObject *sequence = counts ? PySequence_Fast(counts, "history_counts must be a sequence") : NULL;
+    if (!sequence) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_KeyError, "Scanner limits lack history_counts");
+        return -1;
+    }
+    Py_ssize_t ncounts = PySequence_Fast_GET_SIZE(sequence);
+    if (ncounts > MAX_HISTORY_COUNTS || max_holes < 1) {
+        Py_DECREF(sequence);
+        PyErr_SetString(PyExc_ValueError, "Scanner limits out of range (history_counts, max_holes)");
+        return -1;
+    }
+    L->nhistory_counts = (int)ncounts;
+    for (Py_ssize_t i = 0; i < ncounts; i++) {
+        L->history_counts[i] = PyLong_AsLongLong(PySequence_Fast_GET_ITEM(sequence, i));
+        if (L->history_counts[i] == -1 && PyErr_Occurred()) { Py_DECREF(sequence); return -1; }
+    }
+    Py_DECREF(sequence);
     Py_INCREF(on_finished);
     Py_XSETREF(s->on_finished, on_finished);
     return 0;
@@ -1007,8 +1093,8 @@ static PyObject *Scanner_get_frames(Scanner *s, void *closure) { return PyLong_F
 
 static PyMethodDef Scanner_methods[] = {
     {"feed_records", (PyCFunction)Scanner_feed_records, METH_VARARGS, NULL},
-    {"walk_pcap", (PyCFunction)Scanner_walk_pcap, METH_VARARGS, NULL},
-    {"walk_pcapng", (PyCFunction)Scanner_walk_pcapng, METH_VARARGS, NULL},
+    {"pcap_records", (PyCFunction)Scanner_walk_pcap, METH_VARARGS, NULL},
+    {"pcapng_packets", (PyCFunction)Scanner_walk_pcapng, METH_VARARGS, NULL},
     {"feed_unreachable", (PyCFunction)Scanner_feed_unreachable, METH_VARARGS, NULL},
     {"finish", (PyCFunction)Scanner_finish, METH_NOARGS, NULL},
     {NULL, NULL, 0, NULL},
@@ -1025,7 +1111,7 @@ static PyTypeObject ScannerType = {
     .tp_name = "harness.analysis._speedups.Scanner",
     .tp_basicsize = sizeof(Scanner),
     .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "ConversationTracker and ConnectionState for summaries, in C (see the module source).",
+    .tp_doc = "ConversationTracker, ZeekState and TsharkState for summaries, in C (see the module source).",
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)Scanner_init,
     .tp_dealloc = (destructor)Scanner_dealloc,
@@ -1039,8 +1125,6 @@ static struct PyModuleDef speedups_module = {
 
 PyMODINIT_FUNC PyInit__speedups(void) {
     if (PyType_Ready(&ScannerType) < 0) return NULL;
-    for (int i = 0; i < STATE_COUNT; i++)
-        if (!(state_strings[i] = PyUnicode_InternFromString(STATE_NAMES[i]))) return NULL;
     PyObject *module = PyModule_Create(&speedups_module);
     if (!module) return NULL;
     Py_INCREF(&ScannerType);

@@ -26,6 +26,9 @@ from harness.wire.packet import ACK, SEQ_MODULO, SYN, TCP, UDP, Packet, flag_nam
 
 
 
+PROTO_NAMES = {TCP: "tcp", UDP: "udp"}
+
+
 class Endpoint(NamedTuple):
     host: str
     port: int
@@ -88,7 +91,7 @@ class Conversation:
 
     @property
     def proto_name(self) -> str:
-        return {TCP: "tcp", UDP: "udp"}.get(self.proto, str(self.proto))
+        return PROTO_NAMES.get(self.proto, str(self.proto))
 
     def describe(self) -> str:
         opener = "first seen" if self.began_mid_stream else "originator"

@@ -3,28 +3,33 @@
 Packets that cannot be decoded are skipped with a warning rather than stopping the analysis;
 a damaged file stops it, but only after everything before the damage has been analysed.
 
-stream_conversations (and stream_summaries over it) hands the per-packet work to the C scanner in
-harness/analysis/_speedups.c when it was compiled: a translation of tracker.py, conversation.py, zeek.py and tshark.py,
-which stay the reference, held to them by tests/unit/test_speedups.py. analyse, which keeps every
-segment for ladders and expectations, is pure Python.
+The steps, in order: open the file (wire.reader), decode each record (wire.decode), track it into
+its conversation (analysis.tracker), and on the way count what is not TCP/UDP and warn of what
+cannot be decoded. analyse() keeps every conversation with its segments, for ladders and
+expectations; stream_summaries() keeps none, handing each record over as its conversation ends.
+
+stream_summaries hands the per-packet work to the C scanner (harness/analysis/_speedups.c) when it
+was compiled: a translation of tracker.py, zeek.py and tshark.py, which stay the reference, held to
+them by tests/unit/test_speedups.py. Its interface is this module's: the constants it is given
+(scanner_limits), the reader's bulk protocol it implements, the facts it hands back (summary.FACTS).
 """
 from __future__ import annotations
 
 import os
-from array import array
 from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
-from harness.analysis.tshark import TsharkEndpoint, TsharkState
-from harness.analysis.zeek import ZeekEndpoint, ZeekState
-from harness.analysis.conversation import Conversation, Endpoint
+from harness.analysis.conversation import Conversation
 from harness.analysis.tracker import ConversationTracker
 from harness.wire.decode import (PacketDecodeError, UnreachableQuote, check_linktype, decode, decode_icmp_unreachable,
                             describe_other)
-from harness.wire.packet import TCP, Packet
+from harness.wire.packet import Packet
 from harness.wire.reader import CaptureFormatError, open_capture
-from harness.analysis.summary import summarize
+from harness.analysis.summary import record, summarize
+from harness.analysis.tracker import CLOSE_DELAY, SWEEP_INTERVAL, TCP_IDLE_TIMEOUT, UDP_IDLE_TIMEOUT
+from harness.analysis.tshark import DEFAULT_OUT_OF_ORDER_THRESHOLD, FAST_RETRANSMISSION_WINDOW
+from harness.analysis.zeek import LOGARITHMIC_COUNTS, MAX_HOLES
 
 try:
     from harness.analysis import _speedups
@@ -67,9 +72,9 @@ def read_packets(path, warnings: Optional[List[str]] = None,
 
 def _decoded(path, decode_record: "_RecordDecoder") -> Iterator[Packet]:
     with open_capture(path) as capture:
-        for frame, record in enumerate(capture, 1):
+        for frame, raw in enumerate(capture, 1):
             decode_record.frames = frame
-            packet = decode_record(record, frame)
+            packet = decode_record(raw, frame)
             if packet is not None:
                 yield packet
 
@@ -159,69 +164,50 @@ def analyse(path, keep_segments: bool = True) -> Analysis:
 
 
 def stream_summaries(path, emit: Callable[[Dict[str, object]], None]) -> Analysis:
-    """Each conversation's summary record, handed to `emit` as soon as the conversation has ended.
+    """Each conversation's summary record, handed to `emit` as soon as the conversation has ended, in
+    the order ConversationTracker ends them.
 
     Nothing is kept per conversation once it is summarized, so memory follows the number of open
     conversations, not the size of the capture. The Analysis returned has no conversations.
+    The per-packet work is done in C (harness.analysis._speedups) when it was compiled, unless
+    HARNESS_PURE_PYTHON is set: it hands over each conversation's facts (summary.FACTS), which are
+    the same either way (tests/unit/test_speedups.py holds the two to that).
     """
+    if _speedups is not None and not os.environ.get(PURE_PYTHON_ENV):
+        return stream_facts(path, lambda facts: emit(record(facts)))
     return stream_conversations(path, lambda conversation: emit(summarize(conversation)))
+
+
+def scanner_limits() -> Dict[str, object]:
+    """The analysis's constants, for the C scanner: from the modules that define them, never copied."""
+    return {"close_delay": CLOSE_DELAY, "tcp_idle_timeout": TCP_IDLE_TIMEOUT, "udp_idle_timeout": UDP_IDLE_TIMEOUT,
+            "sweep_interval": SWEEP_INTERVAL, "max_holes": MAX_HOLES, "history_counts": sorted(LOGARITHMIC_COUNTS),
+            "fast_retransmission_window": FAST_RETRANSMISSION_WINDOW,
+            "default_out_of_order_threshold": DEFAULT_OUT_OF_ORDER_THRESHOLD}
+
+
+def stream_facts(path, on_finished: Callable[[Dict[str, object]], None]) -> Analysis:
+    """Each conversation's facts (summary.FACTS, by name) as the C scanner hands them over when it
+    ends. Only with harness.analysis._speedups compiled; stream_conversations is the pure path."""
+    if _speedups is None:
+        raise RuntimeError(f"harness.analysis._speedups is not compiled: {speedups_status()[1]}")
+    scanner = _speedups.Scanner(scanner_limits(), on_finished)
+    decoder = _RecordDecoder(path, [], scanner.feed_unreachable)
+    damage = None
+    try:
+        with open_capture(path) as capture:
+            capture.bulk = scanner
+            scanner.feed_records(capture, decoder)
+    except CaptureFormatError as error:
+        damage = error
+    scanner.finish()
+    return Analysis(str(path), [], scanner.packets, decoder.warnings, damage, scanner.frames, decoder.others)
 
 
 def stream_conversations(path, on_finished: Callable[[Conversation], None]) -> Analysis:
     """Each conversation, without its segments, handed to `on_finished` as soon as it has ended, in
-    the order ConversationTracker ends them. The per-packet work is done in C (harness.analysis._speedups)
-    when it was compiled, unless HARNESS_PURE_PYTHON is set; the conversations are the same either
-    way (tests/unit/test_speedups.py holds the two to that, slot by slot)."""
-    if _speedups is not None and not os.environ.get(PURE_PYTHON_ENV):
-        scanner = _speedups.Scanner(lambda values: on_finished(_conversation_from_scan(values)))
-        decoder = _RecordDecoder(path, [], scanner.feed_unreachable)
-        damage = None
-        try:
-            with open_capture(path) as capture:
-                capture.bulk_pcap, capture.bulk_pcapng = scanner.walk_pcap, scanner.walk_pcapng
-                scanner.feed_records(capture, decoder)
-        except CaptureFormatError as error:
-            damage = error
-        scanner.finish()
-        return Analysis(str(path), [], scanner.packets, decoder.warnings, damage, scanner.frames, decoder.others)
+    the order ConversationTracker ends them. Pure Python (the C scanner hands over facts instead)."""
     tracker = ConversationTracker(keep_segments=False, on_finished=on_finished)
-    trace = _scan(path, tracker)
+    analysis = _scan(path, tracker)
     tracker.finish()
-    return trace
-
-
-# The C scanner hands each ended conversation over as a tuple (harness/analysis/_speedups.c, conv_values), made
-# back into the objects the pure-Python tracker would have made. Slots are filled by unpacking, not
-# through __init__: this runs once per conversation, and is a good part of the summary's time.
-
-def _endpoints_from_scan(is_orig: bool, values: tuple) -> Tuple[ZeekEndpoint, TsharkEndpoint]:
-    zeek = ZeekEndpoint.__new__(ZeekEndpoint)
-    tshark = TsharkEndpoint.__new__(TsharkEndpoint)
-    zeek.is_orig = is_orig
-    (zeek.state, zeek.prev_state, zeek.packets, zeek.start_seq, zeek.highest_seq, zeek.rexmit_payloads,
-     tshark.retransmissions, tshark.out_of_order, tshark.duplicate_acks, zeek.zero_windows, zeek.holes,
-     tshark.next_seq, tshark.next_seq_time, tshark.last_ack, tshark.last_ack_time, tshark.window,
-     tshark.dupacks_in_a_row, tshark.keep_alive, tshark.max_seq_to_ack, payloads, recorded) = values
-    zeek.payloads = array("I", payloads)
-    zeek._recorded = dict(recorded)
-    return zeek, tshark
-
-
-def _conversation_from_scan(values: tuple) -> Conversation:
-    (index, proto, orig_host, orig_port, resp_host, resp_port, began_mid_stream, first_time_ns, last_time_ns,
-     unreachable, orig_isn, flipped, history, initial_rtt, syn_time, orig, resp) = values
-    zeek = ZeekState.__new__(ZeekState)
-    zeek.proto, zeek.flipped, zeek._history = proto, flipped, list(history)
-    (zeek.orig, tshark_orig), (zeek.resp, tshark_resp) = _endpoints_from_scan(True, orig), _endpoints_from_scan(False, resp)
-    tshark = None
-    if proto == TCP:
-        tshark = TsharkState.__new__(TsharkState)
-        tshark.orig, tshark.resp, tshark.initial_rtt, tshark._syn_time = tshark_orig, tshark_resp, initial_rtt, syn_time
-    conversation = Conversation.__new__(Conversation)
-    (conversation.index, conversation.proto, conversation.orig, conversation.resp, conversation.began_mid_stream,
-     conversation.keep_segments, conversation.segments, conversation.zeek, conversation.tshark,
-     conversation.unreachable, conversation.first_time_ns, conversation.last_time_ns, conversation._seq_base,
-     conversation._orig_isn) = (
-        index, proto, Endpoint(orig_host, orig_port), Endpoint(resp_host, resp_port), began_mid_stream,
-        False, [], zeek, tshark, unreachable, first_time_ns, last_time_ns, {}, orig_isn)
-    return conversation
+    return analysis

@@ -4,7 +4,7 @@ from __future__ import annotations
 import hashlib
 from typing import Dict, List
 
-from harness.analysis.conversation import SECOND, Conversation
+from harness.analysis.conversation import PROTO_NAMES, SECOND, Conversation
 
 _BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 # Two digits per divmod: entry n is the digits of n % 62 then n // 62, least significant first.
@@ -17,9 +17,16 @@ COLUMNS = ("uid", "proto", "id.orig_h", "id.orig_p", "id.resp_h", "id.resp_p", "
 
 def uid(conversation: Conversation) -> str:
     """Like Zeek's uids (C + 17 base-62 digits), but derived from the conversation so reruns agree."""
-    # !s: str() the endpoints directly; the default format() of a tuple subclass takes a slower way there.
-    key = f"{conversation.first_time_ns / SECOND!r}|{conversation.proto}|{conversation.orig!s}|{conversation.resp!s}|" \
-          f"{conversation.index}"
+    return _uid(conversation.first_time_ns, conversation.proto, conversation.orig.host, conversation.orig.port,
+                conversation.resp.host, conversation.resp.port, conversation.index)
+
+
+def _endpoint(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"   # as str(Endpoint) writes it
+
+
+def _uid(first_time_ns: int, proto: int, orig_h: str, orig_p: int, resp_h: str, resp_p: int, index: int) -> str:
+    key = f"{first_time_ns / SECOND!r}|{proto}|{_endpoint(orig_h, orig_p)}|{_endpoint(resp_h, resp_p)}|{index}"
     number = int.from_bytes(hashlib.sha1(key.encode()).digest()[:13], "big")
     digits = ["C"]
     for _ in range(_UID_DIGITS // 2):
@@ -29,9 +36,15 @@ def uid(conversation: Conversation) -> str:
     return "".join(digits)
 
 
-def summarize(conversation: Conversation) -> Dict[str, object]:
-    """The conversation's conn.log record: Zeek's field names and meanings, plus harness's own
-    (orig/resp_payloads, retransmissions, out_of_order, duplicate_acks, icmp_unreachable)."""
+# The facts a record is made of, as the pure analysis and the C scanner both hand them over.
+FACTS = ("index", "proto", "orig_h", "orig_p", "resp_h", "resp_p", "first_time_ns", "last_time_ns", "conn_state",
+         "history", "orig_pkts", "resp_pkts", "orig_bytes", "resp_bytes", "orig_payloads", "resp_payloads",
+         "retransmissions", "out_of_order", "duplicate_acks", "missed_bytes", "icmp_unreachable")
+
+
+def facts(conversation: Conversation) -> Dict[str, object]:
+    """What the summary record says of a conversation, before it is dressed as conn.log fields:
+    FACTS, by name (the C scanner hands the same dict over for the conversations it tracks)."""
     zeek, tshark = conversation.zeek, conversation.tshark
     orig, resp = zeek.orig, zeek.resp
     if tshark is not None:
@@ -42,28 +55,55 @@ def summarize(conversation: Conversation) -> Dict[str, object]:
     else:
         retransmissions = out_of_order = duplicate_acks = 0
     return {
-        "ts": conversation.first_time_ns / SECOND,
-        "uid": uid(conversation),
-        "proto": conversation.proto_name,
-        "id.orig_h": conversation.orig.host,
-        "id.orig_p": conversation.orig.port,
-        "id.resp_h": conversation.resp.host,
-        "id.resp_p": conversation.resp.port,
-        "duration": (conversation.last_time_ns - conversation.first_time_ns) / SECOND,
-        "conn_state": zeek.conn_state,
-        "history": zeek.history,
-        "orig_pkts": orig.packets,
-        "resp_pkts": resp.packets,
-        "orig_bytes": orig.payload_bytes,
-        "resp_bytes": resp.payload_bytes,
-        "orig_payloads": orig.payloads.tolist(),
-        "resp_payloads": resp.payloads.tolist(),
-        "retransmissions": retransmissions,
-        "out_of_order": out_of_order,
-        "duplicate_acks": duplicate_acks,
-        "missed_bytes": orig.missed_bytes + resp.missed_bytes if orig.holes or resp.holes else 0,
+        "index": conversation.index, "proto": conversation.proto,
+        "orig_h": conversation.orig.host, "orig_p": conversation.orig.port,
+        "resp_h": conversation.resp.host, "resp_p": conversation.resp.port,
+        "first_time_ns": conversation.first_time_ns, "last_time_ns": conversation.last_time_ns,
+        "conn_state": zeek.conn_state, "history": zeek.history,
+        "orig_pkts": orig.packets, "resp_pkts": resp.packets,
+        "orig_bytes": orig.payload_bytes, "resp_bytes": resp.payload_bytes,
+        "orig_payloads": orig.payloads.tolist(), "resp_payloads": resp.payloads.tolist(),
+        "retransmissions": retransmissions, "out_of_order": out_of_order, "duplicate_acks": duplicate_acks,
+        "missed_bytes": orig.missed_bytes + resp.missed_bytes,
         "icmp_unreachable": len(conversation.unreachable),
     }
+
+
+def record(facts: Dict[str, object]) -> Dict[str, object]:
+    """The conn.log record of a conversation's facts: Zeek's field names and meanings, plus harness's
+    own (orig/resp_payloads, retransmissions, out_of_order, duplicate_acks, icmp_unreachable)."""
+    first = facts["first_time_ns"]
+    proto = facts["proto"]
+    return {
+        "ts": first / SECOND,
+        "uid": _uid(first, proto, facts["orig_h"], facts["orig_p"], facts["resp_h"], facts["resp_p"],
+                    facts["index"]),
+        "proto": PROTO_NAMES.get(proto, str(proto)),
+        "id.orig_h": facts["orig_h"],
+        "id.orig_p": facts["orig_p"],
+        "id.resp_h": facts["resp_h"],
+        "id.resp_p": facts["resp_p"],
+        "duration": (facts["last_time_ns"] - first) / SECOND,
+        "conn_state": facts["conn_state"],
+        "history": facts["history"],
+        "orig_pkts": facts["orig_pkts"],
+        "resp_pkts": facts["resp_pkts"],
+        "orig_bytes": facts["orig_bytes"],
+        "resp_bytes": facts["resp_bytes"],
+        "orig_payloads": facts["orig_payloads"],
+        "resp_payloads": facts["resp_payloads"],
+        "retransmissions": facts["retransmissions"],
+        "out_of_order": facts["out_of_order"],
+        "duplicate_acks": facts["duplicate_acks"],
+        "missed_bytes": facts["missed_bytes"],
+        "icmp_unreachable": facts["icmp_unreachable"],
+    }
+
+
+def summarize(conversation: Conversation) -> Dict[str, object]:
+    """The conversation's conn.log record: Zeek's field names and meanings, plus harness's own
+    (orig/resp_payloads, retransmissions, out_of_order, duplicate_acks, icmp_unreachable)."""
+    return record(facts(conversation))
 
 
 def table(records: List[Dict[str, object]]) -> str:

@@ -55,7 +55,7 @@ INACTIVE, SYN_SENT, SYN_ACK_SENT, PARTIAL, ESTABLISHED, CLOSED, RESET = (
     "INACTIVE", "SYN_SENT", "SYN_ACK_SENT", "PARTIAL", "ESTABLISHED", "CLOSED", "RESET")
 _INACTIVE_LIKE = (INACTIVE, PARTIAL)
 _RSTOS0_HISTORY = re.compile(r"\^?S[^HAFGIQ]*R.*")
-_LOGARITHMIC_COUNTS = frozenset((1, 10, 100, 1000, 10000, 100000, 1000000))
+LOGARITHMIC_COUNTS = frozenset((1, 10, 100, 1000, 10000, 100000, 1000000))   # when T and W are recorded
 MAX_HOLES = 64  # beyond this the oldest holes are forgotten: memory stays bounded on a lossy capture
 
 
@@ -191,7 +191,7 @@ class ZeekState:
 
     def _record_counted(self, side: ZeekEndpoint, letter: str, count: int) -> None:
         """T, W: recorded on the 1st, 10th, 100th... occurrence."""
-        if count in _LOGARITHMIC_COUNTS:
+        if count in LOGARITHMIC_COUNTS:
             self._history.append(letter if side.is_orig else letter.lower())
 
     def _update_history(self, side: ZeekEndpoint, peer: ZeekEndpoint, flags: int, seq: int, length: int, window: int,

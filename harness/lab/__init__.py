@@ -14,4 +14,6 @@ Common to all: `--host`, `--port` (0 = any free port for servers); servers print
 `listening on HOST:PORT` once they can be reached and take `--count N`; clients take messages
 as arguments or stdin lines. Exit status 0 on success, Ctrl-C or SIGTERM; 2 with a one-line
 message on stderr for a busy port, a missing or silent server, or bad arguments.
+
+scenarios holds the lab's scenarios (LAB_SCENARIOS, bulk_scenario) for harness.run.runner.
 """

@@ -49,13 +49,13 @@ import os
 import stat
 import struct
 import zlib
-from typing import BinaryIO, Callable, Dict, Iterator, List, NamedTuple, Optional, Tuple, Union
+from typing import BinaryIO, Dict, Iterator, List, NamedTuple, Optional, Protocol, Tuple, Union
 
 from harness.errors import InputError
 from harness.wire import pcapng
 
 __all__ = [
-    "CaptureFile", "CaptureFormatError", "InterfaceInfo", "InterfaceStatistics", "NotARegularFile", "Record",
+    "BulkConsumer", "CaptureFile", "CaptureFormatError", "InterfaceInfo", "InterfaceStatistics", "NotARegularFile", "Record",
     "SectionInfo",
     "open_capture", "open_decompressed", "MAX_BLOCK",
 ]
@@ -185,6 +185,25 @@ def _hex(raw: bytes) -> str:
     return " ".join(f"{b:02x}" for b in raw)
 
 
+class BulkConsumer(Protocol):
+    """Takes whole records straight from the reader's buffer, for a consumer (harness's C scanner)
+    to which one Record object per packet would cost more than the packet's own work. The reader
+    hands it the buffer and the format's parameters; it takes what it can and returns where it
+    stopped, and the reader reads, yields or reports the rest itself. Offsets are base + position.
+    """
+
+    def pcap_records(self, buf: bytes, pos: int, linktype: int, ns_per_tick: int, max_caplen: int,
+                     big_endian: bool, base: int) -> int:
+        """Consume the whole, sane classic-pcap records from buf[pos:] (each header checked as the
+        reader checks it); return where it stopped (a record split across reads, or damaged)."""
+
+    def pcapng_packets(self, buf: bytes, pos: int, big_endian: bool, interfaces: list,
+                       base: int) -> Tuple[int, Optional[int]]:
+        """The same for a pcapng section's Enhanced Packet Blocks without options (interfaces: the
+        section's (linktype, scale, divisor, offset ns, snaplen, may overflow) each); return (where
+        it stopped, the last packet's time_ns or None if it took none)."""
+
+
 class CaptureFile:
     """An open capture. Iterate once for Records; metadata attributes fill in as it reads.
 
@@ -194,14 +213,8 @@ class CaptureFile:
     (InterfaceStatistics list, from the Interface Statistics Blocks), `linktypes`
     (set of link types seen so far), and for pcap `snaplen` / `nanosecond`.
 
-    `bulk_pcap`, set before iterating a classic pcap, lets a consumer written in C take records
-    straight from the read buffer instead of one Record at a time:
-    bulk_pcap(buf, pos, linktype, ns_per_tick, max_caplen, big_endian, base) consumes the whole,
-    sane records from buf[pos:] (each record's header checked as here) and returns where it
-    stopped; the records it leaves (split across reads, or damaged) are read, yielded or reported
-    here as usual. Offsets are base + position in buf. `bulk_pcapng(buf, pos, big_endian,
-    interfaces, base)` does the same for a pcapng section's Enhanced Packet Blocks (interfaces as
-    _interface returns them) and returns (where it stopped, the last packet's time_ns or None).
+    `bulk`, a BulkConsumer set before iterating, takes records straight from the read buffer
+    instead of one Record at a time; whatever it leaves is read, yielded or reported as usual.
     """
 
     def __init__(self, stream: BinaryIO, path: str, *, close_stream: bool = False):
@@ -220,8 +233,7 @@ class CaptureFile:
         self._pos = 0
         self._base = 0          # stream offset of self._buf[0]
         self._records: Optional[Iterator[Record]] = None
-        self.bulk_pcap: Optional[Callable[[bytes, int, int, int, int, bool, int], int]] = None
-        self.bulk_pcapng: Optional[Callable[[bytes, int, bool, list, int], Tuple[int, Optional[int]]]] = None
+        self.bulk: Optional[BulkConsumer] = None
         self.format = self._sniff()
 
     # -- plumbing ---------------------------------------------------------------------
@@ -353,7 +365,8 @@ class CaptureFile:
         buf, pos, base = self._buf, self._pos, self._base
         self._buf = b""    # the generator owns the buffer from here on
         size = len(buf)
-        bulk, big_endian = self.bulk_pcap, self._pcap_order == ">"
+        bulk = self.bulk.pcap_records if self.bulk is not None else None
+        big_endian = self._pcap_order == ">"
         while True:
             if bulk is not None and size - pos >= 16:
                 pos = bulk(buf, pos, linktype, scale, limit, big_endian, base)
@@ -398,7 +411,7 @@ class CaptureFile:
         ifaces: List[Tuple[int, int, int, int, int, bool]] = []
         section = -1
         last_time_ns = 0
-        bulk = self.bulk_pcapng
+        bulk = self.bulk.pcapng_packets if self.bulk is not None else None
         while True:
             if bulk is not None and ifaces and size - pos >= 32:
                 pos, bulk_time_ns = bulk(buf, pos, order == ">", ifaces, base)

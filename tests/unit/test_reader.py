@@ -434,19 +434,14 @@ def test_empty_gzip(tmp_path):
         open_capture(write(tmp_path, gzip.compress(b""), "x.gz"))
 
 
-# -- performance ------------------------------------------------------------------------
+# -- many records (how fast is bench/bench.py's business: no timed tests) ------------------
 
-def test_reading_200k_records_is_fast(tmp_path):
-    import time
+def test_200k_records_read_whole_in_both_formats(tmp_path):
     frame = pb.ether(pb.ipv4(payload=pb.tcp(payload=b"x" * 40)))
     record = struct.pack("<IIII", 1, 2, len(frame), len(frame)) + frame
     pcap_path = write(tmp_path, pb.pcap([]) + record * 200_000)
     block = pb.epb(0, 5, frame)
     ng_path = write(tmp_path, pb.shb() + pb.idb(1) + block * 200_000, "x.pcapng")
     for path in (pcap_path, ng_path):
-        start = time.perf_counter()
         with open_capture(path) as capture:
-            count = sum(1 for _ in capture)
-        elapsed = time.perf_counter() - start
-        assert count == 200_000
-        assert elapsed < 1.0, f"{path}: {elapsed:.2f}s"
+            assert sum(1 for record in capture if record.data == frame) == 200_000

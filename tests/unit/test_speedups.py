@@ -1,7 +1,7 @@
-"""harness.analysis._speedups (the summary path's per-packet work in C) makes exactly the conversations the
-pure-Python tracker makes: every slot of every Conversation and of both analyzers' states, in the same
-order, with the same packet count, warnings and damage, on every reference capture, on thousands of
-random conversations (tests/support/tcpgen.py) interleaved and spread over the tracker's timers, on input
+"""harness.analysis._speedups (the summary path's per-packet work in C) ends exactly the conversations
+the pure-Python tracker ends, with exactly the facts their records are made of (summary.FACTS), in the
+same order, with the same packet and frame counts, warnings, damage and tally of other frames, on
+every reference capture, on thousands of random conversations (tests/support/tcpgen.py) interleaved and spread over the tracker's timers, on input
 damaged at random, and on timestamps at and past the edge of 64 bits.
 
 Without a C compiler at install time the module is absent and harness runs in pure Python; these
@@ -20,10 +20,8 @@ from hypothesis import strategies as st
 from support import pcapbuild as pb
 from support import tcpgen
 from harness.analysis import pipeline
-from harness.analysis.tshark import TsharkEndpoint, TsharkState
-from harness.analysis.zeek import ZeekEndpoint, ZeekState
-from harness.analysis.conversation import Conversation
-from harness.analysis.summary import summarize
+from harness.analysis.summary import FACTS, facts, record, summarize
+from harness.analysis.tracker import CLOSE_DELAY
 from support.packets import to_pcap
 from support import REPO
 
@@ -42,42 +40,22 @@ def speedups():
         pytest.skip(reason)
 
 
-def _slots(obj, cls) -> dict:
-    return {name: getattr(obj, name) for name in cls.__slots__}
-
-
-def _dump(conversation: Conversation) -> dict:
-    """Everything the tracker made, slot by slot (payloads and both analyzers' endpoints flattened)."""
-    dumped = _slots(conversation, Conversation)
-    dumped["zeek"] = _slots(conversation.zeek, ZeekState)
-    for name in ("orig", "resp"):
-        side = _slots(getattr(conversation.zeek, name), ZeekEndpoint)
-        side["payloads"] = side["payloads"].tolist()
-        side["_recorded"] = list(side["_recorded"].items())
-        dumped["zeek"][name] = side
-    if conversation.tshark is not None:
-        dumped["tshark"] = _slots(conversation.tshark, TsharkState)
-        for name in ("orig", "resp"):
-            dumped["tshark"][name] = _slots(getattr(conversation.tshark, name), TsharkEndpoint)
-    dumped["summary"] = summarize(conversation)
-    return dumped
-
-
-def _run(path, pure: bool, monkeypatch):
-    if pure:
-        monkeypatch.setenv(pipeline.PURE_PYTHON_ENV, "1")
-    else:
-        monkeypatch.delenv(pipeline.PURE_PYTHON_ENV, raising=False)
+def _run(path, in_c: bool):
+    """Every ended conversation's facts, in order, with the packet count, frames, warnings and damage;
+    or what was raised (the same exception either way is part of the agreement)."""
     ended = []
     try:
-        result = pipeline.stream_conversations(path, lambda conversation: ended.append(_dump(conversation)))
-    except Exception as error:     # the same exception either way is part of the agreement
+        if in_c:
+            result = pipeline.stream_facts(path, ended.append)
+        else:
+            result = pipeline.stream_conversations(path, lambda conversation: ended.append(facts(conversation)))
+    except Exception as error:
         return "raised", type(error).__name__, str(error), ended
-    return ended, result.packets, result.warnings, str(result.damage)
+    return ended, result.packets, result.frames, result.warnings, str(result.damage), result.others
 
 
-def assert_same_both_ways(path, monkeypatch):
-    in_python, in_c = _run(path, True, monkeypatch), _run(path, False, monkeypatch)
+def assert_same_both_ways(path, monkeypatch=None):
+    in_python, in_c = _run(path, False), _run(path, True)
     if in_python[0] != "raised" and in_c[0] != "raised":
         for number, (expected, got) in enumerate(zip(in_python[0], in_c[0]), 1):
             assert got == expected, f"{path}: conversation {number} differs"
@@ -154,8 +132,8 @@ def test_timestamps_at_the_edge_of_64_bits(tmp_path, monkeypatch):
             + b"".join(pb.epb(0, time_ns, frame) for time_ns, frame in records))
     path = tmp_path / "far.pcapng"
     path.write_bytes(data)
-    in_c = _run(path, False, monkeypatch)
-    assert in_c[0] != "raised" and in_c[0][0]["first_time_ns"] > 9 * 10**18 and in_c[3] == "None"
+    in_c = _run(path, True)
+    assert in_c[0] != "raised" and in_c[0][0]["first_time_ns"] > 9 * 10**18 and in_c[4] == "None"
     assert_same_both_ways(path, monkeypatch)
 
 
@@ -167,9 +145,9 @@ def test_timestamps_past_64_bits_are_damage_both_ways(tmp_path, monkeypatch):
             + b"".join(pb.epb(0, time_ns, frame) for time_ns, frame in records))
     path = tmp_path / "beyond.pcapng"
     path.write_bytes(data)
-    in_c = _run(path, False, monkeypatch)
-    assert in_c[0] == [] and in_c[1] == 0 and "timestamp out of range" in in_c[3], in_c
-    assert "if_tsresol or if_tsoffset is wrong" in in_c[3]
+    in_c = _run(path, True)
+    assert in_c[0] == [] and in_c[1] == 0 and "timestamp out of range" in in_c[4], in_c
+    assert "if_tsresol or if_tsoffset is wrong" in in_c[4]
     assert_same_both_ways(path, monkeypatch)
 
 
@@ -230,3 +208,21 @@ def test_damaged_input(source, edits, cut, tmp_path_factory, monkeypatch):
     path = tmp_path_factory.mktemp("damaged") / "damaged.pcapng"
     path.write_bytes(bytes(data[:max(1, int(len(data) * cut))]))
     assert_same_both_ways(path, monkeypatch)
+
+
+def test_the_facts_are_the_same_names_both_ways_and_make_the_same_records():
+    in_c = _run(CAPTURES / "lab" / "tcp-lab.pcapng", True)[0]
+    assert [tuple(f) for f in in_c] == [FACTS], "the C scanner hands over exactly summary.FACTS"
+    (conversation,) = pipeline.analyse(CAPTURES / "lab" / "tcp-lab.pcapng").conversations
+    assert record(in_c[0]) == summarize(conversation)
+
+
+def test_the_scanner_takes_its_limits_from_python(tmp_path):
+    # The same capture, scanned with a close delay of 0: conversations end as soon as both sides close,
+    # as the pure tracker would with the same constant; the C scanner has no number of its own.
+    limits = pipeline.scanner_limits()
+    assert limits["close_delay"] == CLOSE_DELAY
+    with pytest.raises(KeyError, match="Scanner limits lack close_delay"):
+        pipeline._speedups.Scanner({k: v for k, v in limits.items() if k != "close_delay"}, print)
+    with pytest.raises(ValueError, match="out of range"):
+        pipeline._speedups.Scanner(dict(limits, max_holes=0), print)

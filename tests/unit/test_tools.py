@@ -170,3 +170,28 @@ def test_a_failed_build_of_the_c_scanner_says_why(tmp_path):
     reason = (tmp_path / "lib" / "harness" / "analysis" / "_speedups.unavailable").read_text()
     assert reason.startswith(f"building harness.analysis._speedups on Python {sys.version.split()[0]} failed: ")
     assert not list((tmp_path / "lib" / "harness").rglob("_speedups*.so"))
+
+
+def test_an_editable_install_without_a_compiler_succeeds_and_says_so(tmp_path):
+    # As a developer's checkout meets it: `pip install -e .` where no compiler runs. The install goes
+    # on, the reason lies beside the package in the checkout, and harness says which path it is on.
+    import shutil
+    import venv
+    checkout = tmp_path / "checkout"
+    shutil.copytree(REPO / "harness", checkout / "harness",
+                    ignore=shutil.ignore_patterns("*.so", "__pycache__", "_speedups.unavailable"))
+    for name in ("setup.py", "pyproject.toml", "README.md"):
+        shutil.copy2(REPO / name, checkout / name)
+    venv.create(tmp_path / "venv", with_pip=True)
+    python = tmp_path / "venv" / "bin" / "python"
+    env = dict(os.environ, CC="/nonexistent/cc", PIP_DISABLE_PIP_VERSION_CHECK="1")
+    done = subprocess.run([python, "-m", "pip", "install", "-q", "--no-deps", "-e", str(checkout)],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    reason = (checkout / "harness" / "analysis" / "_speedups.unavailable").read_text()
+    assert "No such file or directory: '/nonexistent/cc'" in reason
+    status = subprocess.run([python, "-c", "from harness.analysis.pipeline import speedups_status; "
+                             "compiled, how = speedups_status(); print(compiled, how)"],
+                            capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    assert status.stdout.startswith("False pure Python, several times slower: building harness.analysis."
+                                    "_speedups on Python"), status.stdout + status.stderr
