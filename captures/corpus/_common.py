@@ -143,7 +143,7 @@ def publish(scratch: Path, out_dir: Path) -> Path:
 
 
 def wait_sockets_quiet(port: int, timeout: float, tables: Sequence[str], where: str) -> None:
-    """Like harness.run.settle.wait_tcp_settled, for other namespaces' tables (/proc/PID/net/tcp)."""
+    """Every socket on the port out of the busy states, in other namespaces' tables (/proc/PID/net/tcp)."""
     deadline = time.monotonic() + timeout
     while True:
         busy = [(s, st) for s, st in sockets_on_port(port, tables) if st not in QUIET_STATES]

@@ -1,7 +1,20 @@
-"""Subject processes: start one, wait for its readiness line, collect its output, never leave it behind.
+"""Subject processes: start one, know when it is ready, collect its output, never leave it behind.
 
-Every wait here is bounded and its timeout says what it waited for. Output is read by a thread
-per stream, so a chatty process can never block on a full pipe.
+Rules:
+* Each subject starts a session of its own (setsid), so everything it starts (a shell's children, a
+  server's workers, a wrapper's grandchildren) shares its session id, and stopping a subject stops
+  the whole session: SIGTERM to every member, SIGKILL to whatever is left after the grace period,
+  then a check that none remains (members are found by session in /proc, so a grandchild that
+  outlived its parent is found too). A program that starts a session of its own (a daemon that
+  double-forks and calls setsid) leaves it, and is out of reach: the port check after the run
+  then names it.
+* Ready means, by default, that a socket of the subject's session is listening (TCP) or bound (UDP)
+  on the port, as the kernel's socket table shows (harness.run.sockets): no readiness line needed.
+  A readiness line can still be waited for (wait_for_line).
+* If harness dies, the kernel kills the subject it started (PR_SET_PDEATHSIG, SIGKILL: a subject
+  that ignores SIGTERM would otherwise outlive it).
+* Every wait here is bounded and its timeout says what it waited for. Output is read by a thread
+  per stream, so a chatty process can never block on a full pipe.
 """
 from __future__ import annotations
 
@@ -12,25 +25,29 @@ import signal
 import subprocess
 import threading
 import time
-from typing import List, Optional, Sequence
+from contextlib import contextmanager
+from typing import Iterator, List, Optional, Sequence
 
 from harness.errors import RunFailed
-from harness.run import tools
+from harness.run import sockets, tools
+from harness.run.netns import in_netns
 
 STOP_GRACE_SECONDS = 5.0
+KILL_WAIT_SECONDS = 5.0          # after SIGKILL, how long the members of a session may take to go
+POLL_SECONDS = 0.002
 PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PR_SET_PDEATHSIG = 1
 
 
 def die_with_parent() -> None:
-    """In a child before exec: be sent SIGTERM if the process that started us dies, however it dies.
+    """In a child before exec: be killed if the process that started us dies, however it dies.
 
     Linux ties this to the thread that forked, so the thread that starts a subject or a capture
     must outlive it (the harness starts them from the thread that runs the scenario).
     """
     try:
         libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     except (OSError, AttributeError):
         pass  # not Linux: cleanup then rests on the harness's own finally blocks
 
@@ -38,6 +55,11 @@ def die_with_parent() -> None:
 def netns_exec_argv(netns: str, argv: Sequence[str]) -> List[str]:
     """`argv` run inside network namespace NETNS by `ip netns exec` (iproute2)."""
     return [tools.require("ip"), "netns", "exec", netns, *argv]
+
+
+@contextmanager
+def _here() -> Iterator[None]:
+    yield
 
 
 class SubjectError(RunFailed):
@@ -50,7 +72,7 @@ class Subject:
     stopped with SIGTERM then SIGKILL. Use as a context manager, or start() then stop()."""
 
     def __init__(self, name: str, argv: Sequence[str], stdin_text: Optional[str] = None,
-                 env: Optional[dict] = None, netns: Optional[str] = None) -> None:
+                 env: Optional[dict] = None, netns: Optional[str] = None, cwd: Optional[str] = None) -> None:
         """With `netns`, the command runs inside that network namespace (`ip netns exec NETNS ...`,
         which execs it in place: the subject's pid is the command's own)."""
         self.name = name
@@ -58,6 +80,9 @@ class Subject:
         self.argv = netns_exec_argv(netns, argv) if netns else list(argv)
         self._stdin_text = stdin_text
         self._env = env
+        self._cwd = cwd
+        self.stopped_by_harness = False     # whether stop() had to end it (it had not exited by itself)
+        self.survivors: List[str] = []      # members of its session still there after stop(), described
         self._process: Optional[subprocess.Popen] = None
         self.stdout_lines: List[str] = []
         self.stderr_lines: List[str] = []
@@ -71,8 +96,8 @@ class Subject:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [PACKAGE_ROOT, env.get("PYTHONPATH")]))
         self._process = subprocess.Popen(
             self.argv, stdin=subprocess.PIPE if self._stdin_text is not None else subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True, bufsize=1,
-            preexec_fn=die_with_parent)
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True, bufsize=1, cwd=self._cwd,
+            errors="replace", start_new_session=True, preexec_fn=die_with_parent)
         try:
             for stream, sink in ((self._process.stdout, self.stdout_lines),
                                  (self._process.stderr, self.stderr_lines)):
@@ -137,24 +162,95 @@ class Subject:
             reader.join(timeout=STOP_GRACE_SECONDS)
         return code
 
-    def stop(self) -> Optional[int]:
-        """SIGTERM, then SIGKILL after a grace period; safe to call more than once."""
+    def wait_bound(self, proto: str, port: int, timeout: float) -> sockets.Socket:
+        """The socket of this subject's session that listens (TCP) or is bound (UDP) on `port`, once
+        the kernel's table shows one; fails if the subject exits first, if another process holds the
+        port, or when time runs out."""
+        deadline = time.monotonic() + timeout
+        what = "listen" if proto == "tcp" else "bind a UDP socket"
+        while True:
+            with in_netns(self.netns) if self.netns else _here():
+                found = sockets.bound(proto, port)
+                if found:
+                    members = sockets.session_members(self.pid) if self.pid else []
+                    owners = sockets.holders([s.inode for s in found], members)
+                    mine = [s for s in found if owners.get(s.inode)]
+                    if mine:
+                        return mine[0]
+                    holders = sockets.holders([s.inode for s in found])
+                    if any(holders.values()):
+                        raise SubjectError(f"port {port} is held by {sockets.describe_holders(found)}, "
+                                           f"not by {self.name}")
+            if self._process.poll() is not None:
+                raise SubjectError(f"{self.name} exited ({self.exit_description()}) before it would {what} "
+                                   f"on port {port}{self._stderr_tail()}")
+            if time.monotonic() > deadline:
+                raise SubjectError(f"{self.name} did not {what} on port {port} within {timeout:g} s"
+                                   f"{self._stderr_tail()}")
+            time.sleep(POLL_SECONDS)  # ok: polling a kernel table that offers no notification
+
+    def session_members(self) -> List[int]:
+        """The processes of this subject's session that still run (itself included while it does)."""
+        return sockets.session_members(self.pid) if self.pid else []
+
+    def stop(self, grace: float = STOP_GRACE_SECONDS) -> Optional[int]:
+        """End the subject's whole session: SIGTERM to every member, SIGKILL to what is left after
+        `grace`; `survivors` then names any member that could not be ended. Safe to call again."""
         if self._process is None:
             return None
         if self._process.poll() is None:
-            self._process.send_signal(signal.SIGTERM)
-            try:
-                self._process.wait(timeout=STOP_GRACE_SECONDS)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
+            self.stopped_by_harness = True
+        self._signal_session(signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while (self._process.poll() is None or self.session_members()) and time.monotonic() < deadline:
+            time.sleep(POLL_SECONDS)  # ok: exits of processes not ours to wait() for offer no notification
+        if self._process.poll() is None or self.session_members():
+            self._signal_session(signal.SIGKILL)
+            deadline = time.monotonic() + KILL_WAIT_SECONDS
+            while (self._process.poll() is None or self.session_members()) and time.monotonic() < deadline:
+                time.sleep(POLL_SECONDS)  # ok: as above
+        self.survivors = [sockets.describe_process(pid) for pid in self.session_members()]
+        if self._process.poll() is None:
+            self._process.wait(timeout=KILL_WAIT_SECONDS)
         for reader in self._readers:
             reader.join(timeout=STOP_GRACE_SECONDS)
         return self._process.returncode
 
-    def _stderr_tail(self) -> str:
+    def _signal_session(self, signum: int) -> None:
+        members = set(self.session_members())
+        if self._process.poll() is None:
+            members.add(self._process.pid)
+        for pid in members:
+            try:
+                os.kill(pid, signum)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+    def exit_description(self) -> str:
+        """'exit 1', 'killed by SIGKILL', or 'still running'."""
+        code = self.returncode
+        if code is None:
+            return "still running"
+        if code < 0:
+            try:
+                return f"killed by {signal.Signals(-code).name}"
+            except ValueError:
+                return f"killed by signal {-code}"
+        return f"exit {code}"
+
+    def last_error_line(self) -> Optional[str]:
+        """The last non-blank line the subject wrote to stderr, or None."""
         tail = [line for line in self.stderr_lines if line.strip()][-1:]
-        return f"; its last error line: {tail[0].strip()}" if tail else ""
+        return tail[0].strip() if tail else None
+
+    def crashed(self) -> bool:
+        """It exited by itself with a failure status (not stopped by harness)."""
+        code = self.returncode
+        return code is not None and code != 0 and not self.stopped_by_harness
+
+    def _stderr_tail(self) -> str:
+        line = self.last_error_line()
+        return f"; its last error line: {line}" if line else ""
 
     def __enter__(self) -> "Subject":
         return self.start()

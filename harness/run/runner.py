@@ -14,21 +14,39 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Dict, Optional, Tuple
 
+from harness.analysis.diagnose import diagnose
 from harness.analysis.expect import Expectation, Problem
 from harness.analysis.pipeline import analyse
 from harness.render.annotate import annotate
+from harness.run import sockets
 from harness.run.capture import make_capture
 from harness.run.netns import in_netns
-from harness.run.process import Subject
-from harness.run.scenario import READY_LINE, Placement, Scenario, ScenarioResult, Timeouts
-from harness.run.settle import wait_tcp_settled
+from harness.run.process import Subject, SubjectError
+from harness.run.scenario import Placement, Scenario, ScenarioResult, Timeouts
+from harness.run.settle import wait_settled
 from harness.run.topology import CapturePoint, Topology, TopologyError
 
 
 def run_scenario(scenario: Scenario, pcap: Path, backend: str = "dumpcap", timeouts: Timeouts = Timeouts(),
                  host: Optional[str] = None, placement: Placement = Placement(),
                  expectation: Optional[Expectation] = None) -> ScenarioResult:
-    """Run it once and judge it. Raises CaptureError/SubjectError when it could not be run at all."""
+    """Run it once and judge it; RunFailed (or Unavailable) when it could not be run at all.
+
+    The steps, each bounded by its timeout:
+    1. the port: a fixed one must be free (a program listening on it is named; leftover TIME_WAIT
+       sockets of an earlier run are waited out); otherwise a free one is picked;
+    2. the server starts, in a session of its own, and is ready when a socket of its session
+       listens (or is bound) on the port, or when it prints `ready_line`;
+    3. the capture starts, and its start is proven (a probe seen);
+    4. the client runs to its end;
+    5. the server is given `close_grace` to close what it still holds, then the kernel's last
+       segments are waited for (harness.run.settle);
+    6. the capture's end is proven, before the server is stopped: what stopping it makes the
+       kernel send (a FIN or RST for a connection it never closed) is not the program's doing;
+    7. the server's whole session is stopped; anything of it that survives fails the run;
+    8. the wire is analysed and held to the expectation, the cause of a failure put in words, and
+       the verdicts written into the saved pcap.
+    """
     if host is not None:
         placement = replace(placement, server_host=host, probe_host=host)
     host = placement.server_host
@@ -40,13 +58,19 @@ def run_scenario(scenario: Scenario, pcap: Path, backend: str = "dumpcap", timeo
         phases[name] = time.monotonic() - began - sum(phases.values())
 
     where = f" in {placement.server_netns}" if placement.server_netns else ""
-    server = Subject(f"{scenario.proto} server ({scenario.server_module}){where}", scenario.server_argv(host),
-                     netns=placement.server_netns)
+    with in_netns(placement.server_netns) if placement.server_netns else nullcontext():
+        port = _claim_port(scenario, host, timeouts)
+    server = Subject(f"the server ({Scenario.label(scenario.server)}){where}", scenario.server_argv(host, port),
+                     netns=placement.server_netns, cwd=scenario.cwd)
     client = None
     capture = None
+    capture_result = None
     try:
         server.start()
-        port = int(server.wait_for_line(READY_LINE, timeouts.server_ready).group("port"))
+        if scenario.ready_line:
+            server.wait_for_line(scenario.ready_line, timeouts.server_ready)
+        else:
+            server.wait_bound(scenario.proto, port, timeouts.server_ready)
         phase("server ready")
         capture = make_capture(backend, pcap, interface=placement.capture_interface,
                                bpf=f"{scenario.proto} port {port}{placement.bpf_host}",
@@ -58,32 +82,87 @@ def run_scenario(scenario: Scenario, pcap: Path, backend: str = "dumpcap", timeo
         phase("capture start proven")
         where = f" in {placement.client_netns}" if placement.client_netns else ""
         # Named before it starts, so the finally below stops it even if start() is interrupted.
-        client = Subject(f"{scenario.proto} client ({scenario.client_module}){where}",
-                         scenario.client_argv(host, port), netns=placement.client_netns)
+        client = Subject(f"the client ({Scenario.label(scenario.client)}){where}", scenario.client_argv(host, port),
+                         stdin_text=scenario.client_stdin, netns=placement.client_netns, cwd=scenario.cwd)
         client.start()
-        client_status = client.wait(timeouts.client_done, "to finish its exchange")
-        server.wait(timeouts.server_done, "to exit after serving the client")
-        if scenario.proto == "tcp":
-            for netns in placement.settle_netns:
-                wait_tcp_settled(port, timeouts.settle, netns=netns)
+        client.wait(timeouts.client_done, "to finish its exchange")
+        _wait_for_the_server_to_close(server, scenario.proto, port, timeouts.close_grace, placement)
+        wait_settled(port, timeouts.settle, scenario.proto, placement.settle_netns)
         phase("traffic")
         capture_result = capture.stop()
         phase("capture end proven")
     except BaseException:
-        if capture is not None:
+        if capture is not None and capture_result is None:
             capture.abort()
         raise
     finally:
         for subject in (client, server):
             if subject is not None:
                 subject.stop()
+    if server.survivors:
+        raise SubjectError(f"{server.name} left processes running after it was stopped: "
+                           f"{', '.join(server.survivors)}")
+    phase("server stopped")
 
     analysis = analyse(capture_result.path)
     phase("analysis")
+    problems, notes = _judge(scenario, expectation, analysis, port, host, placement, client)
+    diagnosis = (_run_diagnosis(server, client, analysis, port) or diagnose(_own(analysis), problems)) \
+        if problems else None
+    phase("assertions")
+    result = ScenarioResult(scenario, expectation, capture_result, analysis, port, problems, server, client,
+                            phases, diagnosis)
+    # The saved pcap carries the verdicts, so a reviewer opening it in Wireshark sees why.
+    annotate(capture_result.path, capture_result.path, notes,
+             [result.verdict(), *placement.comments, *map(str, problems)])
+    phase("annotation")
+    return result
+
+
+def _claim_port(scenario: Scenario, host: str, timeouts: Timeouts) -> int:
+    """The port the server is to use: a free one, or the scenario's own once it is free."""
+    if scenario.port is None:
+        return sockets.free_port(scenario.proto, host)
+    port = scenario.port
+    holding = sockets.bound(scenario.proto, port)
+    if holding:
+        raise SubjectError(f"port {port} ({scenario.proto}) is already in use by "
+                           f"{sockets.describe_holders(holding)}: stop it, or choose another port")
+    deadline = time.monotonic() + timeouts.port_free
+    while any(s.local.port == port for s in sockets.table(scenario.proto, port)):
+        if time.monotonic() > deadline:
+            left = [s for s in sockets.table(scenario.proto, port) if s.local.port == port]
+            raise SubjectError(f"port {port} still has {len(left)} connection(s) of an earlier run "
+                               f"({', '.join(sorted({s.state for s in left}))}) after {timeouts.port_free:g} s")
+        time.sleep(0.05)  # ok: polling a kernel table for TIME_WAIT to end, which offers no notification
+    return port
+
+
+def _wait_for_the_server_to_close(server: Subject, proto: str, port: int, grace: float,
+                                  placement: Placement) -> None:
+    """Up to `grace`, until the server has no connection left on the port (it closed, or exited)."""
+    if proto != "tcp":
+        return
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and server.returncode is None:
+        with in_netns(placement.server_netns) if placement.server_netns else nullcontext():
+            open_here = [s for s in sockets.table(proto, port)
+                         if s.local.port == port and s.state in ("ESTABLISHED", "CLOSE_WAIT", "SYN_RECV")]
+        if not open_here:
+            return
+        time.sleep(0.002)  # ok: polling a kernel table that offers no notification
+
+
+def _own(analysis) -> Optional[object]:
+    return analysis.conversations[0] if analysis.conversations else None
+
+
+def _judge(scenario: Scenario, expectation: Expectation, analysis, port: int, host: str, placement: Placement,
+           client: Subject) -> Tuple[list, dict]:
     problems = [Problem(warning) for warning in analysis.warnings]
-    if scenario.client_must_succeed and client_status != 0:
-        problems.append(Problem(f"the client exited with status {client_status}: "
-                                f"{' / '.join(client.stderr_lines[-2:])}"))
+    if scenario.client_must_succeed and client.returncode != 0:
+        problems.append(Problem(f"the client ended with {client.exit_description()}"
+                                + (f": {client.last_error_line()}" if client.last_error_line() else "")))
     if len(analysis.conversations) != 1:
         problems.append(Problem(f"expected one conversation on port {port}, "
                                 f"the wire has {len(analysis.conversations)}"))
@@ -94,14 +173,32 @@ def run_scenario(scenario: Scenario, pcap: Path, backend: str = "dumpcap", timeo
         if placement.client_host and hosts != (placement.client_host, host):
             problems.append(Problem(f"expected the conversation between the client's {placement.client_host} and "
                                     f"the server's {host}, the wire has {hosts[0]} -> {hosts[1]}"))
+        if conversation.resp.port != port:
+            problems.append(Problem(f"the conversation on the wire is to port {conversation.resp.port}, "
+                                    f"not the server's {port}"))
         problems += expectation.problems(conversation)
         notes = expectation.frame_notes(conversation)
-    phase("assertions")
-    result = ScenarioResult(scenario, expectation, capture_result, analysis, port, problems, server, client, phases)
-    # The saved pcap carries the verdicts, so a reviewer opening it in Wireshark sees why.
-    annotate(capture_result.path, capture_result.path, notes, [result.verdict(), *placement.comments, *map(str, problems)])
-    phase("annotation")
-    return result
+    return problems, notes
+
+
+def _run_diagnosis(server: Subject, client: Subject, analysis, port: int) -> Optional[str]:
+    """The causes only the processes show: a program that crashed, a client that never connected."""
+    conversation = _own(analysis)
+    replied = conversation is not None and conversation.zeek.resp.payload_bytes > 0
+    if server.crashed():
+        line = server.last_error_line()
+        return (f"the server crashed{'' if replied else ' before replying'} ({server.exit_description()}"
+                f"{': ' + line if line else ''})")
+    if conversation is None:
+        if client.crashed():
+            line = client.last_error_line()
+            return f"the client failed before reaching the server ({client.exit_description()}" \
+                   f"{': ' + line if line else ''})"
+        return f"nothing reached port {port}: the client never connected"
+    if client.crashed() and conversation.zeek.conn_state in ("SF", "S1", "S2", "S3"):
+        line = client.last_error_line()
+        return f"the client failed ({client.exit_description()}{': ' + line if line else ''})"
+    return None
 
 
 @dataclass

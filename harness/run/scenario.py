@@ -7,7 +7,7 @@ the subjects' output.
 """
 from __future__ import annotations
 
-import sys
+import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Dict, List, Optional, Sequence
 
@@ -26,49 +26,65 @@ READY_LINE = r"listening on (?P<host>\S+):(?P<port>\d+)"
 
 @dataclass(frozen=True)
 class Timeouts:
-    server_ready: float = 10.0
-    client_done: float = 10.0
-    server_done: float = 10.0
-    settle: float = 5.0
+    """Every wait of a run, in seconds; each one's timeout message names what was waited for."""
+    server_ready: float = 10.0        # the server listening (or bound) on its port
+    client_done: float = 10.0         # the client's exchange, start to exit
+    close_grace: float = 1.0          # once the client is done, the server's time to close what it holds
+    settle: float = 5.0               # the kernel's last segments on the port (harness.run.settle)
     capture_start: float = 10.0
     capture_stop: float = 10.0
+    port_free: float = 65.0           # a fixed port's leftover TIME_WAIT sockets (Linux keeps them 60 s)
+
+
+def fill(template: Sequence[str], **values: object) -> List[str]:
+    """The argv with `{name}` replaced by each value given; other braces are left as they are."""
+    argv = []
+    for word in template:
+        for name, value in values.items():
+            word = word.replace("{" + name + "}", str(value))
+        argv.append(word)
+    return argv
 
 
 @dataclass(frozen=True)
 class Scenario:
-    """A server and a client to run against it.
+    """A server and a client to run against it, and the expectation the wire is held to.
 
-    Either Python modules following the lab's conventions (`--host`, `--port`, the server printing
-    `listening on HOST:PORT`), or any commands: `server_command` and `client_command` are argument
-    lists in which `{host}` and `{port}` are replaced (the server's `{port}` is 0, and it must
-    print the readiness line with the port it got).
+    `server` and `client` are argument lists (as a shell splits a command) in which `{host}` and
+    `{port}` are replaced. With `port` the server's port is fixed (the lab report's 8080);
+    without, harness picks a free one and hands it over through `{port}`. The server is ready
+    when a socket of its session listens on the port (bound, for UDP), or, with `ready_line`, when
+    it prints a line matching that regular expression. A server may serve forever: once the client
+    is done and the wire has settled, harness stops it (its whole session).
     """
 
     name: str
-    proto: str                        # "tcp" or "udp"
-    server_module: str
-    client_module: str
-    client_args: Sequence[str]
-    expectation: str                  # a built-in expectation's name, or a path to a spec file
-    server_args: Sequence[str] = ("--count", "1")
+    proto: str                              # "tcp" or "udp"
+    server: Sequence[str]
+    client: Sequence[str]
+    expectation: str                        # a built-in expectation's name, or a path to a spec file
+    port: Optional[int] = None
+    ready_line: Optional[str] = None
+    client_stdin: Optional[str] = None      # text for the client's standard input (student clients call input())
     client_must_succeed: bool = True
     description: str = ""
-    server_command: Optional[Sequence[str]] = None
-    client_command: Optional[Sequence[str]] = None
+    cwd: Optional[str] = None               # where both programs run
 
-    def server_argv(self, host: str) -> List[str]:
-        if self.server_command:
-            return [arg.format(host=host, port=0) for arg in self.server_command]
-        return [sys.executable, "-u", "-m", self.server_module, "--host", host, "--port", "0", *self.server_args]
+    def server_argv(self, host: str, port: int) -> List[str]:
+        return fill(self.server, host=host, port=port)
 
     def client_argv(self, host: str, port: int) -> List[str]:
-        if self.client_command:
-            return [arg.format(host=host, port=port) for arg in self.client_command]
-        return [sys.executable, "-u", "-m", self.client_module, "--host", host, "--port", str(port),
-                *self.client_args]
+        return fill(self.client, host=host, port=port)
 
     def load_expectation(self) -> Expectation:
         return load_expectation(self.expectation)
+
+    @staticmethod
+    def label(argv: Sequence[str]) -> str:
+        """How messages name a program: its command, short ('python3 alice/TCPServer.py')."""
+        words = [os.path.basename(argv[0]) if argv else "?"] + list(argv[1:])
+        text = " ".join(words)
+        return text if len(text) <= 60 else text[:57] + "..."
 
 
 @dataclass(frozen=True)
@@ -94,6 +110,9 @@ class Placement:
 
 @dataclass
 class ScenarioResult:
+    """What a run found: the verdict (`ok`), its cause in words (`diagnosis`, first line of the
+    report), every problem, the analysed capture, and the two programs with their output."""
+
     scenario: Scenario
     expectation: Expectation
     capture: "CaptureResult"         # harness.run.capture.CaptureResult
@@ -103,6 +122,7 @@ class ScenarioResult:
     server: "Subject"                # harness.run.process.Subject
     client: "Subject"
     phases: Dict[str, float] = field(default_factory=dict)
+    diagnosis: Optional[str] = None
 
     @property
     def ok(self) -> bool:
@@ -113,14 +133,21 @@ class ScenarioResult:
         return self.analysis.conversations[0] if self.analysis.conversations else None
 
     def verdict(self) -> str:
-        word = "PASS" if self.ok else "FAIL"
-        return f"{word} {self.scenario.name}: {self.expectation.name} against {self.capture.path}"
+        """One line: PASS, or FAIL with the cause first; then what was held to what."""
+        held = f"{self.expectation.name} against {self.capture.path}"
+        if self.ok:
+            return f"PASS {self.scenario.name}: {held}"
+        return f"FAIL {self.scenario.name}: {self.diagnosis or 'the wire does not match'} ({held})"
 
     def report(self) -> str:
         lines = [self.verdict()]
         if self.problems:
             lines.append(f"expected ({self.expectation.source}) against what the wire showed:")
             lines += [f"  - {problem}" for problem in self.problems]
+        for name, subject in (("server", self.server), ("client", self.client)):
+            if subject is not None and (subject.crashed() or (not self.ok and subject.stderr_lines)):
+                lines.append(f"{name} ({subject.exit_description()}; the last of its output):")
+                lines += [f"  | {line}" for line in (subject.stdout_lines[-5:] + subject.stderr_lines[-10:])]
         for conversation in self.analysis.conversations:
             lines.append(ladder.render(conversation, str(self.capture.path)))
         lines.append(f"capture: {self.capture.describe()}")

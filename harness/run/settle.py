@@ -1,142 +1,100 @@
-"""Wait until the kernel has nothing more to send on a TCP port.
+"""Wait until the kernel has nothing more to send on a port: the moment a capture's end may be proven.
 
-A process that has exited may still have segments to come: the ACK of a peer's FIN is sent by
-the kernel after close() returns. Before a capture's end is proven, every socket on the
-scenario's port must be gone or in TIME_WAIT (which sends nothing unless the peer does).
+A process that has exited may still have segments to come: the ACK of a peer's FIN is sent by the
+kernel after close() returns, and a delayed ACK some 40 ms after the data it acknowledges. So the
+socket table is read (harness.run.sockets) until every socket on the port is quiet:
 
-The kernel is asked through NETLINK_SOCK_DIAG (what `ss` uses) with a filter on the port, so the
-answer costs the same with forty thousand sockets in TIME_WAIT as with none; /proc/net/tcp, which
-lists every socket, is the fallback where sock_diag is not available.
+* TCP: LISTEN, FIN_WAIT2, TIME_WAIT and CLOSE are quiet (none sends unless the other side does).
+  ESTABLISHED and CLOSE_WAIT are quiet when nothing is left unacknowledged either way: the socket's
+  own send queue is empty, and so is its peer's (when the peer is in the tables watched: on
+  loopback, or in another namespace given in `netns`), which also means no ACK is still due,
+  since the peer would then hold unacknowledged bytes; a peer whose FIN is not yet acknowledged
+  (FIN_WAIT1, LAST_ACK, CLOSING) is not quiet. That is how a server that keeps its connection open
+  settles: it will send nothing until its program acts. Every other state is busy.
+* UDP: quiet when nothing waits in either buffer (every datagram read, every reply sent).
+
+Every wait is bounded and, on timeout, names the sockets that would not settle by their state.
 """
 from __future__ import annotations
 
-import os
-import socket
-import struct
 import time
-from typing import Dict, Iterable, List, Optional, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 from harness.errors import RunFailed
+from harness.run import sockets
 from harness.run.netns import in_netns
 
-# Kernel state numbers, include/net/tcp_states.h.
-TCP_STATES = {1: "ESTABLISHED", 2: "SYN_SENT", 3: "SYN_RECV", 4: "FIN_WAIT1", 5: "FIN_WAIT2",
-              6: "TIME_WAIT", 7: "CLOSE", 8: "CLOSE_WAIT", 9: "LAST_ACK", 10: "LISTEN", 11: "CLOSING",
-              12: "NEW_SYN_RECV"}
 QUIET_STATES = {"TIME_WAIT", "CLOSE", "FIN_WAIT2", "LISTEN"}
+IDLE_WHEN_ACKNOWLEDGED = {"ESTABLISHED", "CLOSE_WAIT"}
+FIN_UNACKNOWLEDGED = {"FIN_WAIT1", "LAST_ACK", "CLOSING"}
 POLL_SECONDS = 0.002
-TABLES = ("/proc/net/tcp", "/proc/net/tcp6")
-# The calling thread's own namespace (/proc/net follows the process's main thread instead).
-THREAD_TABLES = ("/proc/thread-self/net/tcp", "/proc/thread-self/net/tcp6")
-
-
-# NETLINK_SOCK_DIAG, include/uapi/linux/{netlink,sock_diag,inet_diag}.h
-NETLINK_SOCK_DIAG = 4
-SOCK_DIAG_BY_FAMILY = 20
-NLM_F_REQUEST, NLM_F_DUMP = 0x1, 0x300
-NLMSG_ERROR, NLMSG_DONE = 2, 3
-INET_DIAG_REQ_BYTECODE = 1
-INET_DIAG_BC_JMP, INET_DIAG_BC_S_EQ, INET_DIAG_BC_D_EQ = 1, 11, 12
-_NLMSG_HEADER = struct.Struct("=IHHII")
-_BYTECODE_OP = struct.Struct("=BBH")
-_DIAG_MESSAGE_STATE_AT = 1     # inet_diag_msg: family, state, ...
-_DIAG_SOCKID = struct.Struct("!HH16s16s")   # sport, dport, src, dst (network order)
 
 
 class SettleTimeout(RunFailed, TimeoutError):
     """Sockets on the port kept something to send past the timeout; str() names them by state."""
 
 
-def _port_filter(port: int) -> bytes:
-    """Bytecode for `sport == port or dport == port`, laid out as `ss` lays out an OR: A; a jump over
-    B; B. An op goes `yes` bytes on when its test holds and `no` bytes on when it fails; landing
-    exactly at the end accepts, 4 bytes past it rejects. The kernel's audit follows the `yes`
-    chain, so every `no` target must lie on it."""
-    return (_BYTECODE_OP.pack(INET_DIAG_BC_S_EQ, 8, 12) + _BYTECODE_OP.pack(0, 0, port)
-            + _BYTECODE_OP.pack(INET_DIAG_BC_JMP, 4, 12)
-            + _BYTECODE_OP.pack(INET_DIAG_BC_D_EQ, 8, 12) + _BYTECODE_OP.pack(0, 0, port))
-
-
-def _sock_diag_on_port(port: int) -> List[Tuple[str, str]]:
-    """sockets_on_port through sock_diag, in the calling thread's network namespace; OSError if refused."""
-    found = []
-    bytecode = _port_filter(port)
-    attribute = struct.pack("=HH", 4 + len(bytecode), INET_DIAG_REQ_BYTECODE) + bytecode
-    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_SOCK_DIAG) as diag:
-        for family in (socket.AF_INET, socket.AF_INET6):
-            request = struct.pack("=BBBBI", family, socket.IPPROTO_TCP, 0, 0, 0xFFFFFFFF) + bytes(48) + attribute
-            diag.sendall(_NLMSG_HEADER.pack(16 + len(request), SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST | NLM_F_DUMP,
-                                            family, 0) + request)
-            done = False
-            while not done:
-                data = diag.recv(1 << 16)
-                at = 0
-                while at + 16 <= len(data):
-                    length, kind = _NLMSG_HEADER.unpack_from(data, at)[:2]
-                    if kind == NLMSG_DONE:
-                        done = True
-                        break
-                    if kind == NLMSG_ERROR:
-                        error = -struct.unpack_from("=i", data, at + 16)[0]
-                        raise OSError(error, f"sock_diag: {os.strerror(error)}")
-                    state = data[at + 16 + _DIAG_MESSAGE_STATE_AT]
-                    sport, dport = _DIAG_SOCKID.unpack_from(data, at + 16 + 4)[:2]
-                    found.append((f"{sport}->{dport}", TCP_STATES.get(state, str(state))))
-                    at += (length + 3) & ~3
-                if not data:
-                    break
+def _tables(proto: str, port: int, netns: Sequence[Optional[str]]) -> List[sockets.Socket]:
+    found: List[sockets.Socket] = []
+    for name in netns:
+        if name is None:
+            found += sockets.table(proto, port)
+        else:
+            with in_netns(name):
+                found += sockets.table(proto, port)
     return found
 
 
-def sockets_on_port(port: int, tables: Iterable[str] = TABLES) -> List[Tuple[str, str]]:
-    """(local->remote, state) of every TCP socket with `port` at either end, in the calling thread's
-    network namespace; from sock_diag when the kernel offers it, else from `tables`."""
-    try:
-        return _sock_diag_on_port(port)
-    except OSError:
-        return _sockets_on_port_from_proc(port, tables)
-
-
-def _sockets_on_port_from_proc(port: int, tables: Iterable[str] = TABLES) -> List[Tuple[str, str]]:
-    found = []
-    for table in tables:
-        try:
-            with open(table) as rows:
-                next(rows, None)
-                for row in rows:
-                    fields = row.split()
-                    local, remote, state = fields[1], fields[2], int(fields[3], 16)
-                    if int(local.rsplit(":", 1)[1], 16) == port or int(remote.rsplit(":", 1)[1], 16) == port:
-                        found.append((f"{local}->{remote}", TCP_STATES.get(state, str(state))))
-        except FileNotFoundError:
+def busy(proto: str, port: int, netns: Sequence[Optional[str]] = (None,)) -> List[sockets.Socket]:
+    """The sockets on `port` that may still send something, judged across the tables of `netns`."""
+    found = _tables(proto, port, netns)
+    if proto == "udp":
+        return [s for s in found if s.rqueue or s.wqueue]
+    peers = sockets.sockets_by_peer(found)
+    still = []
+    for s in found:
+        if s.state in QUIET_STATES:
             continue
-    return found
+        if s.state in IDLE_WHEN_ACKNOWLEDGED and not s.wqueue:
+            peer = peers.get((s.remote, s.local))
+            if peer is None or (not peer.wqueue and peer.state not in FIN_UNACKNOWLEDGED):
+                continue
+        still.append(s)
+    return still
 
 
-def sockets_on_port_in_netns(port: int, netns: str) -> List[Tuple[str, str]]:
-    """sockets_on_port for network namespace NETNS (`ip netns` name): this thread enters it and
-    reads its own tables, so it works after every process of that namespace has exited."""
-    with in_netns(netns):
-        return sockets_on_port(port, THREAD_TABLES)
-
-
-def wait_tcp_settled(port: int, timeout: float, netns: Optional[str] = None) -> None:
-    """Return once no socket on `port` can still send; fail naming the sockets that would not settle.
-
-    FIN_WAIT2 and LISTEN count as settled: neither sends unless the other side does.
-    With `netns`, the sockets of that network namespace are the ones watched.
-    """
+def wait_settled(port: int, timeout: float, proto: str = "tcp",
+                 netns: Union[None, str, Sequence[Optional[str]]] = None) -> None:
+    """Return once no socket on `port` can still send; SettleTimeout naming them if time runs out.
+    `netns`: a namespace name, or several (None for this one) whose tables are judged together."""
+    spaces: Sequence[Optional[str]] = (netns,) if netns is None or isinstance(netns, str) else tuple(netns)
     deadline = time.monotonic() + timeout
     while True:
-        found = sockets_on_port(port) if netns is None else sockets_on_port_in_netns(port, netns)
-        busy = [(sock, state) for sock, state in found if state not in QUIET_STATES]
-        if not busy:
+        still = busy(proto, port, spaces)
+        if not still:
             return
         if time.monotonic() > deadline:
             states: Dict[str, int] = {}
-            for _, state in busy:
-                states[state] = states.get(state, 0) + 1
-            summary = ", ".join(f"{n} in {s}" for s, n in sorted(states.items()))
-            where = f" in network namespace {netns}" if netns else ""
-            raise SettleTimeout(f"TCP sockets on port {port}{where} did not settle within {timeout:g} s ({summary})")
+            for s in still:
+                states[s.state] = states.get(s.state, 0) + 1
+            summary = ", ".join(f"{n} in {state}" for state, n in sorted(states.items()))
+            where = f" in network namespace{'s' if len(spaces) > 1 else ''} {', '.join(map(str, spaces))}" \
+                if spaces != (None,) else ""
+            raise SettleTimeout(f"{proto.upper()} sockets on port {port}{where} did not settle within "
+                                f"{timeout:g} s ({summary})")
         time.sleep(POLL_SECONDS)  # ok: polling a kernel table that offers no notification
+
+
+def wait_tcp_settled(port: int, timeout: float, netns: Optional[str] = None) -> None:
+    """wait_settled for TCP, in this namespace or in `netns`."""
+    wait_settled(port, timeout, "tcp", netns)
+
+
+def sockets_on_port(port: int, tables: Optional[Iterable[str]] = None) -> List[Tuple[str, str]]:
+    """(local->remote, state) of every TCP socket on `port` here; from `tables` (/proc/net/tcp-like
+    files, another process's namespace's) when given."""
+    found = sockets._proc_tables("tcp", port, tuple(tables)) if tables else sockets.table("tcp", port)
+    return [(f"{s.local}->{s.remote}", s.state) for s in found]
+
+
+__all__ = ["QUIET_STATES", "SettleTimeout", "busy", "sockets_on_port", "wait_settled", "wait_tcp_settled"]

@@ -5,7 +5,7 @@ from dataclasses import replace
 import pytest
 
 from harness.analysis.expect import CHECKS
-from harness.lab.scenarios import LAB_SCENARIOS
+from harness.lab.scenarios import LAB_SCENARIOS, lab_program
 from harness.run.scenario import ScenarioFailed
 from harness.run.runner import run_scenario
 
@@ -57,13 +57,14 @@ def test_broken_server_resets_after_the_request_and_fails_graceful_close(lab):
 
 def test_a_three_segment_close_is_still_graceful(lab):
     immediate = replace(LAB_SCENARIOS["tcp-lab"], name="tcp-lab-immediate-close",
-                        client_args=("--close", "immediate", "yp"), expectation="tcp_graceful")
+                        client=lab_program("harness.lab.tcp_client", "--close", "immediate", "yp"),
+                        expectation="tcp_graceful")
     assert lab.run(immediate).ok
 
 
 def test_an_aborting_client_fails_graceful_close_with_a_readable_reason(lab):
-    abort = replace(LAB_SCENARIOS["tcp-lab"], name="tcp-lab-abort", client_args=("--close", "abort", "yp"),
-                    expectation="tcp_graceful")
+    abort = replace(LAB_SCENARIOS["tcp-lab"], name="tcp-lab-abort",
+                    client=lab_program("harness.lab.tcp_client", "--close", "abort", "yp"), expectation="tcp_graceful")
     result = lab.run(abort, check=False)
     assert not result.ok
     assert any(str(p).startswith("graceful-close: client sent RST at frame") for p in result.problems)
@@ -73,7 +74,10 @@ def test_a_failing_scenario_reports_expected_against_wire_with_the_ladder(captur
     wrong = replace(LAB_SCENARIOS["tcp-lab"], expectation="tcp_broken_server")
     result = run_scenario(wrong, tmp_path / "wrong.pcapng", backend=capture_backend)
     report = str(ScenarioFailed(result))
-    assert report.startswith("FAIL tcp-lab: tcp_broken_server against ")
+    first = report.splitlines()[0]
+    # The cause first, then what was held to what.
+    assert first.startswith("FAIL tcp-lab: the wire does not match the expectation: no segment left for step "
+                            "`S>C RST|RST,ACK`") and first.endswith(f"(tcp_broken_server against {tmp_path / 'wrong.pcapng'})")
     assert "expected (" in report and "no-data-from-server: the server sent 11 bytes at frame 6" in report
     assert " frame      time  client 127.0.0.1:" in report and "<--- PSH, ACK" in report
     assert f"pcap: {tmp_path / 'wrong.pcapng'}" in report
@@ -81,7 +85,7 @@ def test_a_failing_scenario_reports_expected_against_wire_with_the_ladder(captur
 
 def test_phases_are_timed(lab):
     result = lab.run("udp-lab")
-    assert list(result.phases) == ["server ready", "capture start proven", "traffic", "capture end proven",
+    assert list(result.phases) == ["server ready", "capture start proven", "traffic", "capture end proven", "server stopped",
                                    "analysis", "assertions", "annotation"]
     assert all(seconds >= 0 for seconds in result.phases.values())
 

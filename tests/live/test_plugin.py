@@ -68,7 +68,7 @@ def test_wrong_expectation(lab):
     result.assert_outcomes(passed=1, failed=1)
     assert sorted(p.name for p in (pytester.path / "out").iterdir()) == ["test_keep__test_wrong_expectation.pcapng"]
     # The failure shows expected against wire, and the ladder with the pcap's path.
-    result.stdout.fnmatch_lines(["*FAIL udp-lab: tcp_lab against *test_keep__test_wrong_expectation.pcapng*",
+    result.stdout.fnmatch_lines(["*FAIL udp-lab: * (tcp_lab against *test_keep__test_wrong_expectation.pcapng)*",
                                  "*protocol: expected TCP*",
                                  "*pcap: *out/test_keep__test_wrong_expectation.pcapng*",
                                  "*---- UDP len=2 b'YP'*"])
