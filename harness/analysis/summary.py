@@ -11,7 +11,7 @@ _BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 _BASE62_PAIRS = tuple(low + high for high in _BASE62 for low in _BASE62)
 _UID_DIGITS = 17
 
-COLUMNS = ("uid", "proto", "id.orig_h", "id.orig_p", "id.resp_h", "id.resp_p", "conn_state", "history",
+COLUMNS = ("conversation", "uid", "proto", "id.orig_h", "id.orig_p", "id.resp_h", "id.resp_p", "conn_state", "history",
            "orig_pkts", "resp_pkts", "orig_bytes", "resp_bytes", "retransmissions")
 
 
@@ -71,7 +71,8 @@ def facts(conversation: Conversation) -> Dict[str, object]:
 
 def record(facts: Dict[str, object]) -> Dict[str, object]:
     """The conn.log record of a conversation's facts: Zeek's field names and meanings, plus harness's
-    own (orig/resp_payloads, retransmissions, out_of_order, duplicate_acks, icmp_unreachable)."""
+    own (orig/resp_payloads, retransmissions, out_of_order, duplicate_acks, icmp_unreachable, and
+    `conversation`: its number, in order of first packet, as show and check --conversation take it)."""
     first = facts["first_time_ns"]
     proto = facts["proto"]
     return {
@@ -97,6 +98,7 @@ def record(facts: Dict[str, object]) -> Dict[str, object]:
         "duplicate_acks": facts["duplicate_acks"],
         "missed_bytes": facts["missed_bytes"],
         "icmp_unreachable": facts["icmp_unreachable"],
+        "conversation": facts["index"],
     }
 
 
@@ -108,6 +110,7 @@ def summarize(conversation: Conversation) -> Dict[str, object]:
 
 def table(records: List[Dict[str, object]]) -> str:
     """The records as aligned text columns, for a terminal."""
-    rows = [list(COLUMNS)] + [[str(record[column]) for column in COLUMNS] for record in records]
+    rows = [["#" if column == "conversation" else column for column in COLUMNS]]
+    rows += [[str(record[column]) for column in COLUMNS] for record in records]
     widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
     return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows)

@@ -38,7 +38,8 @@ def run_scenario(scenario: Scenario, pcap: Path, backend: str = "dumpcap", timeo
     2. the server starts, in a session of its own, and is ready when a socket of its session
        listens (or is bound) on the port, or when it prints `ready_line`;
     3. the capture starts, and its start is proven (a probe seen);
-    4. the client runs to its end;
+    4. the client runs to its end (one still running at `client_done` is stopped, and judged so:
+       a client waiting for a reply that never comes is what the wire then shows);
     5. the server is given `close_grace` to close what it still holds, then the kernel's last
        segments are waited for (harness.run.settle);
     6. the capture's end is proven, before the server is stopped: what stopping it makes the
@@ -65,6 +66,7 @@ def run_scenario(scenario: Scenario, pcap: Path, backend: str = "dumpcap", timeo
     client = None
     capture = None
     capture_result = None
+    client_timeout = None
     try:
         server.start()
         if scenario.ready_line:
@@ -85,7 +87,13 @@ def run_scenario(scenario: Scenario, pcap: Path, backend: str = "dumpcap", timeo
         client = Subject(f"the client ({Scenario.label(scenario.client)}){where}", scenario.client_argv(host, port),
                          stdin_text=scenario.client_stdin, netns=placement.client_netns, cwd=scenario.cwd)
         client.start()
-        client.wait(timeouts.client_done, "to finish its exchange")
+        try:
+            client.wait(timeouts.client_done, "to finish its exchange")
+        except SubjectError as timed_out:
+            # Judged, not raised: a client still waiting for a reply that never comes is what the
+            # wire must show (the server never answered), so it is stopped and the run goes on.
+            client.stop()
+            client_timeout = Problem(str(timed_out))
         _wait_for_the_server_to_close(server, scenario.proto, port, timeouts.close_grace, placement)
         wait_settled(port, timeouts.settle, scenario.proto, placement.settle_netns)
         phase("traffic")
@@ -106,9 +114,8 @@ def run_scenario(scenario: Scenario, pcap: Path, backend: str = "dumpcap", timeo
 
     analysis = analyse(capture_result.path)
     phase("analysis")
-    problems, notes = _judge(scenario, expectation, analysis, port, host, placement, client)
-    diagnosis = (_run_diagnosis(server, client, analysis, port) or diagnose(_own(analysis), problems)) \
-        if problems else None
+    problems, notes = _judge(scenario, expectation, analysis, port, host, placement, client, client_timeout)
+    diagnosis = _diagnosis(server, client, analysis, port, problems)
     phase("assertions")
     result = ScenarioResult(scenario, expectation, capture_result, analysis, port, problems, server, client,
                             phases, diagnosis)
@@ -153,16 +160,23 @@ def _wait_for_the_server_to_close(server: Subject, proto: str, port: int, grace:
         time.sleep(0.002)  # ok: polling a kernel table that offers no notification
 
 
+class ClientProblem(Problem):
+    """A problem of the client program's (its exit, its timeout), not of the wire."""
+    about_the_client = True
+
+
 def _own(analysis) -> Optional[object]:
     return analysis.conversations[0] if analysis.conversations else None
 
 
 def _judge(scenario: Scenario, expectation: Expectation, analysis, port: int, host: str, placement: Placement,
-           client: Subject) -> Tuple[list, dict]:
+           client: Subject, client_timeout: Optional[Problem]) -> Tuple[list, dict]:
     problems = [Problem(warning) for warning in analysis.warnings]
-    if scenario.client_must_succeed and client.returncode != 0:
-        problems.append(Problem(f"the client ended with {client.exit_description()}"
-                                + (f": {client.last_error_line()}" if client.last_error_line() else "")))
+    if client_timeout is not None:
+        problems.append(ClientProblem(str(client_timeout)))
+    elif scenario.client_must_succeed and client.returncode != 0:
+        problems.append(ClientProblem(f"the client ended with {client.exit_description()}"
+                                      + (f": {client.last_error_line()}" if client.last_error_line() else "")))
     if len(analysis.conversations) != 1:
         problems.append(Problem(f"expected one conversation on port {port}, "
                                 f"the wire has {len(analysis.conversations)}"))
@@ -181,24 +195,28 @@ def _judge(scenario: Scenario, expectation: Expectation, analysis, port: int, ho
     return problems, notes
 
 
-def _run_diagnosis(server: Subject, client: Subject, analysis, port: int) -> Optional[str]:
-    """The causes only the processes show: a program that crashed, a client that never connected."""
+def _diagnosis(server: Subject, client: Subject, analysis, port: int, problems: list) -> Optional[str]:
+    """The cause, first of: the server crashed; nothing reached the server; what the wire shows (the
+    client's own failure aside, which is mostly the wire's consequence); the client failed."""
+    if not problems:
+        return None
     conversation = _own(analysis)
-    replied = conversation is not None and conversation.zeek.resp.payload_bytes > 0
     if server.crashed():
-        line = server.last_error_line()
-        return (f"the server crashed{'' if replied else ' before replying'} ({server.exit_description()}"
-                f"{': ' + line if line else ''})")
+        replied = conversation is not None and conversation.zeek.resp.payload_bytes > 0
+        return f"the server crashed{'' if replied else ' before replying'} ({_exit_and_line(server)})"
     if conversation is None:
         if client.crashed():
-            line = client.last_error_line()
-            return f"the client failed before reaching the server ({client.exit_description()}" \
-                   f"{': ' + line if line else ''})"
+            return f"the client failed before reaching the server ({_exit_and_line(client)})"
         return f"nothing reached port {port}: the client never connected"
-    if client.crashed() and conversation.zeek.conn_state in ("SF", "S1", "S2", "S3"):
-        line = client.last_error_line()
-        return f"the client failed ({client.exit_description()}{': ' + line if line else ''})"
-    return None
+    about_the_wire = [p for p in problems if not getattr(p, "about_the_client", False)]
+    if about_the_wire:
+        return diagnose(conversation, about_the_wire)
+    return f"the client failed ({_exit_and_line(client)})"
+
+
+def _exit_and_line(subject: Subject) -> str:
+    line = subject.last_error_line()
+    return subject.exit_description() + (f": {line}" if line else "")
 
 
 @dataclass

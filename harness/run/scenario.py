@@ -103,6 +103,12 @@ class Placement:
     settle_netns: Sequence[Optional[str]] = (None,)   # every socket table with an end of the connection
     comments: Sequence[str] = ()             # said in the saved pcap's section header
 
+    @classmethod
+    def within(cls, netns: str, host: str = LOOPBACK) -> "Placement":
+        """Everything on the loopback of one namespace of its own (harness.run.topology.Topology.loopback)."""
+        return cls(server_host=host, server_netns=netns, client_netns=netns, capture_netns=netns,
+                   probe_host=host, settle_netns=(netns,), comments=(f"run in network namespace {netns}",))
+
     @property
     def bpf_host(self) -> str:
         return "" if self.server_host == LOOPBACK else f" and host {self.server_host}"

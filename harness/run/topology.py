@@ -188,9 +188,11 @@ def cleanup_stale() -> List[str]:
     return removed
 
 
-def topology_unavailable_reason(loss: bool = False) -> Optional[str]:
-    """None when topologies (with loss rules, if `loss`) can be built here, else why not (one line)."""
-    missing = tools.missing(["ip", "ethtool", "sysctl"] + (["nft"] if loss else []))
+def topology_unavailable_reason(loss: bool = False, loopback_only: bool = False) -> Optional[str]:
+    """None when topologies (with loss rules, if `loss`; only Topology.loopback, if `loopback_only`)
+    can be built here, else why not (one line)."""
+    needed = ["ip"] if loopback_only else ["ip", "ethtool", "sysctl"] + (["nft"] if loss else [])
+    missing = tools.missing(needed)
     if missing:
         return tools.missing_message(missing)
     name = f"{PREFIX}-{os.getpid()}-0-0-client"
@@ -291,6 +293,19 @@ class Topology:
         return cls(routed=False, **kwargs)
 
     @classmethod
+    def loopback(cls) -> "Topology":
+        """One namespace of its own with nothing but its loopback (127.0.0.1 and ::1): a host of its
+        own for programs on a fixed port, so several can use 8080 at once. `namespace` names it."""
+        topology = cls()
+        topology.kind = "loopback"
+        return topology
+
+    @property
+    def namespace(self) -> str:
+        """The loopback topology's one namespace (the client's namespace of the others)."""
+        return self.client_ns
+
+    @classmethod
     def routed(cls, loss_percent: float = 0, **kwargs) -> "Topology":
         """Client namespace <==> router namespace (forwarding, optional random loss) <==> server namespace."""
         return cls(routed=True, loss_percent=loss_percent, **kwargs)
@@ -312,6 +327,8 @@ class Topology:
         return pairs
 
     def describe(self) -> str:
+        if self.kind == "loopback":
+            return f"{self.client_ns} (loopback only)"
         if self.router_ns:
             loss = f", {self.loss_percent:g}% loss of the {self.loss_from}'s data" if self.loss_percent else ""
             return (f"{self.client_ns} {self.client_if} {self.client_addr} <=> {self.router_client_if} "
@@ -397,6 +414,10 @@ class Topology:
     def _build(self) -> None:
         self._claim_slot()
         self.client_ns = self._name("client")
+        if self.kind == "loopback":
+            self.server_ns = self.client_ns
+            _run(["ip", "-n", self.client_ns, "link", "set", "lo", "up"], f"ip link set lo up in {self.client_ns}")
+            return
         self.server_ns = self._add_namespace("server")
         if self.kind == "routed":
             self.router_ns = self._add_namespace("router")

@@ -226,7 +226,8 @@ def test_a_client_that_hangs_times_out_with_the_capture_running(tmp_path):
     hang = replace(LAB_SCENARIOS["tcp-lab"], client=[sys.executable, "-c", "import signal; signal.pause()"])
     with Topology.routed(loss_percent=5) as net:
         remember(net)
-        run_topology_scenario(hang, tmp_path / "hang.pcapng", net, timeouts=Timeouts(client_done=1.0))
+        result = run_topology_scenario(hang, tmp_path / "hang.pcapng", net, timeouts=Timeouts(client_done=1.0))
+        assert result.ok, result.report()
 
 def test_a_server_that_never_starts():
     broken = replace(LAB_SCENARIOS["tcp-lab"], server=[sys.executable, "-m", "harness.lab.no_such_server"])

@@ -40,7 +40,7 @@ def test_show_draws_every_conversation(capsys):
 
 @pytest.mark.parametrize("argv, message", [
     (["show", "/nonexistent.pcap"], "harness show: /nonexistent.pcap: no such file"),
-    (["show", str(LAB / "tcp-lab.pcapng"), "--conversation", "2"], "has 1 conversations; there is no number 2"),
+    (["show", str(LAB / "tcp-lab.pcapng"), "--conversation", "2"], "tcp-lab.pcapng has no conversation 2: it has 1 conversation (see `harness summary`)"),
     (["check", str(LAB / "tcp-lab.pcapng"), "--expect", "/nonexistent.txt"],
      "harness check: no expectation '/nonexistent.txt': not a file, nor a built-in one (tcp_broken_server, "
      "tcp_bulk_lossy, tcp_graceful, tcp_lab, udp_lab)"),
@@ -97,8 +97,8 @@ def test_summary_of_several_files_is_keyed_by_file_and_the_table_has_a_row_each(
     assert [[r["conn_state"] for r in document[f]] for f in files] == [["SF"], ["RSTR"]]
     assert main(["summary", *files]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0] == f"== {files[0]}" and out[1].split()[:3] == ["uid", "proto", "id.orig_h"]
-    assert out[2].split()[6:8] == ["SF", "Dd"]
+    assert out[0] == f"== {files[0]}" and out[1].split()[:4] == ["#", "uid", "proto", "id.orig_h"]
+    assert out[2].split()[7:9] == ["SF", "Dd"]
 
 
 def test_summary_of_a_damaged_file_warns_summarizes_and_exits_2(tmp_path, capsys):

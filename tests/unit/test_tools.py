@@ -47,7 +47,14 @@ def _program_literals(tree: ast.AST, module_lists: dict):
         if not isinstance(node, ast.Call):
             continue
         name = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
-        if name in LOOKUPS:
+        if isinstance(node.func, ast.Name):
+            owner = None
+        elif isinstance(node.func, ast.Attribute) and isinstance(node.func.value, ast.Name):
+            owner = node.func.value.id
+        else:
+            owner = "<expression>"
+        # tools.find/require/missing/tool, shutil.which (or a bare which/require): not ElementTree's find.
+        if name in LOOKUPS and owner in (None, "tools", "shutil", "needs"):
             for argument in node.args:
                 values = argument.elts if isinstance(argument, (ast.List, ast.Tuple)) else [argument]
                 for value in values:

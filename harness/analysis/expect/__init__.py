@@ -63,6 +63,16 @@ class Expectation:
         path = Path(path)
         return cls.parse(path.read_text(encoding="utf-8"), path.stem, str(path))
 
+    @property
+    def proto(self) -> Optional[str]:
+        """"tcp" or "udp", the protocol its steps and checks are of; None when they do not say."""
+        udp = {step.flag_choices is None for step in self.steps if step is not None}
+        if udp == {True} and not self.checks:
+            return "udp"
+        if udp <= {False} and (udp or self.checks):
+            return "tcp"      # every named check is about TCP
+        return None
+
     def problems(self, conversation: Conversation) -> List[Problem]:
         """Everything about the conversation that the expectation does not allow, in order."""
         found = match_steps(self.steps, conversation)

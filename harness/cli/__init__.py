@@ -1,0 +1,63 @@
+"""The `harness` command line: run programs with capture, and review saved pcaps.
+
+Exit status: 0 all good, 1 the wire did not match, 2 the input or the environment would not do
+(one line on stderr saying what to do).
+
+Each command is a module of this package: review (summary, show, check), runs (lab, run), grade;
+`doctor` is harness.doctor. What only a command needs (running programs, capturing, drawing) is
+imported inside it, so `harness summary` starts without any of it.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Optional, Sequence
+
+from harness import __version__
+from harness.analysis.pipeline import speedups_status
+from harness.cli._common import OK, UNUSABLE, Unusable
+from harness.errors import HarnessError
+from harness.run import BACKENDS
+
+__all__ = ["main", "version_line", "Unusable"]
+
+def version_line() -> str:
+    """`harness --version`: the version, the interpreter, and which summary path is in use."""
+    return f"harness {__version__} (Python {sys.version.split()[0]}; summary: {speedups_status()[1]})"
+
+
+def _parser() -> argparse.ArgumentParser:
+    # Raw: the description and the version line are printed as written, not re-wrapped.
+    parser = argparse.ArgumentParser(prog="harness", description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=version_line())
+    commands = parser.add_subparsers(dest="command", required=True)
+    for module in ("runs", "grade", "review"):
+        importlib.import_module(f"harness.cli.{module}").add_parsers(commands)
+    doctor = commands.add_parser("doctor", help="what is installed, what may capture, how to fix what is missing")
+    doctor.add_argument("--backend", choices=BACKENDS, default="dumpcap")
+    doctor.add_argument("--interface", default="lo")
+    doctor.set_defaults(run=_doctor)
+    return parser
+
+
+def _doctor(args) -> int:
+    from harness.doctor import run
+    return run(args.backend, args.interface)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except HarnessError as error:      # one tree: input, environment or run, each one line
+        print(f"harness {args.command}: {error}", file=sys.stderr)
+        return UNUSABLE
+    except KeyboardInterrupt:
+        print(f"harness {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # The reader (say, `head`) went away; that is not an error of ours.
+        sys.stderr.close()
+        return OK
