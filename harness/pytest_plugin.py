@@ -60,6 +60,10 @@ def capture_required() -> bool:
 def pytest_runtest_makereport(item: pytest.Item, call):
     report = yield
     setattr(item, f"harness_report_{report.when}", report)
+    if report.failed and report.when == "call":
+        for served in getattr(item, "harness_served", ()):
+            report.sections.append((f"harness: output of {served.subject.name}",
+                                    served.output() or "(nothing printed)"))
     return report
 
 
@@ -181,6 +185,42 @@ def numbered(pcap_path: Path, number: int, node: Optional[pytest.Item] = None) -
     if node is not None:
         getattr(node, "harness_pcaps", []).append(path)
     return path
+
+
+@pytest.fixture
+def serve(request: pytest.FixtureRequest):
+    """`serve(command or callable, port=None, proto="tcp", ...)` starts your server and returns once it
+    listens (harness.testing.serve): `.port`, `.host`, `.subject`. Every server a test started is
+    stopped after it, whole session; a failing test's report shows what each printed."""
+    from harness.testing import serve as start
+    started: list = []
+    request.node.harness_served = started
+
+    def serving(server, **options):
+        served = start(server, **options)
+        started.append(served)
+        return served
+
+    yield serving
+    for served in reversed(started):
+        served.stop()
+
+
+@pytest.fixture
+def wire(request: pytest.FixtureRequest, capture_backend: str, pcap_path: Path):
+    """`with wire(port) as capture:` captures loopback on the port (harness.testing.WireCapture),
+    proven complete when the block ends; then `capture.conversation().should_match("tcp_graceful")`.
+    The pcap is the test's (a second capture in the test gets NAME-2.pcapng, and so on)."""
+    from harness.testing import WireCapture
+    captures = 0
+
+    def capturing(port: int, proto: Optional[str] = None, host: str = "127.0.0.1"):
+        nonlocal captures
+        captures += 1
+        path = pcap_path if captures == 1 else numbered(pcap_path, captures, request.node)
+        return WireCapture(path, port, proto, host, backend=capture_backend)
+
+    return capturing
 
 
 def pytest_report_header(config: pytest.Config) -> Optional[str]:

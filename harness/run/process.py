@@ -19,10 +19,12 @@ Rules:
 from __future__ import annotations
 
 import ctypes
+import inspect
 import os
 import re
 import signal
 import subprocess
+import sys
 import threading
 import time
 from contextlib import contextmanager
@@ -257,3 +259,85 @@ class Subject:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+class _Forked:
+    """A forked child as Subject drives a subprocess.Popen: pid, poll, wait, returncode, streams."""
+
+    def __init__(self, pid: int, stdout, stderr) -> None:
+        self.pid, self.stdout, self.stderr, self.stdin = pid, stdout, stderr, None
+        self.returncode: Optional[int] = None
+
+    def poll(self) -> Optional[int]:
+        if self.returncode is None:
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:
+                return self.returncode
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout: Optional[float] = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.poll() is None:
+            if deadline is not None and time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired(f"pid {self.pid}", timeout)
+            time.sleep(POLL_SECONDS)  # ok: waitpid offers no timeout
+        return self.returncode
+
+
+class CallableSubject(Subject):
+    """A Python callable as a subject: `target()` runs in a child forked from this process, in a
+    session of its own, its output read as a program's is; it ends when the callable returns (exit
+    0) or raises (exit 1, the traceback on its stderr). A coroutine function is run with asyncio.run.
+    Everything else is Subject's: readiness by the socket table, the whole session stopped."""
+
+    def __init__(self, name: str, target, netns: Optional[str] = None) -> None:
+        super().__init__(name, [f"<{getattr(target, '__qualname__', 'callable')}>"])
+        self._target = target
+        self.netns = netns
+
+    def start(self) -> "Subject":
+        out_read, out_write = os.pipe()
+        err_read, err_write = os.pipe()
+        pid = os.fork()
+        if pid == 0:                        # the child: never returns into the caller's code
+            code = 1
+            try:
+                os.setsid()
+                die_with_parent()
+                devnull = os.open(os.devnull, os.O_RDONLY)
+                os.dup2(devnull, 0)
+                os.dup2(out_write, 1)
+                os.dup2(err_write, 2)
+                sys.stdout = os.fdopen(1, "w", buffering=1)
+                sys.stderr = os.fdopen(2, "w", buffering=1)
+                with in_netns(self.netns) if self.netns else _here():
+                    result = self._target()
+                    if inspect.iscoroutine(result):
+                        import asyncio
+                        asyncio.run(result)
+                code = 0
+            except BaseException:
+                import traceback
+                traceback.print_exc()
+            finally:
+                try:
+                    sys.stdout.flush()
+                    sys.stderr.flush()
+                finally:
+                    os._exit(code)
+        os.close(out_write)
+        os.close(err_write)
+        self._process = _Forked(pid, os.fdopen(out_read, "r", errors="replace"),
+                                os.fdopen(err_read, "r", errors="replace"))
+        try:
+            for stream, sink in ((self._process.stdout, self.stdout_lines), (self._process.stderr, self.stderr_lines)):
+                reader = threading.Thread(target=self._pump, args=(stream, sink), daemon=True, name=f"{self.name}-output")
+                reader.start()
+                self._readers.append(reader)
+        except BaseException:
+            self.stop()
+            raise
+        return self

@@ -8,14 +8,13 @@ import os
 import socket
 import sys
 import xml.etree.ElementTree as ElementTree
-from pathlib import Path
 
 import pytest
 
 from harness.cli import main
 from harness.run import sockets
 from support import REPO
-from support.procfs import alive
+from support.procfs import running_with
 
 pytestmark = pytest.mark.capture
 
@@ -25,17 +24,6 @@ LAB_CLIENT = f"{sys.executable} -m harness.lab.tcp_client --host {{host}} --port
 
 def program(name: str) -> str:
     return f"{sys.executable} {PROGRAMS / name}.py"
-
-
-def processes_running(marker: str) -> list:
-    found = []
-    for pid in (int(entry) for entry in os.listdir("/proc") if entry.isdigit()):
-        try:
-            if marker in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace") and alive(pid):
-                found.append(pid)
-        except OSError:
-            continue
-    return found
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +66,7 @@ def test_programs_of_the_reports_kind_are_judged_right(namespaces, capsys, tmp_p
         arguments += ["--stdin", stdin]
     got, out, err = run(capsys, tmp_path, *arguments)
     assert (got, out.splitlines()[0][:len(first_line)]) == (status, first_line), out + err
-    assert not processes_running(str(PROGRAMS / server)), "nothing of the server may be left running"
+    assert not running_with(str(PROGRAMS / server)), "nothing of the server may be left running"
     if status:
         assert "the last of its output" in out or "expected (" in out
 
@@ -91,7 +79,7 @@ def test_a_wrapper_starting_the_server_as_a_grandchild_is_stopped_whole(capsys, 
     status, out, err = run(capsys, tmp_path, "--server", wrapper, "--client", LAB_CLIENT, "--expect", "tcp_lab")
     assert status == 0, out + err
     port = int(out.split("server 127.0.0.1:")[1].split()[0])
-    assert not processes_running(marker) and not processes_running(f"--port {port}")
+    assert not running_with(marker) and not running_with(f"--port {port}")
     assert sockets.bound("tcp", port) == [], f"port {port} is free again"
 
 

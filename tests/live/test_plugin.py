@@ -1,6 +1,8 @@
 """The pytest plugin, tested the way its users meet it: through pytest runs of their own test files."""
 import pytest
 
+from support.procfs import running_with
+
 LAB_TEST = """
 import pytest
 
@@ -136,3 +138,46 @@ def test_report_header_names_backend_and_pcap_dir(pytester):
     pytester.makepyfile("def test_nothing():\n    pass\n")
     result = pytester.runpytest("--capture-backend", "scapy", "--pcap-dir", "elsewhere")
     result.stdout.fnmatch_lines(["harness: capture backend scapy*, pcaps in elsewhere"])
+
+
+NEVER_CLOSES = '''
+import socket, sys, pytest
+
+SERVER = [sys.executable, "-u", "-c", """
+import socket, sys
+server = socket.create_server((sys.argv[1], int(sys.argv[2])))
+print("ready to serve, never to close")
+kept = []
+while True:
+    connection, _ = server.accept()
+    connection.recv(1024)
+    connection.sendall(b"thank you !")
+    kept.append(connection)
+""", "{host}", "{port}"]
+
+@pytest.mark.capture
+def test_my_server_closes_gracefully(serve, wire):
+    server = serve(SERVER)
+    with wire(server.port) as capture:
+        with socket.create_connection((server.host, server.port)) as connection:
+            connection.sendall(b"yp")
+            assert connection.recv(1024) == b"thank you !"
+    capture.conversation().should_match("tcp_graceful")
+'''
+
+
+@pytest.mark.capture
+def test_your_own_server_test_fails_with_the_cause_first_the_ladder_and_its_output(pytester, capture_backend):
+    pytester.makepyfile(test_mine=NEVER_CLOSES)
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines([
+        "E*ExpectationFailed: the server never sent FIN: it did not close the connection",
+        "E*expected (*tcp_graceful.txt) against what the wire showed:",
+        "E*- graceful-close: the server never sent FIN",
+        "E*pcap: *test_mine__test_my_server_closes_gracefully.pcapng",
+        "E*---- PSH, ACK*b'yp'*",
+        "*harness: output of the server*",
+        "ready to serve, never to close",
+    ])
+    assert running_with("ready to serve, never to close") == [], "the server was stopped after the test"

@@ -18,3 +18,16 @@ def wait_until(predicate, timeout, what):
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(0.01)  # ok: polling /proc and /run/netns, which offer no notification
+
+
+def running_with(marker):
+    """The live processes whose command line holds `marker`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if marker in (entry / "cmdline").read_bytes().decode(errors="replace") and alive(entry.name):
+                    found.append(int(entry.name))
+            except OSError:
+                continue    # gone meanwhile
+    return found
