@@ -62,8 +62,8 @@ def test_a_command_on_a_free_port_and_a_shell_string():
     marker = "serve-test-marker"
     with serve(f"{sys.executable} -m harness.lab.tcp_server --host {{host}} --port {{port}} --count 5") as server:
         assert talk(server.port, b"yp") == b"thank you !"
-    with serve_program([sys.executable, "-c", f"import socket, time; s = socket.socket(socket.AF_INET, "
-                        f"socket.SOCK_DGRAM); s.bind(('{{host}}', {{port}})); time.sleep(60)", marker],
+    with serve_program([sys.executable, "-c", "import socket, time; s = socket.socket(socket.AF_INET, "
+                        "socket.SOCK_DGRAM); s.bind(('{host}', {port})); time.sleep(60)", marker],
                        proto="udp") as server:
         assert [s.local.port for s in sockets.bound("udp", server.port)] == [server.port]
     assert running_with(marker) == []
