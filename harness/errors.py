@@ -1,5 +1,5 @@
 """One tree of errors: whatever harness raises on purpose is a HarnessError, and its str() is one line
-that says what is wrong and, where something can be done, what to do.
+that says what is wrong and, where something can be done, what to do::
 
     HarnessError
     ├── InputError      the input will not do: a damaged capture, a bad expectation, a link type

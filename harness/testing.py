@@ -1,5 +1,5 @@
 """Your own server under test: start it, capture what it says on the wire, and assert on it with
-failures that give the cause first, then what differed field by field, the ladder and the pcap.
+failures that give the cause first, then what differed field by field, the ladder and the pcap::
 
     server = serve_program(["python3", "myserver.py", "--port", "{port}"])      # ready when it listens
     with WireCapture(pcap_path, server.port) as capture:

@@ -33,6 +33,7 @@ def run_scenario(scenario: Scenario, pcap: Path, backend: str = "dumpcap", timeo
     """Run it once and judge it; RunFailed (or Unavailable) when it could not be run at all.
 
     The steps, each bounded by its timeout:
+
     1. the port: a fixed one must be free (a program listening on it is named; leftover TIME_WAIT
        sockets of an earlier run are waited out); otherwise a free one is picked;
     2. the server starts, in a session of its own, and is ready when a socket of its session
