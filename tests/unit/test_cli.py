@@ -252,3 +252,70 @@ def test_the_slow_path_is_said_once_when_the_c_scanner_is_missing(tmp_path, monk
                         "harness.analysis._speedups on Python 3.13 failed: no compiler (said once; `harness --version` "
                         "says it again)\n")
     assert notes[1] == ""
+
+
+# -- finding the conversation --------------------------------------------------------------------
+
+def _mixed_capture(tmp_path):
+    """A UDP exchange on 8081, then the lab's TCP exchange on 8080, then another TCP one on 9090."""
+    from support.packets import FOUR_WAY_SERVER_FIRST, HANDSHAKE, LAB_DATA, renumber, tcp, to_pcap, udp
+    datagrams = udp([("C", b"YP"), ("S", b"thank you !"), ("C", b"nihao"), ("S", b"thank you !")],
+                    client=("10.0.0.1", 50000), server=("10.0.0.2", 8081))
+    lab = tcp(HANDSHAKE + LAB_DATA + FOUR_WAY_SERVER_FIRST)
+    other = tcp(HANDSHAKE + FOUR_WAY_SERVER_FIRST, client=("10.0.0.1", 40001), server=("10.0.0.2", 9090))
+    path = tmp_path / "mixed.pcap"
+    shifted = [p._replace(time_ns=p.time_ns + 20 * 10**6) for p in lab]
+    later = [p._replace(time_ns=p.time_ns + 40 * 10**6) for p in other]
+    path.write_bytes(to_pcap(renumber(datagrams + shifted + later)))
+    return path
+
+
+def _opening(tmp_path):
+    """A TCP expectation the synthetic packets meet (they carry no TCP options, so no `check handshake`)."""
+    spec = tmp_path / "opening.txt"
+    spec.write_text("C>S SYN seq=0\nS>C SYN,ACK ack=1\n...\n")
+    return spec
+
+
+def test_summary_numbers_its_rows_and_filters_by_port_and_protocol(tmp_path, capsys):
+    path = _mixed_capture(tmp_path)
+    assert main(["summary", "--json", str(path)]) == 0
+    records = json.loads(capsys.readouterr().out)
+    assert [(r["conversation"], r["proto"], r["id.resp_p"]) for r in records] == [
+        (1, "udp", 8081), (2, "tcp", 8080), (3, "tcp", 9090)]
+    assert main(["summary", "--json", "--proto", "tcp", str(path)]) == 0
+    assert [r["conversation"] for r in json.loads(capsys.readouterr().out)] == [2, 3]
+    assert main(["summary", "--port", "9090", str(path)]) == 0
+    rows = capsys.readouterr().out.splitlines()
+    assert rows[0].split()[0] == "#" and [row.split()[0] for row in rows[1:]] == ["3"]
+    assert main(["summary", "--port", "7", str(path)]) == 0
+    assert capsys.readouterr().out.startswith(f"{path}: no TCP or UDP conversations on port 7 in its ")
+
+
+def test_show_and_check_take_the_conversation_by_number_or_port(tmp_path, capsys):
+    path = _mixed_capture(tmp_path)
+    assert main(["show", str(path), "--port", "9090"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("conversation ") == 1 and "conversation 3: tcp" in out
+    assert main(["check", str(path), "--conversation", "2", "--expect", str(_opening(tmp_path))]) == 0
+    assert capsys.readouterr().out.startswith(f"PASS {path}: conversation 2 matches ")
+
+
+def test_check_takes_the_first_conversation_of_the_expectations_protocol_and_says_which(tmp_path, capsys):
+    path = _mixed_capture(tmp_path)
+    assert main(["check", str(path), "--expect", str(_opening(tmp_path))]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.startswith(f"PASS {path}: conversation 2 matches ")
+    assert captured.err == ("harness check: checking conversation 2 (tcp 10.0.0.1:40000 (originator) <-> "
+                            "10.0.0.2:8080), the first TCP one\n")
+    assert main(["check", str(path), "--expect", "udp_lab"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.startswith(f"PASS {path}: conversation 1 matches ") and captured.err == ""
+
+
+def test_a_failing_check_opens_with_the_cause(capsys):
+    assert main(["check", str(LAB / "tcp-broken-server.pcapng"), "--expect", "tcp_graceful"]) == 1
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first == (f"FAIL {LAB / 'tcp-broken-server.pcapng'}: the server reset the connection (RST) after the "
+                     f"client's 2 bytes, without replying: it closed the socket with data unread, or its program died "
+                     f"(conversation 1 against {REPO / 'harness/analysis/expect/builtin/tcp_graceful.txt'})")
