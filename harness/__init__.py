@@ -16,6 +16,7 @@ The package is in layers, and data flows one way, down this list:
     harness.run       EDGES processes, the kernel's socket table, namespaces, capture backends,
                             scenarios and their runner, the system tools
     harness.lab             the lab's programs and its scenarios
+    harness.testing         your own server under test: serve it, capture its port, assert on the wire
     harness.cli, harness.doctor, harness.pytest_plugin   the command line and the pytest fixtures
 
 Everything raised on purpose is a harness.errors.HarnessError. The names below are the public API;
@@ -38,6 +39,11 @@ _PUBLIC = {
     "summarize": "harness.analysis.summary", "Expectation": "harness.analysis.expect",
     "load_expectation": "harness.analysis.expect", "Problem": "harness.analysis.expect",
     "SpecError": "harness.analysis.expect", "CHECKS": "harness.analysis.expect",
+    "diagnose": "harness.analysis.diagnose",
+    # testing your own server
+    "serve": "harness.testing", "serve_program": "harness.testing", "serve_callable": "harness.testing",
+    "Served": "harness.testing", "WireCapture": "harness.testing", "ConversationCheck": "harness.testing",
+    "ExpectationFailed": "harness.testing",
     # render
     "annotate": "harness.render.annotate", "render_ladder": "harness.render.ladder",
     "render_svg": "harness.render.svg",
