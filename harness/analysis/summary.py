@@ -4,7 +4,7 @@ from __future__ import annotations
 import hashlib
 from typing import Dict, List
 
-from harness.analysis.conversation import PROTO_NAMES, SECOND, Conversation
+from harness.analysis.conversation import PROTO_NAMES, SECOND, Conversation, Endpoint
 
 _BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 # Two digits per divmod: entry n is the digits of n % 62 then n // 62, least significant first.
@@ -21,12 +21,8 @@ def uid(conversation: Conversation) -> str:
                 conversation.resp.host, conversation.resp.port, conversation.index)
 
 
-def _endpoint(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"   # as str(Endpoint) writes it
-
-
 def _uid(first_time_ns: int, proto: int, orig_h: str, orig_p: int, resp_h: str, resp_p: int, index: int) -> str:
-    key = f"{first_time_ns / SECOND!r}|{proto}|{_endpoint(orig_h, orig_p)}|{_endpoint(resp_h, resp_p)}|{index}"
+    key = f"{first_time_ns / SECOND!r}|{proto}|{Endpoint(orig_h, orig_p)!s}|{Endpoint(resp_h, resp_p)!s}|{index}"
     number = int.from_bytes(hashlib.sha1(key.encode()).digest()[:13], "big")
     digits = ["C"]
     for _ in range(_UID_DIGITS // 2):

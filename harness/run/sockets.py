@@ -22,6 +22,8 @@ import socket
 import struct
 from typing import Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
+from harness.analysis.conversation import Endpoint
+
 # Kernel state numbers, include/net/tcp_states.h (UDP sockets report CLOSE, or ESTABLISHED once connected).
 STATES = {1: "ESTABLISHED", 2: "SYN_SENT", 3: "SYN_RECV", 4: "FIN_WAIT1", 5: "FIN_WAIT2", 6: "TIME_WAIT",
           7: "CLOSE", 8: "CLOSE_WAIT", 9: "LAST_ACK", 10: "LISTEN", 11: "CLOSING", 12: "NEW_SYN_RECV"}
@@ -40,14 +42,6 @@ _BYTECODE_OP = struct.Struct("=BBH")
 # struct inet_diag_msg: family, state, timer, retrans; sockid (sport, dport, src, dst, if, cookie);
 # expires, rqueue, wqueue, uid, inode.
 _DIAG_MESSAGE = struct.Struct("=BBBB2s2s16s16sI8sIIIII")
-
-
-class Endpoint(NamedTuple):
-    host: str
-    port: int
-
-    def __str__(self) -> str:
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
 
 class Socket(NamedTuple):
