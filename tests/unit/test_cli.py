@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.analysis.expect import BUILTIN_DIR
 from harness.cli import main
 from support import REPO
 
@@ -318,4 +319,4 @@ def test_a_failing_check_opens_with_the_cause(capsys):
     first = capsys.readouterr().out.splitlines()[0]
     assert first == (f"FAIL {LAB / 'tcp-broken-server.pcapng'}: the server reset the connection (RST) after the "
                      f"client's 2 bytes, without replying: it closed the socket with data unread, or its program died "
-                     f"(conversation 1 against {REPO / 'harness/analysis/expect/builtin/tcp_graceful.txt'})")
+                     f"(conversation 1 against {BUILTIN_DIR / 'tcp_graceful.txt'})")

@@ -196,7 +196,8 @@ def test_an_editable_install_without_a_compiler_succeeds_and_says_so(tmp_path):
                           capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr
     reason = (checkout / "harness" / "analysis" / "_speedups.unavailable").read_text()
-    assert "No such file or directory: '/nonexistent/cc'" in reason
+    # setuptools words it its own way from one version to the next; the compiler and why are in it.
+    assert "/nonexistent/cc" in reason and "No such file or directory" in reason
     status = subprocess.run([python, "-c", "from harness.analysis.pipeline import speedups_status; "
                              "compiled, how = speedups_status(); print(compiled, how)"],
                             capture_output=True, text=True, cwd=tmp_path, timeout=60)
