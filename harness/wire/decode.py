@@ -6,10 +6,15 @@
 
 Rules:
 
-* Link types: Ethernet (1, any number of 802.1Q/802.1ad tags), Linux cooked v1 (113)
-  and v2 (276), BSD loopback NULL (0, AF in either byte order) and LOOP (108), raw IP
-  (101, and 12/14 as BSDs write it; 228/229). Anything else raises UnsupportedLinkType,
-  from check_linktype up front and from decode as a last resort.
+* Link types: Ethernet (1), Linux cooked v1 (113) and v2 (276), BSD loopback NULL (0, AF in
+  either byte order) and LOOP (108), raw IP (101, and 12/14 as BSDs write it; 228/229), PPP (9,
+  with or without the FF 03 address/control and with a compressed protocol field), PPP in HDLC
+  framing (50, which may also hold Cisco HDLC), PPPoE (51), Cisco HDLC (104) and FDDI (10, LLC
+  with SNAP). Anything else raises UnsupportedLinkType, from check_linktype up front and from
+  decode as a last resort.
+* Inside the link header, any number of 802.1Q/802.1ad tags, a PPPoE session header (ethertype
+  0x8864) and an MPLS label stack (0x8847/0x8848; what follows the bottom label is IPv4 or IPv6
+  by its version nibble, as Zeek and Wireshark's heuristic both read it) are stepped over.
 * Packets that are not TCP or UDP over IPv4/IPv6 (ARP, ICMP, ESP, ...) give None.
 * payload_len comes from the IP lengths (IPv4 total length, IPv6 payload length minus
   extension headers) minus the transport header, never from the captured bytes: a
@@ -45,9 +50,14 @@ __all__ = [
 
 LINKTYPE_NULL = 0
 LINKTYPE_ETHERNET = 1
+LINKTYPE_PPP = 9
+LINKTYPE_FDDI = 10
 LINKTYPE_RAW_BSD = 12
 LINKTYPE_RAW_OPENBSD = 14
+LINKTYPE_PPP_HDLC = 50
+LINKTYPE_PPP_ETHER = 51
 LINKTYPE_RAW = 101
+LINKTYPE_C_HDLC = 104
 LINKTYPE_LOOP = 108
 LINKTYPE_LINUX_SLL = 113
 LINKTYPE_IPV4 = 228
@@ -65,11 +75,15 @@ SUPPORTED_LINKTYPES = {
     LINKTYPE_IPV4: "raw IPv4",
     LINKTYPE_IPV6: "raw IPv6",
     LINKTYPE_LINUX_SLL2: "Linux cooked v2",
+    LINKTYPE_PPP: "PPP",
+    LINKTYPE_FDDI: "FDDI",
+    LINKTYPE_PPP_HDLC: "PPP in HDLC framing",
+    LINKTYPE_PPP_ETHER: "PPPoE",
+    LINKTYPE_C_HDLC: "Cisco HDLC",
 }
 
 # Names for the link types people are most likely to hand us by mistake.
 _OTHER_LINKTYPE_NAMES = {
-    9: "PPP", 10: "FDDI", 50: "PPP in HDLC framing", 51: "PPPoE", 104: "Cisco HDLC",
     105: "IEEE 802.11", 107: "Frame Relay", 117: "OpenBSD pflog", 119: "Prism 802.11",
     127: "IEEE 802.11 radiotap", 138: "IP over FireWire", 143: "DOCSIS", 147: "user 0",
     187: "Bluetooth HCI H4", 189: "Linux USB", 192: "PPI", 195: "IEEE 802.15.4", 197: "ERF",
@@ -80,6 +94,10 @@ _OTHER_LINKTYPE_NAMES = {
 ETHERTYPE_IPV4 = 0x0800
 ETHERTYPE_IPV6 = 0x86DD
 _VLAN_ETHERTYPES = frozenset((0x8100, 0x88A8, 0x9100, 0x9200))
+_ETHERTYPE_PPPOE_SESSION = 0x8864
+_MPLS_ETHERTYPES = frozenset((0x8847, 0x8848))
+# PPP protocol numbers (RFC 1332, RFC 5072) as the ethertype of what they carry.
+_PPP_TO_ETHERTYPE = {0x0021: ETHERTYPE_IPV4, 0x0057: ETHERTYPE_IPV6}
 
 # BSD loopback AF values: AF_INET is 2 everywhere; AF_INET6 is 24 (NetBSD/OpenBSD),
 # 28 (FreeBSD), 30 (Darwin).
@@ -227,18 +245,65 @@ def _network_layer(linktype: int, data: bytes, frame: int) -> Tuple[int, int]:
             raise PacketDecodeError(frame, "empty raw IP frame")
         version = data[0] >> 4
         return (ETHERTYPE_IPV4 if version == 4 else ETHERTYPE_IPV6 if version == 6 else 0), 0
+    elif linktype == LINKTYPE_PPP or linktype == LINKTYPE_PPP_HDLC:
+        if linktype == LINKTYPE_PPP_HDLC and data[:1] in (b"\x0f", b"\x8f"):
+            return _link_type_field(data, 2, 4, "Cisco HDLC", frame)
+        return _ppp(data, 2 if data[:2] == b"\xff\x03" else 0, frame)
+    elif linktype == LINKTYPE_PPP_ETHER:
+        return _ppp(data, 6, frame)
+    elif linktype == LINKTYPE_C_HDLC:
+        return _link_type_field(data, 2, 4, "Cisco HDLC", frame)
+    elif linktype == LINKTYPE_FDDI:
+        # Frame control, two addresses, then 802.2 LLC: only SNAP (AA AA 03, an OUI) carries an ethertype.
+        if len(data) < 21:
+            raise PacketDecodeError(frame, f"frame of {len(data)} bytes is too short for the FDDI and LLC headers")
+        if data[13:16] != b"\xaa\xaa\x03":
+            return 0, 13
+        return _link_type_field(data, 19, 21, "FDDI", frame)
     else:
         raise UnsupportedLinkType(linktype)
-    if len(data) < offset:
-        raise PacketDecodeError(frame, f"frame of {len(data)} bytes is too short for the "
-                                       f"{SUPPORTED_LINKTYPES[linktype]} header ({offset} bytes)")
-    ethertype = (data[type_at] << 8) | data[type_at + 1]
+    ethertype, offset = _link_type_field(data, type_at, offset, SUPPORTED_LINKTYPES[linktype], frame)
     while ethertype in _VLAN_ETHERTYPES:
         if len(data) < offset + 4:
             raise PacketDecodeError(frame, "frame ends inside a VLAN tag")
         ethertype = (data[offset + 2] << 8) | data[offset + 3]
         offset += 4
+    if ethertype == _ETHERTYPE_PPPOE_SESSION:
+        return _ppp(data, offset + 6, frame)
+    if ethertype in _MPLS_ETHERTYPES:
+        return _mpls(data, offset, frame)
     return ethertype, offset
+
+
+def _link_type_field(data: bytes, type_at: int, offset: int, header: str, frame: int) -> Tuple[int, int]:
+    if len(data) < offset:
+        raise PacketDecodeError(frame, f"frame of {len(data)} bytes is too short for the "
+                                       f"{header} header ({offset} bytes)")
+    return (data[type_at] << 8) | data[type_at + 1], offset
+
+
+def _ppp(data: bytes, at: int, frame: int) -> Tuple[int, int]:
+    """A PPP protocol field at `at`: one byte when compressed (RFC 1661 section 6.5: its low bit set)."""
+    if len(data) <= at:
+        raise PacketDecodeError(frame, "frame ends before its PPP protocol field")
+    if data[at] & 1:
+        return _PPP_TO_ETHERTYPE.get(data[at], 0), at + 1
+    if len(data) < at + 2:
+        raise PacketDecodeError(frame, "frame ends inside its PPP protocol field")
+    return _PPP_TO_ETHERTYPE.get((data[at] << 8) | data[at + 1], 0), at + 2
+
+
+def _mpls(data: bytes, offset: int, frame: int) -> Tuple[int, int]:
+    """Step over an MPLS label stack (RFC 3032: 4 bytes a label, bit 8 of the third byte ends it)."""
+    while True:
+        if len(data) < offset + 4:
+            raise PacketDecodeError(frame, "frame ends inside its MPLS label stack")
+        bottom = data[offset + 2] & 1
+        offset += 4
+        if bottom:
+            break
+    version = data[offset] >> 4 if len(data) > offset else 0
+    return (ETHERTYPE_IPV4 if version == 4 else ETHERTYPE_IPV6 if version == 6 else 0), offset
 
 
 def decode(record, frame: int) -> Optional[Packet]:

@@ -72,6 +72,81 @@ def test_ipv6_over_each_link_type(linktype, frame):
     check_segment(decode(record(frame, linktype), 7), "2001:db8::1", "2001:db8::2")
 
 
+PPPOE_SESSION = b"\x11\x00\x00\x2a"            # version/type, code 0 (session data), session id 42
+MPLS_TWO_LABELS = struct.pack("!II", (100 << 12) | 64, (200 << 12) | 0x100 | 64)
+
+
+def pppoe(payload: bytes, ppp_protocol: int = 0x0021) -> bytes:
+    return PPPOE_SESSION + struct.pack("!HH", len(payload) + 2, ppp_protocol) + payload
+
+
+def fddi_snap(payload: bytes, ethertype: int = 0x0800) -> bytes:
+    return b"\x50" + b"\x02" * 12 + b"\xaa\xaa\x03\x00\x00\x00" + struct.pack("!H", ethertype) + payload
+
+
+# Link layers beyond loopback's, for captures people bring from elsewhere (Zeek's test traces have them all).
+OTHER_LINKS_V4 = [
+    (9, b"\xff\x03\x00\x21" + V4_SEGMENT),
+    (9, b"\x00\x21" + V4_SEGMENT),
+    (9, b"\x21" + V4_SEGMENT),
+    (50, b"\xff\x03\x00\x21" + V4_SEGMENT),
+    (50, b"\x0f\x00\x08\x00" + V4_SEGMENT),
+    (51, pppoe(V4_SEGMENT)),
+    (104, b"\x8f\x00\x08\x00" + V4_SEGMENT),
+    (10, fddi_snap(V4_SEGMENT)),
+    (1, pb.ether(pppoe(V4_SEGMENT), 0x8864)),
+    (1, pb.ether(pppoe(V4_SEGMENT), 0x8864, vlans=[(0x8100, 5)])),
+    (1, pb.ether(MPLS_TWO_LABELS + V4_SEGMENT, 0x8847)),
+    (113, pb.sll(MPLS_TWO_LABELS[4:] + V4_SEGMENT, 0x8847)),
+]
+OTHER_LINK_IDS = ["ppp", "ppp-no-address", "ppp-compressed", "ppp-hdlc", "ppp-hdlc-cisco", "pppoe", "chdlc",
+                  "fddi", "ether-pppoe", "vlan-pppoe", "ether-mpls", "sll-mpls"]
+
+
+@pytest.mark.parametrize("linktype, frame", OTHER_LINKS_V4, ids=OTHER_LINK_IDS)
+def test_ipv4_over_other_link_layers(linktype, frame):
+    check_linktype(linktype)
+    check_segment(decode(record(frame, linktype), 7))
+
+
+@pytest.mark.parametrize("linktype, frame", [
+    (9, b"\xff\x03\x00\x57" + V6_SEGMENT),
+    (51, pppoe(V6_SEGMENT, 0x0057)),
+    (104, b"\x0f\x00\x86\xdd" + V6_SEGMENT),
+    (10, fddi_snap(V6_SEGMENT, 0x86DD)),
+    (1, pb.ether(MPLS_TWO_LABELS + V6_SEGMENT, 0x8848)),
+], ids=["ppp", "pppoe", "chdlc", "fddi", "mpls"])
+def test_ipv6_over_other_link_layers(linktype, frame):
+    check_segment(decode(record(frame, linktype), 7), "2001:db8::1", "2001:db8::2")
+
+
+@pytest.mark.parametrize("linktype, frame, what", [
+    (9, b"\xff\x03\xc0\x21" + b"\x01" * 10, "non-IP frames"),            # LCP
+    (51, pppoe(b"\x01" * 10, 0xC021), "non-IP frames"),
+    (10, b"\x50" + b"\x02" * 12 + b"\x42\x42\x03" + b"\x00" * 20, "non-IP frames"),   # spanning tree LLC
+    (1, pb.ether(MPLS_TWO_LABELS + b"\x00" * 30, 0x8847), "non-IP frames"),  # pseudowire control word
+    (1, pb.ether(pppoe(pb.ipv4(proto=1, payload=b"\x08" + b"\x00" * 7)), 0x8864), "ICMP"),
+])
+def test_not_ip_on_other_link_layers(linktype, frame, what):
+    from harness.wire.decode import describe_other
+    assert decode(record(frame, linktype), 1) is None
+    assert describe_other(record(frame, linktype)) == what
+
+
+@pytest.mark.parametrize("linktype, frame, message", [
+    (9, b"\xff\x03", "frame 3: frame ends before its PPP protocol field"),
+    (9, b"\xff\x03\x00", "frame 3: frame ends inside its PPP protocol field"),
+    (51, b"\x11\x00", "frame 3: frame ends before its PPP protocol field"),
+    (104, b"\x0f\x00\x08", "frame 3: frame of 3 bytes is too short for the Cisco HDLC header (4 bytes)"),
+    (10, b"\x50" * 20, "frame 3: frame of 20 bytes is too short for the FDDI and LLC headers"),
+    (1, pb.ether(struct.pack("!I", 100 << 12), 0x8847), "frame 3: frame ends inside its MPLS label stack"),
+])
+def test_other_link_layers_cut_short(linktype, frame, message):
+    with pytest.raises(PacketDecodeError) as caught:
+        decode(record(frame, linktype), 3)
+    assert str(caught.value) == message
+
+
 def test_vlan_tagged_sll():
     frame = pb.sll(struct.pack("!HH", 100, 0x0800) + V4_SEGMENT, protocol=0x8100)
     check_segment(decode(record(frame, 113), 7))
@@ -307,6 +382,14 @@ def compare_with_tshark(path):
     expected = [row for row in expected if row["tcp.srcport"] or row["udp.srcport"]]
     assert ours == expected
     return ours
+
+
+@pytest.mark.skipif(not TSHARK, reason="tshark not installed")
+@pytest.mark.parametrize("linktype, frame", OTHER_LINKS_V4, ids=OTHER_LINK_IDS)
+def test_other_link_layers_match_tshark(tmp_path, linktype, frame):
+    path = tmp_path / "link.pcap"
+    path.write_bytes(pb.pcap([(1700000000, 0, frame)], linktype=linktype))
+    assert len(compare_with_tshark(path)) == 1
 
 
 @pytest.mark.skipif(not TSHARK, reason="tshark not installed")
