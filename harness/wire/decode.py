@@ -9,13 +9,27 @@ Rules:
 * Link types: Ethernet (1), Linux cooked v1 (113) and v2 (276), BSD loopback NULL (0, AF in
   either byte order) and LOOP (108), raw IP (101, and 12/14 as BSDs write it; 228/229), PPP (9,
   with or without the FF 03 address/control and with a compressed protocol field), PPP in HDLC
-  framing (50, which may also hold Cisco HDLC), PPPoE (51), Cisco HDLC (104) and FDDI (10, LLC
-  with SNAP). Anything else raises UnsupportedLinkType, from check_linktype up front and from
-  decode as a last resort.
+  framing (50, which may also hold Cisco HDLC), PPPoE (51), Cisco HDLC (104), FDDI (10, LLC
+  with SNAP), IEEE 802.11 (105) and 802.11 behind a radiotap header (127). Anything else raises
+  UnsupportedLinkType, from check_linktype up front and from decode as a last resort.
 * Inside the link header, any number of 802.1Q/802.1ad tags, a PPPoE session header (ethertype
   0x8864) and an MPLS label stack (0x8847/0x8848; what follows the bottom label is IPv4 or IPv6
-  by its version nibble, as Zeek and Wireshark's heuristic both read it) are stepped over.
-* Packets that are not TCP or UDP over IPv4/IPv6 (ARP, ICMP, ESP, ...) give None.
+  by its version nibble, as Zeek and Wireshark's heuristic both read it) are stepped over. So are,
+  as Zeek's packet analyzers read them (src/packet_analysis/protocol/<name>/): a Cisco FabricPath
+  header (0x8903, only as an Ethernet frame's first ethertype: its 16 bytes, then the Ethernet frame
+  it carries), an 802.1ah PBB I-tag (0x88E7: 4 bytes, then the customer's Ethernet header) and a
+  VN-Tag (0x8926: 4 bytes and an ethertype), after which Zeek reads only a VLAN tag: a VN-Tag
+  followed by anything else is not read.
+* 802.11 (Zeek's ieee802_11 analyzer): only data frames that carry data (not management or
+  control frames, not the null-data subtypes); the fourth address when both To DS and From DS are
+  set; a QoS data frame's 2-byte QoS control, and if that frame is protected (encrypted) it is not
+  read; then an LLC/SNAP header with OUI 0 naming IPv4, IPv6 or ARP (anything else is not read).
+  An A-MSDU (QoS control bit 7) holds subframes, each a 14-byte header with its length and then
+  LLC/SNAP (decode() reads the first), and each is followed by
+  (length % 4) bytes of padding as Zeek reads it (802.11 pads the whole subframe to a multiple of 4,
+  which differs for even lengths). Radiotap (127): a little-endian header length at bytes 2-3, then
+  802.11.
+* Packets that are not TCP or UDP over IPv4/IPv6 (ARP, ICMP, ESP, ...) give None from decode().
 * payload_len comes from the IP lengths (IPv4 total length, IPv6 payload length minus
   extension headers) minus the transport header, never from the captured bytes: a
   snaplen-truncated capture still reports the wire length, and Ethernet padding of short
@@ -58,8 +72,10 @@ LINKTYPE_PPP_HDLC = 50
 LINKTYPE_PPP_ETHER = 51
 LINKTYPE_RAW = 101
 LINKTYPE_C_HDLC = 104
+LINKTYPE_IEEE802_11 = 105
 LINKTYPE_LOOP = 108
 LINKTYPE_LINUX_SLL = 113
+LINKTYPE_IEEE802_11_RADIOTAP = 127
 LINKTYPE_IPV4 = 228
 LINKTYPE_IPV6 = 229
 LINKTYPE_LINUX_SLL2 = 276
@@ -80,12 +96,14 @@ SUPPORTED_LINKTYPES = {
     LINKTYPE_PPP_HDLC: "PPP in HDLC framing",
     LINKTYPE_PPP_ETHER: "PPPoE",
     LINKTYPE_C_HDLC: "Cisco HDLC",
+    LINKTYPE_IEEE802_11: "IEEE 802.11",
+    LINKTYPE_IEEE802_11_RADIOTAP: "IEEE 802.11 radiotap",
 }
 
 # Names for the link types people are most likely to hand us by mistake.
 _OTHER_LINKTYPE_NAMES = {
-    105: "IEEE 802.11", 107: "Frame Relay", 117: "OpenBSD pflog", 119: "Prism 802.11",
-    127: "IEEE 802.11 radiotap", 138: "IP over FireWire", 143: "DOCSIS", 147: "user 0",
+    107: "Frame Relay", 117: "OpenBSD pflog", 119: "Prism 802.11",
+    138: "IP over FireWire", 143: "DOCSIS", 147: "user 0",
     187: "Bluetooth HCI H4", 189: "Linux USB", 192: "PPI", 195: "IEEE 802.15.4", 197: "ERF",
     220: "Linux USB mmapped", 227: "SocketCAN", 239: "Linux netfilter log", 249: "USBPcap",
     252: "Wireshark upper PDU", 253: "Linux netlink", 254: "Bluetooth Linux monitor",
@@ -96,8 +114,21 @@ ETHERTYPE_IPV6 = 0x86DD
 _VLAN_ETHERTYPES = frozenset((0x8100, 0x88A8, 0x9100, 0x9200))
 _ETHERTYPE_PPPOE_SESSION = 0x8864
 _MPLS_ETHERTYPES = frozenset((0x8847, 0x8848))
+_ETHERTYPE_FABRICPATH = 0x8903
+_ETHERTYPE_PBB = 0x88E7
+_ETHERTYPE_VNTAG = 0x8926
+# What Zeek's VN-Tag analyzer hands on: VLAN tags only (scripts/base/packet-protocols/vntag/main.zeek).
+_AFTER_VNTAG = frozenset((0x8100, 0x88A8, 0x9100))
 # PPP protocol numbers (RFC 1332, RFC 5072) as the ethertype of what they carry.
 _PPP_TO_ETHERTYPE = {0x0021: ETHERTYPE_IPV4, 0x0057: ETHERTYPE_IPV6}
+_SNAP_OUI_0 = b"\xaa\xaa\x03\x00\x00\x00"
+
+# Not ethertypes (they are above 0xFFFF): why a frame's network layer was not reached, for the tally.
+_NOT_VLAN_AFTER_VNTAG = 0x10001
+_WLAN_NOT_DATA = 0x10002
+_WLAN_NO_DATA = 0x10003
+_WLAN_PROTECTED = 0x10004
+_WLAN_NOT_SNAP = 0x10005
 
 # BSD loopback AF values: AF_INET is 2 everywhere; AF_INET6 is 24 (NetBSD/OpenBSD),
 # 28 (FreeBSD), 30 (Darwin).
@@ -109,9 +140,15 @@ IPPROTO_ICMPV6 = 58
 # What a frame that is neither TCP nor UDP is, for saying what a capture held besides conversations.
 _ETHERTYPE_NAMES = {0x0806: "ARP", 0x8035: "RARP", 0x88CC: "LLDP", 0x8863: "PPPoE discovery",
                     0x8864: "PPPoE session", 0x8847: "MPLS", 0x8848: "MPLS", 0x888E: "EAPOL",
-                    0x88F7: "PTP", 0x8809: "slow protocols (LACP)", 0x9000: "loopback test"}
+                    0x88F7: "PTP", 0x8809: "slow protocols (LACP)", 0x9000: "loopback test",
+                    _NOT_VLAN_AFTER_VNTAG: "VN-Tags not followed by a VLAN tag",
+                    _WLAN_NOT_DATA: "802.11 management and control frames",
+                    _WLAN_NO_DATA: "802.11 data frames without data",
+                    _WLAN_PROTECTED: "encrypted 802.11 frames",
+                    _WLAN_NOT_SNAP: "802.11 frames without LLC/SNAP"}
 _IP_PROTOCOL_NAMES = {1: "ICMP", 2: "IGMP", 4: "IP in IP", 41: "IPv6 in IPv4", 47: "GRE", 50: "ESP",
-                      51: "AH", 58: "ICMPv6", 89: "OSPF", 103: "PIM", 112: "VRRP", 132: "SCTP"}
+                      51: "AH", 58: "ICMPv6", 59: "IPv6 no next header", 89: "OSPF", 103: "PIM", 112: "VRRP",
+                      132: "SCTP"}
 _IPV6_HOP_BY_HOP = 0
 _IPV6_ROUTING = 43
 _IPV6_FRAGMENT = 44
@@ -222,10 +259,16 @@ def _address_pair(raw: bytes) -> Tuple[str, str]:
 
 
 def _network_layer(linktype: int, data: bytes, frame: int) -> Tuple[int, int]:
-    """(ethertype, offset of the network header) for a frame; ethertype 0 if not IP."""
+    """(ethertype, offset of the network header) for a frame; ethertype 0 if not IP, or one of the
+    pseudo-ethertypes above 0xFFFF saying why the network layer was not reached."""
     if linktype == LINKTYPE_ETHERNET:
         offset = 14
         type_at = 12
+        if len(data) >= 14 and data[12] == 0x89 and data[13] == 0x03:
+            # Cisco FabricPath: Zeek looks for it only here, as the frame's own ethertype.
+            if len(data) < 30:
+                raise PacketDecodeError(frame, "frame ends inside its Cisco FabricPath header")
+            offset, type_at = 30, 28
     elif linktype == LINKTYPE_LINUX_SLL2:
         offset = 20
         type_at = 0
@@ -260,19 +303,107 @@ def _network_layer(linktype: int, data: bytes, frame: int) -> Tuple[int, int]:
         if data[13:16] != b"\xaa\xaa\x03":
             return 0, 13
         return _link_type_field(data, 19, 21, "FDDI", frame)
+    elif linktype == LINKTYPE_IEEE802_11 or linktype == LINKTYPE_IEEE802_11_RADIOTAP:
+        start = _radiotap_length(data, frame) if linktype == LINKTYPE_IEEE802_11_RADIOTAP else 0
+        found = _wlan_payloads(data, start, frame)
+        if isinstance(found, int):
+            return found, start
+        payloads, _amsdu, cut = found
+        if not payloads:
+            if cut:
+                raise PacketDecodeError(frame, cut)
+            return _WLAN_NO_DATA, start
+        ethertype, offset = _llc_snap(data, payloads[0][0], payloads[0][1], frame)
+        if ethertype == _WLAN_NOT_SNAP and data[start + 1] & 0x40:
+            ethertype = _WLAN_PROTECTED
+        return ethertype, offset
     else:
         raise UnsupportedLinkType(linktype)
     ethertype, offset = _link_type_field(data, type_at, offset, SUPPORTED_LINKTYPES[linktype], frame)
-    while ethertype in _VLAN_ETHERTYPES:
-        if len(data) < offset + 4:
-            raise PacketDecodeError(frame, "frame ends inside a VLAN tag")
-        ethertype = (data[offset + 2] << 8) | data[offset + 3]
-        offset += 4
+    while True:
+        if ethertype in _VLAN_ETHERTYPES:
+            if len(data) < offset + 4:
+                raise PacketDecodeError(frame, "frame ends inside a VLAN tag")
+            ethertype = (data[offset + 2] << 8) | data[offset + 3]
+            offset += 4
+        elif ethertype == _ETHERTYPE_PBB:
+            # The 4-byte I-tag, then the customer's destination, source and ethertype.
+            if len(data) < offset + 18:
+                raise PacketDecodeError(frame, "frame ends inside its 802.1ah (PBB) header")
+            ethertype = (data[offset + 16] << 8) | data[offset + 17]
+            offset += 18
+        elif ethertype == _ETHERTYPE_VNTAG:
+            if len(data) < offset + 6:
+                raise PacketDecodeError(frame, "frame ends inside its VN-Tag")
+            ethertype = (data[offset + 4] << 8) | data[offset + 5]
+            offset += 6
+            if ethertype not in _AFTER_VNTAG:
+                return _NOT_VLAN_AFTER_VNTAG, offset
+        else:
+            break
     if ethertype == _ETHERTYPE_PPPOE_SESSION:
         return _ppp(data, offset + 6, frame)
     if ethertype in _MPLS_ETHERTYPES:
         return _mpls(data, offset, frame)
     return ethertype, offset
+
+
+def _radiotap_length(data: bytes, frame: int) -> int:
+    if len(data) < 4:
+        raise PacketDecodeError(frame, f"frame of {len(data)} bytes is too short for the radiotap header")
+    length = data[2] | (data[3] << 8)
+    if length >= len(data):
+        raise PacketDecodeError(frame, f"radiotap header length {length} leaves nothing of the "
+                                       f"{len(data)}-byte frame")
+    return length
+
+
+def _wlan_payloads(data: bytes, start: int, frame: int):
+    """An 802.11 frame at data[start:], as Zeek's IEEE802_11 analyzer reads it: a pseudo-ethertype if it
+    carries nothing to read, else ([(start, end) of each LLC/SNAP payload], whether it is an A-MSDU,
+    why the subframes stopped early or '')."""
+    length = len(data) - start
+    if length <= 24:
+        raise PacketDecodeError(frame, f"802.11 frame of {length} bytes is too short for its header")
+    control, flags = data[start], data[start + 1]
+    if not control & 0x08:
+        return _WLAN_NOT_DATA
+    if control & 0x40:
+        return _WLAN_NO_DATA                   # the null-data subtypes
+    header = 24 + (6 if flags & 0x03 == 0x03 else 0)
+    if header >= length:
+        raise PacketDecodeError(frame, f"802.11 frame of {length} bytes is too short for its header")
+    amsdu = False
+    if control & 0x80:                         # QoS data: a 2-byte QoS control after the addresses
+        amsdu = data[start + header] & 0x80 != 0
+        if flags & 0x40:
+            return _WLAN_PROTECTED
+        header += 2
+        if header >= length:
+            raise PacketDecodeError(frame, f"802.11 frame of {length} bytes is too short for its header")
+    at, end = start + header, len(data)
+    if not amsdu:
+        return [(at, end)], False, ""
+    payloads = []
+    while at < end:
+        if end - at < 14:
+            return payloads, True, "802.11 A-MSDU subframe header cut off"
+        size = (data[at + 12] << 8) | data[at + 13]
+        if end - at < 14 + size:
+            return payloads, True, f"802.11 A-MSDU subframe of {size} bytes cut off"
+        payloads.append((at + 14, at + 14 + size))
+        at += 14 + size
+        if end - at >= size % 4:
+            at += size % 4                     # Zeek's padding (see the module's rules)
+    return payloads, True, ""
+
+
+def _llc_snap(data: bytes, start: int, end: int, frame: int) -> Tuple[int, int]:
+    if end - start < 8:
+        raise PacketDecodeError(frame, "802.11 frame ends inside its LLC/SNAP header")
+    if data[start:start + 6] != _SNAP_OUI_0:
+        return _WLAN_NOT_SNAP, start
+    return (data[start + 6] << 8) | data[start + 7], start + 8
 
 
 def _link_type_field(data: bytes, type_at: int, offset: int, header: str, frame: int) -> Tuple[int, int]:
@@ -572,3 +703,4 @@ def decode_icmp_unreachable(record) -> Optional[UnreachableQuote]:
         return None
     src, dst = _address_pair(addresses)
     return UnreachableQuote(src, dst, UDP, sport, dport)
+

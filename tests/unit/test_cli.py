@@ -155,12 +155,12 @@ def test_an_unwritable_svg_path_is_one_line(tmp_path, capsys):
 
 def test_an_unsupported_link_type_is_reported_not_guessed(tmp_path, capsys):
     from scapy.all import Raw, wrpcap
-    path = tmp_path / "wifi.pcap"
-    wrpcap(str(path), [Raw(b"\x08\x00" + b"\x00" * 40)], linktype=105)
+    path = tmp_path / "frame-relay.pcap"
+    wrpcap(str(path), [Raw(b"\x08\x00" + b"\x00" * 40)], linktype=107)
     capsys.readouterr()  # scapy's own warning about the link type
     assert main(["summary", str(path)]) == 2
     err = capsys.readouterr().err
-    assert err.startswith(f"harness summary: {path}: link type 105 (IEEE 802.11) is not supported; supported: ")
+    assert err.startswith(f"harness summary: {path}: link type 107 (Frame Relay) is not supported; supported: ")
     assert err.count("\n") == 1
 
 

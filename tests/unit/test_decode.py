@@ -84,6 +84,39 @@ def fddi_snap(payload: bytes, ethertype: int = 0x0800) -> bytes:
     return b"\x50" + b"\x02" * 12 + b"\xaa\xaa\x03\x00\x00\x00" + struct.pack("!H", ethertype) + payload
 
 
+def fabricpath(frame: bytes) -> bytes:
+    """A Cisco FabricPath frame: outer addresses, ethertype 0x8903, FTag and TTL, then the Ethernet frame with
+    its frame check sequence (which Wireshark's dissector expects there; the IP lengths leave it out)."""
+    return pb.MAC_B + pb.MAC_A + b"\x89\x03\x00\x3f" + frame + b"\x00\x00\x00\x00"
+
+
+def pbb(payload: bytes, ethertype: int = 0x0800) -> bytes:
+    """802.1ah behind a VLAN tag, as Zeek's pbb.pcap has it: the I-tag, then the customer's Ethernet header."""
+    return pb.ether(b"\x00\x1e\xbb\x30" + pb.MAC_A + pb.MAC_B + struct.pack("!H", ethertype) + payload, 0x88E7,
+                    vlans=[(0x8100, 0xFD3)])
+
+
+def vntag(payload: bytes, after: int = 0x8100) -> bytes:
+    """A VN-Tag and (as Zeek reads it only then) a VLAN tag after it, as vntag_vlan_sandwich_clean.pcap has."""
+    inner = struct.pack("!HH", 250, 0x0800) + payload if after == 0x8100 else payload
+    return pb.ether(b"\x00\x00\x00\x33" + struct.pack("!H", after) + inner, 0x8926, vlans=[(0x8100, 250)])
+
+
+SNAP_IPV4 = b"\xaa\xaa\x03\x00\x00\x00\x08\x00"
+WLAN_ADDRESSES = pb.MAC_A + pb.MAC_B + pb.MAC_A + b"\x10\x00"
+
+
+def wlan(payload: bytes, control: bytes = b"\x08\x01", llc: bytes = SNAP_IPV4, qos: bool = False,
+         four_addresses: bool = False) -> bytes:
+    """An 802.11 frame: frame control, duration, three addresses and sequence, then the fourth address
+    (From DS and To DS both set) and the QoS control if asked, then LLC/SNAP and the payload."""
+    return (control + b"\x00\x00" + WLAN_ADDRESSES + (pb.MAC_B if four_addresses else b"")
+            + (b"\x00\x00" if qos else b"") + llc + payload)
+
+
+RADIOTAP = b"\x00\x00\x08\x00\x00\x00\x00\x00"        # version 0, length 8, nothing present
+
+
 # Link layers beyond loopback's, for captures people bring from elsewhere (Zeek's test traces have them all).
 OTHER_LINKS_V4 = [
     (9, b"\xff\x03\x00\x21" + V4_SEGMENT),
@@ -98,9 +131,21 @@ OTHER_LINKS_V4 = [
     (1, pb.ether(pppoe(V4_SEGMENT), 0x8864, vlans=[(0x8100, 5)])),
     (1, pb.ether(MPLS_TWO_LABELS + V4_SEGMENT, 0x8847)),
     (113, pb.sll(MPLS_TWO_LABELS[4:] + V4_SEGMENT, 0x8847)),
+    (1, fabricpath(pb.ether(V4_SEGMENT))),
+    (1, fabricpath(pb.ether(V4_SEGMENT, vlans=[(0x8100, 9)]))),
+    (1, pbb(V4_SEGMENT)),
+    (1, pbb(struct.pack("!HH", 5, 0x0800) + V4_SEGMENT, 0x8100)),
+    (1, vntag(V4_SEGMENT)),
+    (105, wlan(V4_SEGMENT)),
+    (105, wlan(V4_SEGMENT, b"\x88\x02", qos=True)),
+    (105, wlan(V4_SEGMENT, b"\x08\x03", four_addresses=True)),
+    (105, wlan(V4_SEGMENT, b"\x88\x03", qos=True, four_addresses=True)),
+    (127, RADIOTAP + wlan(V4_SEGMENT)),
 ]
 OTHER_LINK_IDS = ["ppp", "ppp-no-address", "ppp-compressed", "ppp-hdlc", "ppp-hdlc-cisco", "pppoe", "chdlc",
-                  "fddi", "ether-pppoe", "vlan-pppoe", "ether-mpls", "sll-mpls"]
+                  "fddi", "ether-pppoe", "vlan-pppoe", "ether-mpls", "sll-mpls", "fabricpath", "fabricpath-vlan",
+                  "pbb", "pbb-vlan", "vntag-vlan", "wlan", "wlan-qos", "wlan-4-addresses", "wlan-qos-4-addresses",
+                  "radiotap"]
 
 
 @pytest.mark.parametrize("linktype, frame", OTHER_LINKS_V4, ids=OTHER_LINK_IDS)
@@ -115,7 +160,11 @@ def test_ipv4_over_other_link_layers(linktype, frame):
     (104, b"\x0f\x00\x86\xdd" + V6_SEGMENT),
     (10, fddi_snap(V6_SEGMENT, 0x86DD)),
     (1, pb.ether(MPLS_TWO_LABELS + V6_SEGMENT, 0x8848)),
-], ids=["ppp", "pppoe", "chdlc", "fddi", "mpls"])
+    (1, fabricpath(pb.ether(V6_SEGMENT, 0x86DD))),
+    (1, pbb(V6_SEGMENT, 0x86DD)),
+    (105, wlan(V6_SEGMENT, llc=SNAP_IPV4[:6] + b"\x86\xdd")),
+    (127, RADIOTAP + wlan(V6_SEGMENT, b"\x88\x01", llc=SNAP_IPV4[:6] + b"\x86\xdd", qos=True)),
+], ids=["ppp", "pppoe", "chdlc", "fddi", "mpls", "fabricpath", "pbb", "wlan", "radiotap-qos"])
 def test_ipv6_over_other_link_layers(linktype, frame):
     check_segment(decode(record(frame, linktype), 7), "2001:db8::1", "2001:db8::2")
 
@@ -126,6 +175,15 @@ def test_ipv6_over_other_link_layers(linktype, frame):
     (10, b"\x50" + b"\x02" * 12 + b"\x42\x42\x03" + b"\x00" * 20, "non-IP frames"),   # spanning tree LLC
     (1, pb.ether(MPLS_TWO_LABELS + b"\x00" * 30, 0x8847), "non-IP frames"),  # pseudowire control word
     (1, pb.ether(pppoe(pb.ipv4(proto=1, payload=b"\x08" + b"\x00" * 7)), 0x8864), "ICMP"),
+    (1, vntag(V4_SEGMENT, after=0x0800), "VN-Tags not followed by a VLAN tag"),     # Zeek reads no further
+    (1, pbb(b"\x00\x01" + b"\x00" * 26, 0x0806), "ARP"),
+    (105, b"\x80\x00\x00\x00" + WLAN_ADDRESSES[:18] + b"\x00" * 20, "802.11 management and control frames"),
+    (105, wlan(b"", b"\x48\x01", llc=b"") + b"\x00" * 4, "802.11 data frames without data"),     # null data
+    (105, wlan(V4_SEGMENT, b"\x88\x41", qos=True), "encrypted 802.11 frames"),
+    (105, wlan(b"\x12" * 40, b"\x08\x41", llc=b""), "encrypted 802.11 frames"),
+    (105, wlan(b"\x01" * 30, llc=b"\x42\x42\x03\x00\x00\x00\x00\x00"), "802.11 frames without LLC/SNAP"),
+    (105, wlan(b"\x01" * 30, llc=SNAP_IPV4[:6] + b"\x88\x8e"), "EAPOL"),
+    (127, RADIOTAP + wlan(b"\x01" * 30, llc=SNAP_IPV4[:6] + b"\x08\x06"), "ARP"),
 ])
 def test_not_ip_on_other_link_layers(linktype, frame, what):
     from harness.wire.decode import describe_other
@@ -140,6 +198,14 @@ def test_not_ip_on_other_link_layers(linktype, frame, what):
     (104, b"\x0f\x00\x08", "frame 3: frame of 3 bytes is too short for the Cisco HDLC header (4 bytes)"),
     (10, b"\x50" * 20, "frame 3: frame of 20 bytes is too short for the FDDI and LLC headers"),
     (1, pb.ether(struct.pack("!I", 100 << 12), 0x8847), "frame 3: frame ends inside its MPLS label stack"),
+    (1, fabricpath(pb.MAC_A * 2)[:28], "frame 3: frame ends inside its Cisco FabricPath header"),
+    (1, pbb(b"")[:-2], "frame 3: frame ends inside its 802.1ah (PBB) header"),
+    (1, pb.ether(b"\x00\x00\x00\x33\x81", 0x8926), "frame 3: frame ends inside its VN-Tag"),
+    (105, wlan(b"", llc=b"")[:20], "frame 3: 802.11 frame of 20 bytes is too short for its header"),
+    (105, wlan(b"", b"\x08\x03", llc=b""), "frame 3: 802.11 frame of 24 bytes is too short for its header"),
+    (105, wlan(b"", llc=b"\xaa\xaa\x03\x00\x00"), "frame 3: 802.11 frame ends inside its LLC/SNAP header"),
+    (127, b"\x00\x00\x08", "frame 3: frame of 3 bytes is too short for the radiotap header"),
+    (127, RADIOTAP, "frame 3: radiotap header length 8 leaves nothing of the 8-byte frame"),
 ])
 def test_other_link_layers_cut_short(linktype, frame, message):
     with pytest.raises(PacketDecodeError) as caught:
@@ -169,18 +235,18 @@ def test_not_tcp_or_udp_is_none(linktype, frame):
 
 def test_unsupported_link_type_message():
     with pytest.raises(UnsupportedLinkType) as caught:
-        check_linktype(105)
+        check_linktype(107)
     message = str(caught.value)
-    assert message.startswith("link type 105 (IEEE 802.11) is not supported; supported: 0 (BSD loopback), "
+    assert message.startswith("link type 107 (Frame Relay) is not supported; supported: 0 (BSD loopback), "
                                "1 (Ethernet), ")
     assert "276 (Linux cooked v2)" in message and "\n" not in message
-    assert caught.value.linktype == 105
+    assert caught.value.linktype == 107
     assert "link type 4242 is not supported" in str(UnsupportedLinkType(4242))
 
 
 def test_decode_refuses_unsupported_link_type():
     with pytest.raises(UnsupportedLinkType):
-        decode(record(V4_SEGMENT, 105), 1)
+        decode(record(V4_SEGMENT, 107), 1)
 
 
 # -- IPv4 / IPv6 / TCP / UDP ------------------------------------------------------------
