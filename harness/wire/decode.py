@@ -47,6 +47,15 @@ Rules:
   options just end the parse, since they are not what the conversation model checks.
   Options cut off by the capture are not an error either: a snaplen of 68 (tcpdump's old
   default) cuts every SYN's options, and the fixed 20-byte header is what a conversation needs.
+* verify_checksums=True checks checksums as Zeek does unless run with -C (harness.wire.checksum):
+  every IPv4 header's, whatever it carries, raising BadIPChecksum (Zeek drops the packet with a
+  bad_IP_checksum weird: no connection ever counts it); then each TCP and UDP segment's, raising
+  BadTransportChecksum with the decoded Packet in .packet (Zeek's TCP and UDP analyzers record
+  history C for it and go no further). A segment not captured whole (cut by the snapshot length) is
+  not checked, nor is a UDP datagram whose frame was cut anywhere (Zeek's `remaining >= len &&
+  len <= cap_len`), nor a first fragment (it is not the whole segment). With checksums verified, an
+  IPv4 total length of 0 (segmentation offload) raises BadIPChecksum: Zeek drops the packet then.
+  Off by default; off, nothing is checked and decode() takes its fast path as before.
 """
 from __future__ import annotations
 
@@ -54,11 +63,13 @@ import struct
 from typing import Dict, NamedTuple, Optional, Tuple
 
 from harness.errors import InputError
+from harness.wire.checksum import internet_checksum, ipv4_header_valid, pseudo_header, transport_valid
 from harness.wire.packet import SYN, TCP, UDP, Packet
 
 __all__ = [
     "decode", "check_linktype", "decode_icmp_unreachable", "describe_other", "linktype_name",
-    "UnsupportedLinkType", "PacketDecodeError", "NonFirstFragment", "UnreachableQuote",
+    "UnsupportedLinkType", "PacketDecodeError", "NonFirstFragment", "BadIPChecksum", "BadTransportChecksum",
+    "UnreachableQuote",
     "SUPPORTED_LINKTYPES",
 ]
 
@@ -191,6 +202,19 @@ class PacketDecodeError(InputError):
 
 class NonFirstFragment(PacketDecodeError):
     """An IP fragment past the first: it has no transport header, so no ports."""
+
+
+class BadIPChecksum(PacketDecodeError):
+    """An IPv4 header whose checksum is wrong (checked only when asked): Zeek drops such a packet."""
+
+
+class BadTransportChecksum(PacketDecodeError):
+    """A TCP or UDP segment whose checksum is wrong (checked only when asked); `packet` is what it decoded
+    to, which Zeek records as history C and analyses no further."""
+
+    def __init__(self, frame: int, message: str, packet: Packet):
+        super().__init__(frame, message)
+        self.packet = packet
 
 
 class UnreachableQuote(NamedTuple):
@@ -437,17 +461,18 @@ def _mpls(data: bytes, offset: int, frame: int) -> Tuple[int, int]:
     return (ETHERTYPE_IPV4 if version == 4 else ETHERTYPE_IPV6 if version == 6 else 0), offset
 
 
-def decode(record, frame: int) -> Optional[Packet]:
+def decode(record, frame: int, verify_checksums: bool = False) -> Optional[Packet]:
     """The TCP/UDP header fields of a capture record, or None if it is not TCP/UDP over IP.
 
     `record` is a pcapfile.Record (of which linktype, time_ns, origlen and data are used);
-    `frame` is its 1-based number in the capture.
+    `frame` is its 1-based number in the capture. With verify_checksums, a bad IPv4 header checksum
+    raises BadIPChecksum and a bad TCP/UDP checksum BadTransportChecksum (see the module's rules).
     """
     linktype, time_ns, _caplen, origlen, data, _offset, _comments = record
     if origlen < len(data):
         raise PacketDecodeError(frame, f"original length {origlen} is less than the {len(data)} bytes captured "
                                        f"(a corrupt record header)")
-    if linktype == LINKTYPE_ETHERNET and len(data) >= _ETHERNET_IPV4_TCP_SIZE:
+    if linktype == LINKTYPE_ETHERNET and len(data) >= _ETHERNET_IPV4_TCP_SIZE and not verify_checksums:
         # Fast path for almost everything a loopback or LAN capture holds: untagged Ethernet, IPv4
         # without options, TCP. One unpack reads both headers; a frame that passes every check below
         # decodes exactly as _decode_layers would (tests/unit/test_decode_fast_path.py holds it to that),
@@ -466,31 +491,34 @@ def decode(record, frame: int) -> Optional[Packet]:
             return _new_packet(Packet, (frame, time_ns, src, dst, TCP, sport, dport, payload_len,
                                         data[payload_start:payload_start + payload_len],
                                         seq, ack, flags, window, mss, wscale))
-    return _decode_layers(linktype, time_ns, origlen, data, frame)
+    return _decode_layers(linktype, time_ns, origlen, data, frame, verify_checksums)
 
 
-def _decode_layers(linktype: int, time_ns: int, origlen: int, data: bytes, frame: int) -> Optional[Packet]:
+def _decode_layers(linktype: int, time_ns: int, origlen: int, data: bytes, frame: int,
+                   verify_checksums: bool = False) -> Optional[Packet]:
     """decode() for any frame, one layer at a time."""
     if linktype == LINKTYPE_ETHERNET and len(data) >= 14 and data[12] == 0x08 and data[13] == 0x00:
         ethertype, offset = ETHERTYPE_IPV4, 14
     else:
         ethertype, offset = _network_layer(linktype, data, frame)
     if ethertype == ETHERTYPE_IPV4:
-        found = _ipv4(data, offset, origlen - offset, frame)
+        found = _ipv4(data, offset, origlen - offset, frame, verify_checksums)
     elif ethertype == ETHERTYPE_IPV6:
         found = _ipv6(data, offset, origlen - offset, frame)
     else:
         return None
     if found is None:
         return None
-    proto, src, dst, start, length, first_fragment = found
+    proto, src, dst, start, length, first_fragment, addresses = found
+    # A first fragment is not the whole segment, so its checksum cannot be checked.
+    checked = addresses if verify_checksums and not first_fragment else None
     if proto == TCP:
-        return _tcp(data, start, length, frame, time_ns, src, dst)
-    return _udp(data, start, length, frame, time_ns, src, dst, first_fragment)
+        return _tcp(data, start, length, frame, time_ns, src, dst, checked)
+    return _udp(data, start, length, frame, time_ns, src, dst, first_fragment, checked, origlen <= len(data))
 
 
-def _ipv4(data: bytes, offset: int, wire_len: int, frame: int):
-    """(proto, src, dst, transport offset, transport length, is first fragment) or None."""
+def _ipv4(data: bytes, offset: int, wire_len: int, frame: int, verify_checksums: bool = False):
+    """(proto, src, dst, transport offset, transport length, is first fragment, raw addresses) or None."""
     if len(data) < offset + 20:
         raise PacketDecodeError(frame, f"captured only {len(data) - offset} bytes of the IPv4 header")
     version_ihl, total_length, fragment, proto = _IPV4_FIXED(data, offset)
@@ -500,12 +528,17 @@ def _ipv4(data: bytes, offset: int, wire_len: int, frame: int):
     if header_len < 20:
         raise PacketDecodeError(frame, f"IPv4 header length {header_len} is less than 20")
     if total_length == 0:
+        if verify_checksums:
+            raise BadIPChecksum(frame, "IPv4 total length 0 (segmentation offload): its checksums cannot hold, "
+                                       "and Zeek drops it when it verifies them")
         total_length = wire_len      # segmentation offload leaves it 0
     if total_length < header_len:
         raise PacketDecodeError(frame, f"IPv4 total length {total_length} is less than its header length {header_len}")
     if total_length > wire_len:
         raise PacketDecodeError(frame, f"IPv4 total length {total_length} exceeds the {wire_len} bytes "
                                        f"the frame has after its link header")
+    if verify_checksums and len(data) >= offset + header_len:
+        _check_ipv4_header(data, offset, header_len, frame)
     if proto != TCP and proto != UDP:
         return None
     if fragment & 0x1FFF:
@@ -513,8 +546,17 @@ def _ipv4(data: bytes, offset: int, wire_len: int, frame: int):
                                       f"{'TCP' if proto == TCP else 'UDP'} header (not decodable)")
     if len(data) < offset + header_len:
         raise PacketDecodeError(frame, "IPv4 options cut off by the capture")
-    src, dst = _address_pairs.get(data[offset + 12:offset + 20]) or _address_pair(data[offset + 12:offset + 20])
-    return proto, src, dst, offset + header_len, total_length - header_len, fragment & 0x2000 != 0
+    addresses = data[offset + 12:offset + 20]
+    src, dst = _address_pairs.get(addresses) or _address_pair(addresses)
+    return proto, src, dst, offset + header_len, total_length - header_len, fragment & 0x2000 != 0, addresses
+
+
+def _check_ipv4_header(data: bytes, offset: int, header_len: int, frame: int) -> None:
+    header = data[offset:offset + header_len]
+    if not ipv4_header_valid(header):
+        expected = internet_checksum(header[:10], b"\x00\x00", header[12:])
+        raise BadIPChecksum(frame, f"bad IPv4 header checksum 0x{_U16(header, 10)[0]:04x} "
+                                   f"(0x{expected:04x} expected)")
 
 
 def _ipv6(data: bytes, offset: int, wire_len: int, frame: int):
@@ -531,6 +573,7 @@ def _ipv6(data: bytes, offset: int, wire_len: int, frame: int):
     start = offset + 40
     end = start + payload_len
     first_fragment = False
+    final_destination = None
     while next_header != TCP and next_header != UDP:
         if next_header in _IPV6_SKIPPABLE or next_header == _IPV6_AH or next_header == _IPV6_FRAGMENT:
             if start + 8 > len(data) or start + 8 > end:
@@ -548,6 +591,8 @@ def _ipv6(data: bytes, offset: int, wire_len: int, frame: int):
                 ext_len = (data[start + 1] + 2) * 4
             else:
                 ext_len = (data[start + 1] + 1) * 8
+                if next_header == _IPV6_ROUTING and final_destination is None:
+                    final_destination = _routing_destination(data, start, ext_len)
             next_header = data[start]
             start += ext_len
             if start > end:
@@ -555,10 +600,24 @@ def _ipv6(data: bytes, offset: int, wire_len: int, frame: int):
         else:
             return None
     src, dst = _address_pair(data[offset + 8:offset + 40])
-    return next_header, src, dst, start, end - start, first_fragment
+    addresses = data[offset + 8:offset + 24] + (final_destination or data[offset + 24:offset + 40])
+    return next_header, src, dst, start, end - start, first_fragment, addresses
 
 
-def _tcp(data: bytes, start: int, length: int, frame: int, time_ns: int, src: str, dst: str) -> Packet:
+def _routing_destination(data: bytes, start: int, ext_len: int) -> Optional[bytes]:
+    """The final destination a routing header names, which the TCP/UDP pseudo-header uses (RFC 8200
+    section 8.1), for the types Zeek reads it from: 0 (with an even length) and 2, segments left."""
+    kind, segments_left, units = data[start + 2], data[start + 3], data[start + 1]
+    if start + ext_len > len(data) or not segments_left:
+        return None
+    if (kind == 0 and units >= 2 and units % 2 == 0) or (kind == 2 and units == 2):
+        return data[start + ext_len - 16:start + ext_len]
+    return None
+
+
+def _tcp(data: bytes, start: int, length: int, frame: int, time_ns: int, src: str, dst: str,
+         addresses: Optional[bytes] = None) -> Packet:
+    """`addresses`: the raw source and destination, when the checksum is to be verified."""
     if length < 20:
         raise PacketDecodeError(frame, f"TCP segment of {length} bytes is shorter than a TCP header")
     if len(data) < start + 20:
@@ -576,9 +635,24 @@ def _tcp(data: bytes, start: int, length: int, frame: int, time_ns: int, src: st
         # the conversation needs, so read the options that were captured and keep the SYN.
         mss, wscale = _syn_options(data, start + 20, min(payload_start, len(data)))
     payload_len = length - header_len
-    return _new_packet(Packet, (frame, time_ns, src, dst, TCP, sport, dport, payload_len,
-                                data[payload_start:payload_start + payload_len],
-                                seq, ack, flags, window, mss, wscale))
+    packet = _new_packet(Packet, (frame, time_ns, src, dst, TCP, sport, dport, payload_len,
+                                  data[payload_start:payload_start + payload_len],
+                                  seq, ack, flags, window, mss, wscale))
+    if addresses is not None and len(data) >= start + length:
+        _check_transport(TCP, addresses, data[start:start + length], 16, frame, packet)
+    return packet
+
+
+def _check_transport(proto: int, addresses: bytes, segment: bytes, field_at: int, frame: int, packet: Packet) -> None:
+    half = len(addresses) // 2
+    src, dst = addresses[:half], addresses[half:]
+    if transport_valid(proto, src, dst, segment):
+        return
+    expected = internet_checksum(pseudo_header(proto, src, dst, len(segment)), segment[:field_at], b"\x00\x00",
+                                 segment[field_at + 2:])
+    name = "TCP" if proto == TCP else "UDP"
+    raise BadTransportChecksum(frame, f"bad {name} checksum 0x{_U16(segment, field_at)[0]:04x} "
+                                      f"(0x{expected:04x} expected)", packet)
 
 
 def _syn_options(data: bytes, pos: int, end: int) -> Tuple[Optional[int], Optional[int]]:
@@ -604,7 +678,9 @@ def _syn_options(data: bytes, pos: int, end: int) -> Tuple[Optional[int], Option
 
 
 def _udp(data: bytes, start: int, length: int, frame: int, time_ns: int, src: str, dst: str,
-         fragmented: bool) -> Packet:
+         fragmented: bool, addresses: Optional[bytes] = None, frame_whole: bool = True) -> Packet:
+    """`addresses`: the raw source and destination, when the checksum is to be verified; `frame_whole`:
+    the record was captured whole (Zeek verifies a UDP checksum only then)."""
     if length < 8:
         raise PacketDecodeError(frame, f"UDP datagram of {length} bytes is shorter than a UDP header")
     if len(data) < start + 8:
@@ -618,8 +694,11 @@ def _udp(data: bytes, start: int, length: int, frame: int, time_ns: int, src: st
         raise PacketDecodeError(frame, f"UDP length {udp_len} exceeds the {length} bytes of IP payload")
     payload_len = udp_len - 8
     payload_end = start + 8 + min(payload_len, length - 8)
-    return _new_packet(Packet, (frame, time_ns, src, dst, UDP, sport, dport, payload_len,
-                                data[start + 8:payload_end], 0, 0, 0, 0, None, None))
+    packet = _new_packet(Packet, (frame, time_ns, src, dst, UDP, sport, dport, payload_len,
+                                  data[start + 8:payload_end], 0, 0, 0, 0, None, None))
+    if addresses is not None and frame_whole and len(data) >= start + length:
+        _check_transport(UDP, addresses, data[start:start + length], 6, frame, packet)
+    return packet
 
 
 def describe_other(record) -> str:

@@ -1,7 +1,8 @@
 """Byte builders for test captures: pcap and pcapng files, and the frames inside them.
 
 Every length field can be overridden so tests can build exactly the damage they check.
-Frames are plain bytes (checksums zero: the decoder never looks at them).
+Frames are plain bytes, checksums zero (the decoder looks at them only when asked to verify them;
+checksummed() fills them in).
 """
 from __future__ import annotations
 
@@ -156,3 +157,45 @@ def tsresol(exponent: int) -> Tuple[int, bytes]:
 
 def tsoffset(seconds: int, order: str = "<") -> Tuple[int, bytes]:
     return 14, struct.pack(order + "q", seconds)
+
+
+# -- checksums and tunnels ---------------------------------------------------------------
+
+def _ones_complement(data: bytes) -> int:
+    """Word by word, as RFC 1071 writes it (harness.wire.checksum sums another way)."""
+    if len(data) % 2:
+        data += b"\x00"
+    total = 0
+    for index in range(0, len(data), 2):
+        total += (data[index] << 8) | data[index + 1]
+        total = (total & 0xFFFF) + (total >> 16)
+    return total
+
+
+def checksummed(packet: bytes) -> bytes:
+    """An IPv4 or IPv6 packet (IPv6 without extension headers) with its IPv4 header checksum and its TCP
+    or UDP checksum filled in (a UDP checksum that computes to 0 is sent as 0xFFFF, RFC 768)."""
+    packet = bytearray(packet)
+    if packet[0] >> 4 == 4:
+        header_len = (packet[0] & 0x0F) * 4
+        proto, src, dst = packet[9], bytes(packet[12:16]), bytes(packet[16:20])
+        packet[10:12] = b"\x00\x00"
+        packet[10:12] = struct.pack("!H", ~_ones_complement(bytes(packet[:header_len])) & 0xFFFF)
+        start = header_len
+        end = struct.unpack_from("!H", packet, 2)[0]
+    else:
+        proto, src, dst, start = packet[6], bytes(packet[8:24]), bytes(packet[24:40]), 40
+        end = 40 + struct.unpack_from("!H", packet, 4)[0]
+    if proto not in (6, 17):
+        return bytes(packet)
+    at = start + (16 if proto == 6 else 6)
+    packet[at:at + 2] = b"\x00\x00"
+    segment = bytes(packet[start:end])
+    if len(src) == 4:
+        pseudo = src + dst + struct.pack("!BBH", 0, proto, len(segment))
+    else:
+        pseudo = src + dst + struct.pack("!IxxxB", len(segment), proto)
+    value = ~_ones_complement(pseudo + segment) & 0xFFFF
+    packet[at:at + 2] = struct.pack("!H", value or (0xFFFF if proto == 17 else 0))
+    return bytes(packet)
+
