@@ -1,7 +1,11 @@
-"""Decode a capture Record's link, IP and TCP/UDP headers into a Packet.
+"""Decode a capture Record's link, IP and TCP/UDP headers into a Packet, and open the tunnels it holds.
 
     check_linktype(record.linktype)      # once per interface: UnsupportedLinkType if we can't
     packet = decode(record, frame)       # Packet, or None when it is not TCP/UDP
+    found = unwrap(record, frame, fragments=Reassembler(), tunnels=TunnelSessions(...))
+    #  -> every Packet the record holds, outer first, with an Other for each thing it holds that is
+    #     not TCP/UDP and is read no further, and a PacketDecodeError for each part that would not decode
+    packets = decode_all(record, frame)  # just the Packets (raises the first PacketDecodeError)
     quote = decode_icmp_unreachable(record)   # UnreachableQuote of a UDP datagram, or None
 
 Rules:
@@ -25,7 +29,7 @@ Rules:
   set; a QoS data frame's 2-byte QoS control, and if that frame is protected (encrypted) it is not
   read; then an LLC/SNAP header with OUI 0 naming IPv4, IPv6 or ARP (anything else is not read).
   An A-MSDU (QoS control bit 7) holds subframes, each a 14-byte header with its length and then
-  LLC/SNAP (decode() reads the first), and each is followed by
+  LLC/SNAP; each is a packet of its own (decode() gives the first), and each is followed by
   (length % 4) bytes of padding as Zeek reads it (802.11 pads the whole subframe to a multiple of 4,
   which differs for even lengths). Radiotap (127): a little-endian header length at bytes 2-3, then
   802.11.
@@ -51,26 +55,46 @@ Rules:
   every IPv4 header's, whatever it carries, raising BadIPChecksum (Zeek drops the packet with a
   bad_IP_checksum weird: no connection ever counts it); then each TCP and UDP segment's, raising
   BadTransportChecksum with the decoded Packet in .packet (Zeek's TCP and UDP analyzers record
-  history C for it and go no further). A segment not captured whole (cut by the snapshot length) is
-  not checked, nor is a UDP datagram whose frame was cut anywhere (Zeek's `remaining >= len &&
-  len <= cap_len`), nor a first fragment (it is not the whole segment). With checksums verified, an
+  history C for it and go no further: nothing inside a bad UDP datagram is opened). A segment not
+  captured whole (cut by the snapshot length) is not checked, nor is a UDP datagram whose frame
+  was cut anywhere (Zeek's `remaining >= len && len <= cap_len`), and a VXLAN datagram to port
+  4789 may carry checksum 0 over IPv6 too (Zeek's exception for it). With checksums verified, an
   IPv4 total length of 0 (segmentation offload) raises BadIPChecksum: Zeek drops the packet then.
   Off by default; off, nothing is checked and decode() takes its fast path as before.
+
+unwrap() (and decode_all()) follow Zeek further, where decode() reads one packet:
+
+* Tunnels are opened as harness.wire.tunnel says (IP in IP, GRE, VXLAN, Geneve, Teredo, AYIYA,
+  GTPv1; at most Tunnel::max_depth deep): the outer packet first (a UDP tunnel's outer datagram is a
+  packet of its own; an IP-in-IP or GRE outer packet is not TCP/UDP and so none), then what it
+  carries, decoded as a record of its own, depth first, in the order they appear.
+* Fragments go to the Reassembler given (harness.wire.fragments), whatever protocol they carry; a
+  fragment gives nothing until one completes its datagram, which is then decoded in its place, at
+  the time and frame of the fragment that completed it. A fragment not captured whole is not
+  reassembled (Zeek's incompletely_captured_fragment): a first one is read as decode() reads it,
+  the rest are not. Without a Reassembler, fragments are read as decode() reads them, and nothing
+  inside a first fragment is opened.
+* What a record holds that is not TCP/UDP and not opened further is an Other, whose kind says what
+  it is and what holds it ("ICMP in GRE", "IPv4 fragments", "truncated VXLAN headers"); what fails
+  to decode inside a tunnel is a PacketDecodeError whose message names the tunnels, after the
+  packets found before it.
 """
 from __future__ import annotations
 
 import struct
-from typing import Dict, NamedTuple, Optional, Tuple
+from typing import Dict, List, NamedTuple, Optional, Tuple, Union
 
 from harness.errors import InputError
 from harness.wire.checksum import internet_checksum, ipv4_header_valid, pseudo_header, transport_valid
+from harness.wire.fragments import Fragment, Reassembler
 from harness.wire.packet import SYN, TCP, UDP, Packet
+from harness.wire.reader import Record
+from harness.wire.tunnel import TEREDO, VXLAN_PORTS, NotRead, TunnelSessions, ip_tunnel, udp_tunnel
 
 __all__ = [
-    "decode", "check_linktype", "decode_icmp_unreachable", "describe_other", "linktype_name",
-    "UnsupportedLinkType", "PacketDecodeError", "NonFirstFragment", "BadIPChecksum", "BadTransportChecksum",
-    "UnreachableQuote",
-    "SUPPORTED_LINKTYPES",
+    "decode", "decode_all", "unwrap", "check_linktype", "decode_icmp_unreachable", "describe_other",
+    "linktype_name", "UnsupportedLinkType", "PacketDecodeError", "NonFirstFragment", "BadIPChecksum",
+    "BadTransportChecksum", "UnreachableQuote", "Other", "SUPPORTED_LINKTYPES",
 ]
 
 LINKTYPE_NULL = 0
@@ -90,6 +114,9 @@ LINKTYPE_IEEE802_11_RADIOTAP = 127
 LINKTYPE_IPV4 = 228
 LINKTYPE_IPV6 = 229
 LINKTYPE_LINUX_SLL2 = 276
+# Not a pcap link type: what an 802.11 A-MSDU subframe holds after its own header (LLC/SNAP, then
+# the packet), as unwrap() hands each subframe on.
+_LINK_LLC_SNAP = -1
 
 SUPPORTED_LINKTYPES = {
     LINKTYPE_NULL: "BSD loopback",
@@ -147,6 +174,12 @@ _NULL_AF_TO_ETHERTYPE = {2: ETHERTYPE_IPV4, 24: ETHERTYPE_IPV6, 28: ETHERTYPE_IP
 
 IPPROTO_ICMP = 1
 IPPROTO_ICMPV6 = 58
+_IPPROTO_IPIP = 4
+_IPPROTO_IPV6 = 41
+_IPPROTO_GRE = 47
+_IPPROTO_NONE = 59
+# What unwrap() reads beyond the IP header: TCP, UDP, and the IP protocols that are tunnels.
+_READ_FURTHER = frozenset((TCP, UDP, _IPPROTO_IPIP, _IPPROTO_IPV6, _IPPROTO_GRE))
 
 # What a frame that is neither TCP nor UDP is, for saying what a capture held besides conversations.
 _ETHERTYPE_NAMES = {0x0806: "ARP", 0x8035: "RARP", 0x88CC: "LLDP", 0x8863: "PPPoE discovery",
@@ -168,6 +201,7 @@ _IPV6_DEST_OPTS = 60
 _IPV6_SKIPPABLE = frozenset((_IPV6_HOP_BY_HOP, _IPV6_ROUTING, _IPV6_DEST_OPTS))
 
 _U16 = struct.Struct("!H").unpack_from
+_U32 = struct.Struct("!I").unpack_from
 _U32_LE = struct.Struct("<I").unpack_from
 _IPV4_FIXED = struct.Struct("!BxHxxHxB").unpack_from      # ver/ihl, total length, frag field, proto
 _IPV6_FIXED = struct.Struct("!4xHB").unpack_from           # payload length, next header
@@ -226,6 +260,13 @@ class UnreachableQuote(NamedTuple):
     dport: int
 
 
+class Other(NamedTuple):
+    """Something a record holds that is not a TCP/UDP packet and is not read further."""
+    kind: str                  # for the tally: "ARP", "ICMP in GRE", "IPv4 fragments", "empty VXLAN datagrams"
+    record: Optional[Record]   # the (inner) record it is, for decode_icmp_unreachable; None if it is no packet
+
+
+Found = Union[Packet, Other, PacketDecodeError]
 def linktype_name(linktype: int) -> str:
     name = SUPPORTED_LINKTYPES.get(linktype) or _OTHER_LINKTYPE_NAMES.get(linktype)
     return f"{linktype} ({name})" if name else str(linktype)
@@ -341,6 +382,8 @@ def _network_layer(linktype: int, data: bytes, frame: int) -> Tuple[int, int]:
         if ethertype == _WLAN_NOT_SNAP and data[start + 1] & 0x40:
             ethertype = _WLAN_PROTECTED
         return ethertype, offset
+    elif linktype == _LINK_LLC_SNAP:
+        return _llc_snap(data, 0, len(data), frame)
     else:
         raise UnsupportedLinkType(linktype)
     ethertype, offset = _link_type_field(data, type_at, offset, SUPPORTED_LINKTYPES[linktype], frame)
@@ -697,7 +740,11 @@ def _udp(data: bytes, start: int, length: int, frame: int, time_ns: int, src: st
     packet = _new_packet(Packet, (frame, time_ns, src, dst, UDP, sport, dport, payload_len,
                                   data[start + 8:payload_end], 0, 0, 0, 0, None, None))
     if addresses is not None and frame_whole and len(data) >= start + length:
-        _check_transport(UDP, addresses, data[start:start + length], 6, frame, packet)
+        segment = data[start:start + length]
+        vxlan_unchecked = (segment[6] == 0 and segment[7] == 0 and dport in VXLAN_PORTS and length > 8 + 8 + 14
+                           and segment[8] & 0x08)
+        if not vxlan_unchecked:
+            _check_transport(UDP, addresses, segment, 6, frame, packet)
     return packet
 
 
@@ -783,3 +830,244 @@ def decode_icmp_unreachable(record) -> Optional[UnreachableQuote]:
     src, dst = _address_pair(addresses)
     return UnreachableQuote(src, dst, UDP, sport, dport)
 
+
+# -- everything a record holds ------------------------------------------------------------------------
+
+def decode_all(record, frame: int, verify_checksums: bool = False, fragments: Optional[Reassembler] = None,
+               tunnels: Optional[TunnelSessions] = None) -> List[Packet]:
+    """Every TCP/UDP Packet the record holds, outer first (see unwrap); raises the first PacketDecodeError
+    unwrap() finds, as decode() would for the outer packet."""
+    packets = []
+    for found in unwrap(record, frame, verify_checksums, fragments, tunnels):
+        if isinstance(found, PacketDecodeError):
+            raise found
+        if isinstance(found, Packet):
+            packets.append(found)
+    return packets
+
+
+def unwrap(record, frame: int, verify_checksums: bool = False, fragments: Optional[Reassembler] = None,
+           tunnels: Optional[TunnelSessions] = None) -> List[Found]:
+    """What a record holds, in order, outer first: each TCP/UDP Packet, an Other for each thing that is
+    not TCP/UDP and is not read further, and each PacketDecodeError (not raised) where a part would not
+    decode. `fragments` reassembles IP fragments, `tunnels` keeps what outer UDP flows taught (both
+    optional; see the module's rules). A record decode() reads as one TCP/UDP packet that is neither a
+    tunnel nor a fragment gives exactly that packet."""
+    data = record[4]
+    if (not verify_checksums and record[0] == LINKTYPE_ETHERNET and len(data) >= _ETHERNET_IPV4_TCP_SIZE
+            and data[12] == 0x08 and data[13] == 0x00 and data[23] == TCP and not (data[20] & 0x3F or data[21])):
+        # Untagged Ethernet, IPv4, TCP, no fragment: decode() reads all there is, for TCP opens no tunnel.
+        try:
+            packet = decode(record, frame)
+        except PacketDecodeError as error:
+            return [error]
+        return [packet] if packet is not None else [_other(record, ())]
+    found: List[Found] = []
+    _unwrap(record, frame, (), verify_checksums, fragments, tunnels, found)
+    return found
+
+
+def _unwrap(record, frame: int, around: Tuple[str, ...], verify: bool, fragments: Optional[Reassembler],
+            tunnels: Optional[TunnelSessions], found: List[Found]) -> None:
+    linktype, time_ns, origlen, data = record[0], record[1], record[3], record[4]
+    try:
+        if origlen < len(data):
+            raise PacketDecodeError(frame, f"original length {origlen} is less than the {len(data)} bytes captured "
+                                           f"(a corrupt record header)")
+        if linktype == LINKTYPE_IEEE802_11 or linktype == LINKTYPE_IEEE802_11_RADIOTAP:
+            if _unwrap_amsdu(record, frame, around, verify, fragments, tunnels, found):
+                return
+        ethertype, offset = _network_layer(linktype, data, frame)
+        if ethertype == ETHERTYPE_IPV4:
+            ip = _ipv4_layer(data, offset, origlen - offset, frame, verify, fragments is not None)
+        elif ethertype == ETHERTYPE_IPV6:
+            ip = _ipv6_layer(data, offset, origlen - offset, frame, fragments is not None)
+        else:
+            ip = None
+        if ip is None:
+            found.append(_other(record, around))
+            return
+        proto, src, dst, addresses, start, length, first_fragment, fragment = ip
+        if fragment is not None:
+            ident, fragment_offset, more, header, naming_at, following, payload = fragment
+            version = 4 if ethertype == ETHERTYPE_IPV4 else 6
+            done = fragments.add(Fragment(version, src, dst, ident, fragment_offset, more, header, naming_at,
+                                          following, payload, frame, time_ns))
+            if done is None:
+                found.append(Other(f"IPv{version} fragments" + _in(around), None))
+                return
+            datagram = done.datagram
+            whole = Record(LINKTYPE_RAW, time_ns, len(datagram), len(datagram), datagram, record[5], ())
+            _unwrap(whole, frame, around, verify, fragments, tunnels, found)
+            return
+        # A first fragment is not the whole segment, so its checksum cannot be checked.
+        checked = addresses if verify and not first_fragment else None
+        if proto == TCP:
+            found.append(_tcp(data, start, length, frame, time_ns, src, dst, checked))
+            return
+        if proto == UDP:
+            packet = _udp(data, start, length, frame, time_ns, src, dst, first_fragment, checked, origlen <= len(data))
+            found.append(packet)
+            if first_fragment:
+                return
+            inner = udp_tunnel(data, start + 8, min(len(data), start + length), src, packet.sport, dst, packet.dport,
+                               around, tunnels, time_ns, origlen)
+        elif proto in _READ_FURTHER and not first_fragment:
+            inner = ip_tunnel(proto, data, start, min(len(data), start + length), len(around))
+        else:
+            found.append(_other(record, around))
+            return
+    except PacketDecodeError as error:
+        found.append(_inside(error, around))
+        return
+    if inner is None:
+        return
+    if isinstance(inner, NotRead):
+        found.append(Other(inner.what + _in(around), None))
+        return
+    inner_data = data[inner.start:inner.end]
+    inner_record = Record(inner.linktype, time_ns, len(inner_data), max(inner.wire_len, len(inner_data)), inner_data,
+                          record[5], ())
+    _unwrap(inner_record, frame, around + (inner.tunnel,), verify, fragments, tunnels, found)
+
+
+def _unwrap_amsdu(record, frame: int, around: Tuple[str, ...], verify: bool, fragments: Optional[Reassembler],
+                  tunnels: Optional[TunnelSessions], found: List[Found]) -> bool:
+    """An 802.11 A-MSDU's subframes, each as a record of its own; False if the frame is no A-MSDU."""
+    data = record[4]
+    start = _radiotap_length(data, frame) if record[0] == LINKTYPE_IEEE802_11_RADIOTAP else 0
+    payloads = _wlan_payloads(data, start, frame)
+    if isinstance(payloads, int) or not payloads[1]:
+        return False
+    subframes, _amsdu, cut = payloads
+    for low, high in subframes:
+        subframe = Record(_LINK_LLC_SNAP, record[1], high - low, high - low, data[low:high], record[5], ())
+        before = len(found)
+        _unwrap(subframe, frame, around, verify, fragments, tunnels, found)
+        ethertype = (data[low + 6] << 8) | data[low + 7] if high - low >= 8 else 0
+        # Zeek stops at a subframe it cannot hand on: not LLC/SNAP, not IP or ARP, or one that failed.
+        if (data[low:low + 6] != _SNAP_OUI_0 or ethertype not in (ETHERTYPE_IPV4, ETHERTYPE_IPV6, 0x0806, 0x8035)
+                or any(isinstance(item, PacketDecodeError) for item in found[before:])):
+            return True
+    if cut:
+        found.append(_inside(PacketDecodeError(frame, cut), around))
+    return True
+
+
+def _ipv4_layer(data: bytes, offset: int, wire_len: int, frame: int, verify: bool, reassembling: bool):
+    """_ipv4 for unwrap(): every check and message of _ipv4, for TCP, UDP, tunnels and (reassembling)
+    every fragment: (proto, src, dst, raw addresses, transport offset, transport length, is an unreassembled
+    first fragment, fragment to reassemble or None), or None for what is read no further."""
+    if len(data) < offset + 20:
+        raise PacketDecodeError(frame, f"captured only {len(data) - offset} bytes of the IPv4 header")
+    version_ihl, total_length, fragment, proto = _IPV4_FIXED(data, offset)
+    if version_ihl >> 4 != 4:
+        raise PacketDecodeError(frame, f"IPv4 packet with IP version {version_ihl >> 4}")
+    header_len = (version_ihl & 0x0F) * 4
+    if header_len < 20:
+        raise PacketDecodeError(frame, f"IPv4 header length {header_len} is less than 20")
+    if total_length == 0:
+        if verify:
+            raise BadIPChecksum(frame, "IPv4 total length 0 (segmentation offload): its checksums cannot hold, "
+                                       "and Zeek drops it when it verifies them")
+        total_length = wire_len
+    if total_length < header_len:
+        raise PacketDecodeError(frame, f"IPv4 total length {total_length} is less than its header length {header_len}")
+    if total_length > wire_len:
+        raise PacketDecodeError(frame, f"IPv4 total length {total_length} exceeds the {wire_len} bytes "
+                                       f"the frame has after its link header")
+    if verify and len(data) >= offset + header_len:
+        _check_ipv4_header(data, offset, header_len, frame)
+    fragment_offset = (fragment & 0x1FFF) * 8
+    is_fragment = fragment & 0x3FFF != 0
+    # Zeek reassembles only fragments captured whole (incompletely_captured_fragment).
+    reassemble = reassembling and is_fragment and len(data) >= offset + total_length
+    if proto not in _READ_FURTHER and not reassemble:
+        return None
+    if fragment_offset and not reassemble:
+        if proto != TCP and proto != UDP:
+            return None
+        raise NonFirstFragment(frame, f"IPv4 fragment at offset {fragment_offset} has no "
+                                      f"{'TCP' if proto == TCP else 'UDP'} header (not decodable)")
+    if len(data) < offset + header_len:
+        raise PacketDecodeError(frame, "IPv4 options cut off by the capture")
+    addresses = data[offset + 12:offset + 20]
+    src, dst = _address_pairs.get(addresses) or _address_pair(addresses)
+    held = None
+    if reassemble:
+        held = (_U16(data, offset + 4)[0], fragment_offset, fragment & 0x2000 != 0, data[offset:offset + header_len],
+                9, proto, data[offset + header_len:offset + total_length])
+    return (proto, src, dst, addresses, offset + header_len, total_length - header_len, fragment & 0x2000 != 0,
+            held)
+
+
+def _ipv6_layer(data: bytes, offset: int, wire_len: int, frame: int, reassembling: bool):
+    """_ipv6 for unwrap(), as _ipv4_layer is _ipv4's."""
+    if len(data) < offset + 40:
+        raise PacketDecodeError(frame, f"captured only {len(data) - offset} bytes of the IPv6 header")
+    if data[offset] >> 4 != 6:
+        raise PacketDecodeError(frame, f"IPv6 packet with IP version {data[offset] >> 4}")
+    payload_len, next_header = _IPV6_FIXED(data, offset)
+    if payload_len == 0:
+        payload_len = wire_len - 40
+    if 40 + payload_len > wire_len:
+        raise PacketDecodeError(frame, f"IPv6 payload length {payload_len} exceeds the {wire_len - 40} bytes "
+                                       f"the frame has after the IPv6 header")
+    start = offset + 40
+    end = start + payload_len
+    naming = offset + 6           # the byte that names the header at `start`
+    first_fragment = False
+    final_destination = None
+    while next_header in _IPV6_SKIPPABLE or next_header == _IPV6_AH or next_header == _IPV6_FRAGMENT:
+        if start + 8 > len(data) or start + 8 > end:
+            raise PacketDecodeError(frame, f"IPv6 extension header {next_header} cut off")
+        if next_header == _IPV6_FRAGMENT:
+            fragment_field = _U16(data, start + 2)[0]
+            following = data[start]
+            if reassembling and len(data) >= end:
+                src, dst = _address_pair(data[offset + 8:offset + 40])
+                held = (_U32(data, start + 4)[0], (fragment_field >> 3) * 8, fragment_field & 1 == 1,
+                        data[offset:start], naming - offset, following, data[start + 8:end])
+                return following, src, dst, None, start + 8, end - start - 8, False, held
+            if fragment_field >> 3:
+                if following != TCP and following != UDP:
+                    return None
+                raise NonFirstFragment(frame, f"IPv6 fragment at offset {(fragment_field >> 3) * 8} has no "
+                                              f"{'TCP' if following == TCP else 'UDP'} header (not decodable)")
+            first_fragment = fragment_field & 1 == 1
+            ext_len = 8
+        elif next_header == _IPV6_AH:
+            ext_len = (data[start + 1] + 2) * 4
+        else:
+            ext_len = (data[start + 1] + 1) * 8
+            if next_header == _IPV6_ROUTING and final_destination is None:
+                final_destination = _routing_destination(data, start, ext_len)
+        naming = start
+        next_header = data[start]
+        start += ext_len
+        if start > end:
+            raise PacketDecodeError(frame, "IPv6 extension headers run past the payload length")
+    if next_header not in _READ_FURTHER:
+        return None
+    src, dst = _address_pair(data[offset + 8:offset + 40])
+    addresses = data[offset + 8:offset + 24] + (final_destination or data[offset + 24:offset + 40])
+    return next_header, src, dst, addresses, start, end - start, first_fragment, None
+
+
+def _in(around: Tuple[str, ...]) -> str:
+    """' in GRE in VXLAN' for a packet inside GRE inside VXLAN (`around` is outermost first)."""
+    return "".join(f" in {tunnel}" for tunnel in reversed(around))
+
+
+def _other(record, around: Tuple[str, ...]) -> Other:
+    kind = describe_other(record)
+    if around and around[-1] == TEREDO and kind == "IPv6 no next header":
+        return Other("Teredo bubbles" + _in(around[:-1]), record)
+    return Other(kind + _in(around), record)
+
+
+def _inside(error: PacketDecodeError, around: Tuple[str, ...]) -> PacketDecodeError:
+    if around:
+        error.message = f"{error.message} (inside {' in '.join(reversed(around))})"
+        error.args = (error.frame, error.message)
+    return error

@@ -199,3 +199,24 @@ def checksummed(packet: bytes) -> bytes:
     packet[at:at + 2] = struct.pack("!H", value or (0xFFFF if proto == 17 else 0))
     return bytes(packet)
 
+
+def gre(payload: bytes, protocol: int = 0x0800, key: Optional[int] = None, sequence: Optional[int] = None,
+        checksum: bool = False, version: int = 0, ack: Optional[int] = None, flags: int = 0) -> bytes:
+    """A GRE header (RFC 2784/2890; PPTP's version 1 with `ack`) and its payload."""
+    bits = flags | version | (0x8000 if checksum else 0) | (0x2000 if key is not None else 0)
+    bits |= (0x1000 if sequence is not None else 0) | (0x0080 if ack is not None else 0)
+    header = struct.pack("!HH", bits, protocol)
+    if checksum:
+        header += b"\x00\x00\x00\x00"
+    for field in (key, sequence, ack):
+        if field is not None:
+            header += struct.pack("!I", field)
+    return header + payload
+
+
+def vxlan(frame: bytes, vni: int = 42, flags: int = 0x08) -> bytes:
+    return struct.pack("!B3xI", flags, vni << 8) + frame
+
+
+def geneve(payload: bytes, protocol: int = 0x6558, options: bytes = b"", vni: int = 7, version: int = 0) -> bytes:
+    return struct.pack("!BBHI", (version << 6) | (len(options) // 4), 0, protocol, vni << 8) + options + payload

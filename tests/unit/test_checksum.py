@@ -11,7 +11,8 @@ import pytest
 
 from support import pcapbuild as pb
 from harness.wire.checksum import internet_checksum, ipv4_header_valid, ones_complement_sum, transport_valid
-from harness.wire.decode import BadIPChecksum, BadTransportChecksum, PacketDecodeError, decode
+from harness.wire.decode import (BadIPChecksum, BadTransportChecksum, PacketDecodeError, decode, decode_all,
+                                 unwrap)
 from harness.wire.packet import TCP, UDP
 from harness.wire.reader import Record, open_capture
 
@@ -66,6 +67,7 @@ def test_a_udp_checksum_of_zero_means_none_over_ipv4_only():
 def test_good_checksums_decode_as_without_verification(packet, ethertype):
     frame = pb.ether(packet, ethertype)
     assert decode(record(frame), 1, verify_checksums=True) == decode(record(frame), 1)
+    assert decode_all(record(frame), 1, verify_checksums=True) == [decode(record(frame), 1)]
 
 
 def test_a_bad_ipv4_header_checksum_drops_the_packet_whatever_it_carries():
@@ -74,6 +76,7 @@ def test_a_bad_ipv4_header_checksum_drops_the_packet_whatever_it_carries():
         with pytest.raises(BadIPChecksum, match=r"^frame 4: bad IPv4 header checksum 0x[0-9a-f]{4} \(0x[0-9a-f]{4} "
                                                 r"expected\)$"):
             decode(record(frame), 4, verify_checksums=True)
+        assert isinstance(unwrap(record(frame), 4, verify_checksums=True)[0], BadIPChecksum)
     assert issubclass(BadIPChecksum, PacketDecodeError)
 
 
@@ -87,6 +90,8 @@ def test_a_bad_transport_checksum_raises_with_the_packet_it_decoded(packet, ethe
     assert str(caught.value).startswith(f"frame 6: bad {proto} checksum 0x")
     assert caught.value.packet == decode(record(frame), 6)      # what Zeek records as C
     assert decode(record(frame), 6) is not None                  # not verified by default
+    found = unwrap(record(frame), 6, verify_checksums=True)
+    assert len(found) == 1 and isinstance(found[0], BadTransportChecksum)
 
 
 def test_what_the_capture_cut_is_not_verified():
@@ -115,6 +120,30 @@ def test_a_zero_total_length_is_dropped_when_verifying():
     assert decode(record(frame), 1).payload_len == 10
     with pytest.raises(BadIPChecksum, match="total length 0"):
         decode(record(frame), 1, verify_checksums=True)
+
+
+def test_vxlan_may_send_a_zero_checksum_over_ipv6_too():
+    inner = pb.ether(pb.checksummed(pb.ipv4(payload=pb.tcp(payload=b"in"))))
+    outer = pb.checksummed(pb.ipv6(next_header=17, payload=pb.udp(40000, 4789, pb.vxlan(inner))))
+    zero = outer[:46] + b"\x00\x00" + outer[48:]
+    found = decode_all(record(pb.ether(zero, 0x86DD)), 1, verify_checksums=True)
+    assert [p.proto for p in found] == [UDP, TCP]
+    elsewhere = pb.checksummed(pb.ipv6(next_header=17, payload=pb.udp(40000, 4790, pb.vxlan(inner))))
+    with pytest.raises(BadTransportChecksum):
+        decode(record(pb.ether(elsewhere[:46] + b"\x00\x00" + elsewhere[48:], 0x86DD)), 1, verify_checksums=True)
+
+
+def test_a_bad_outer_udp_checksum_opens_no_tunnel():
+    inner = pb.ether(pb.checksummed(pb.ipv4(payload=pb.tcp(payload=b"in"))))
+    outer = pb.checksummed(pb.ipv4(proto=17, payload=pb.udp(40000, 4789, pb.vxlan(inner))))
+    found = unwrap(record(pb.ether(flip(outer, 27))), 1, verify_checksums=True)
+    assert len(found) == 1 and isinstance(found[0], BadTransportChecksum) and found[0].packet.dport == 4789
+    # A bad inner checksum leaves the outer packet standing.
+    bad_inner = pb.ether(flip(pb.checksummed(pb.ipv4(payload=pb.tcp(payload=b"in"))), 40))
+    outer = pb.checksummed(pb.ipv4(proto=17, payload=pb.udp(40000, 4789, pb.vxlan(bad_inner))))
+    first, second = unwrap(record(pb.ether(outer)), 1, verify_checksums=True)
+    assert first.dport == 4789 and isinstance(second, BadTransportChecksum)
+    assert str(second).endswith("(inside VXLAN)")
 
 
 def test_an_ipv6_routing_header_puts_the_final_destination_in_the_pseudo_header():

@@ -1,21 +1,67 @@
-"""IP fragment reassembly as Zeek does it (harness.wire.fragments): in order, out of order, overlapping,
-duplicated, never completed, timed out, bounded in memory."""
+"""IP fragment reassembly as Zeek does it (harness.wire.fragments, and through unwrap()):
+in order, out of order, overlapping, duplicated, never completed, timed out, bounded in memory; IPv4
+and IPv6; cross-checked with tshark, which also shows the datagram on the fragment that completes it."""
 from __future__ import annotations
 
+import shutil
 import struct
+import subprocess
+
+import pytest
 
 from support import pcapbuild as pb
+from harness.wire.decode import Other, decode, decode_all, unwrap
 from harness.wire.checksum import ipv4_header_valid
 from harness.wire.fragments import FRAGMENT_TIMEOUT, Fragment, Reassembler
+from harness.wire.packet import TCP, UDP
+from harness.wire.reader import Record, open_capture
 
+TSHARK = shutil.which("tshark")
 SECOND = 10**9
 START = 1_700_000_000 * SECOND
+
+
+def v4_fragments(datagram: bytes, size: int, ident: int = 0x1234):
+    """An IPv4 datagram (pbuild.ipv4 output) cut into fragments of `size` data bytes (a multiple of 8)."""
+    header, data = datagram[:20], datagram[20:]
+    pieces = []
+    for offset in range(0, len(data), size):
+        chunk = data[offset:offset + size]
+        more = offset + size < len(data)
+        piece = bytearray(header)
+        struct.pack_into("!HHH", piece, 2, 20 + len(chunk), ident, (offset // 8) | (0x2000 if more else 0))
+        pieces.append(bytes(piece) + chunk)
+    return pieces
+
+
+def v6_fragments(datagram: bytes, size: int, ident: int = 0xABCDEF):
+    """An IPv6 datagram without extension headers cut into fragments, each with a Fragment header."""
+    header, data, next_header = datagram[:40], datagram[40:], datagram[6]
+    pieces = []
+    for offset in range(0, len(data), size):
+        chunk = data[offset:offset + size]
+        more = offset + size < len(data)
+        piece = bytearray(header)
+        piece[6] = 44
+        struct.pack_into("!H", piece, 4, 8 + len(chunk))
+        pieces.append(bytes(piece) + struct.pack("!BxHI", next_header, offset | more, ident) + chunk)
+    return pieces
+
+
+def records(packets, ethertype=0x0800, gap=SECOND):
+    return [Record(1, START + n * gap, 14 + len(p), 14 + len(p), pb.ether(p, ethertype), 0, ())
+            for n, p in enumerate(packets)]
 
 
 def fragment(offset, payload, more=True, ident=1, time_ns=START, frame=1, header=None):
     header = header or pb.ipv4(proto=17)[:20]
     return Fragment(4, "10.0.0.1", "10.0.0.2", ident, offset, more, header, 9, 17, payload, frame, time_ns)
 
+
+DATAGRAM = pb.ipv4(proto=17, payload=pb.udp(sport=5000, dport=6000, payload=bytes(range(256)) * 12))   # 3080 bytes
+
+
+# -- the reassembler alone ---------------------------------------------------------------
 
 def test_in_order_fragments_complete_at_the_last_one():
     reassembler = Reassembler()
@@ -134,3 +180,75 @@ def test_tiny_fragments_cost_more_than_their_bytes():
     for offset in range(0, 8 * 200, 16):
         reassembler.add(fragment(offset, b"x" * 8))
     assert reassembler.pending_bytes > 200 * 8
+
+
+# -- through unwrap() ------------------------------------------------------------------------
+
+def test_ipv6_reassembly_rebuilds_the_unfragmentable_part():
+    datagram = pb.ipv6(next_header=17, payload=pb.udp(payload=b"q" * 100),
+                       extensions=[(0, pb.ipv6_option_header(0))])
+    pieces = []
+    for offset, more in ((0, True), (56, False)):
+        chunk = datagram[48:][offset:offset + 56]
+        header = bytearray(datagram[:48])
+        header[40] = 44
+        struct.pack_into("!H", header, 4, 8 + 8 + len(chunk))
+        pieces.append(bytes(header) + struct.pack("!BxHI", 17, offset | more, 9) + chunk)
+    reassembler = Reassembler()
+    got = [unwrap(r, n, fragments=reassembler) for n, r in enumerate(records(pieces, 0x86DD), 1)]
+    assert got[0] == [Other("IPv6 fragments", None)]
+    (packet,) = got[1]
+    assert (packet.proto, packet.payload_len, packet.payload, packet.frame) == (UDP, 100, b"q" * 100, 2)
+
+
+def test_without_a_reassembler_fragments_read_as_decode_reads_them():
+    first, later, last = v4_fragments(DATAGRAM, 1480)
+    (r1, r2, r3) = records([first, later, last])
+    assert decode_all(r1, 1) == [decode(r1, 1)] and decode(r1, 1).payload_len == 3072
+    assert isinstance(unwrap(r2, 2)[0], Exception)
+
+
+def test_a_fragment_cut_by_the_capture_is_not_reassembled():
+    first, later, last = v4_fragments(DATAGRAM, 1480)
+    reassembler = Reassembler()
+    cut = Record(1, START, 100, 14 + len(first), pb.ether(first)[:100], 0, ())
+    (packet,) = unwrap(cut, 1, fragments=reassembler)
+    assert packet.payload_len == 3072 and len(reassembler) == 0      # read as the header-only first fragment
+    cut_later = Record(1, START, 100, 14 + len(later), pb.ether(later)[:100], 0, ())
+    assert "fragment at offset 1480" in str(unwrap(cut_later, 2, fragments=reassembler)[0])
+
+
+def test_fragments_of_a_tunnel_are_opened_once_whole():
+    inner = pb.ipv4(src="192.168.1.1", dst="192.168.1.2", payload=pb.tcp(sport=7, dport=8, payload=b"i" * 600))
+    outer = pb.ipv4(src="1.1.1.1", dst="2.2.2.2", proto=47, payload=pb.gre(inner))
+    reassembler = Reassembler()
+    found = [unwrap(r, n, fragments=reassembler) for n, r in enumerate(records(v4_fragments(outer, 304)), 1)]
+    assert found[0] == found[1] == [Other("IPv4 fragments", None)]
+    (packet,) = found[2]
+    assert (packet.src, packet.proto, packet.payload_len, packet.frame) == ("192.168.1.1", TCP, 600, 3)
+
+
+@pytest.mark.skipif(not TSHARK, reason="tshark not installed")
+def test_reassembled_datagrams_match_tshark(tmp_path):
+    """tshark (ip.defragment and ipv6.defragment, on by default) shows the reassembled datagram on the
+    frame that completes it; so does harness, whatever the order the fragments came in."""
+    udp4 = v4_fragments(DATAGRAM, 1480)
+    tcp4 = v4_fragments(pb.ipv4(src="10.0.0.3", dst="10.0.0.4", payload=pb.tcp(sport=1, dport=2, payload=b"t" * 900)),
+                        512, ident=5)
+    udp6 = v6_fragments(pb.ipv6(next_header=17, payload=pb.udp(sport=53, dport=5353, payload=b"6" * 2500)), 1232)
+    frames = ([pb.ether(p) for p in udp4[::-1]] + [pb.ether(p) for p in (tcp4[1], tcp4[0])]
+              + [pb.ether(p, 0x86DD) for p in (udp6[0], udp6[2], udp6[1])])
+    path = tmp_path / "fragments.pcap"
+    path.write_bytes(pb.pcap([(1700000000 + n, 0, frame) for n, frame in enumerate(frames)]))
+    fields = ["frame.number", "ip.src", "ipv6.src", "tcp.srcport", "udp.srcport", "tcp.len", "udp.length"]
+    out = subprocess.run([TSHARK, "-r", str(path), "-T", "fields", "-E", "occurrence=l"]
+                         + [a for f in fields for a in ("-e", f)], capture_output=True, text=True, timeout=60,
+                         check=True).stdout
+    theirs = [line.split("\t") for line in out.splitlines()]
+    theirs = [(int(row[0]), row[1] or row[2], int(row[3] or row[4]), int(row[5]) if row[5] else int(row[6]) - 8)
+              for row in theirs if row[3] or row[4]]
+    reassembler, ours = Reassembler(), []
+    with open_capture(path) as capture:
+        for number, rec in enumerate(capture, 1):
+            ours += [(p.frame, p.src, p.sport, p.payload_len) for p in decode_all(rec, number, fragments=reassembler)]
+    assert ours == theirs and len(ours) == 3

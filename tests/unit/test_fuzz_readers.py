@@ -2,7 +2,8 @@
 
 For any input, reading it with `open_capture` and decoding every record either completes or
 raises CaptureFormatError / UnsupportedLinkType (and PacketDecodeError for single packets),
-never anything else; within a deadline; and without allocating for what a length field claims,
+never anything else; unwrap() (tunnels opened, fragments reassembled, checksums verified) gives
+only Packets, Others and one-line PacketDecodeErrors for the same records; within a deadline; and without allocating for what a length field claims,
 only for the bytes really there. The inputs: arbitrary bytes, arbitrary bytes behind a valid
 header, and the reference captures (and pcapbuild ones, for the other link types and block
 kinds) with bytes flipped, length fields set to awkward values, cut, grown and gzip-compressed.
@@ -30,7 +31,10 @@ from hypothesis import strategies as st
 
 from support import pcapbuild as pb
 from harness.cli import main
-from harness.wire.decode import PacketDecodeError, UnsupportedLinkType, check_linktype, decode, decode_icmp_unreachable
+from harness.wire.decode import (Other, PacketDecodeError, UnsupportedLinkType, check_linktype, decode,
+                                 decode_icmp_unreachable, unwrap)
+from harness.wire.fragments import Reassembler
+from harness.wire.tunnel import TunnelSessions
 from harness.wire.packet import TCP, UDP, Packet
 from harness.wire.reader import CHUNK, MAX_BLOCK, CaptureFormatError, open_capture
 from support import REPO
@@ -60,6 +64,7 @@ def read_everything_from(stream, data: bytes, name: str) -> Outcome:
     records = packets = skipped = 0
     plain = data[:2] != b"\x1f\x8b"
     last_offset = -1
+    fragments, tunnels = Reassembler(), TunnelSessions(60 * 10**9)
     try:
         with open_capture(stream, name=name) as capture:
             for frame, record in enumerate(capture, 1):
@@ -68,6 +73,7 @@ def read_everything_from(stream, data: bytes, name: str) -> Outcome:
                 assert record.offset > last_offset and (not plain or record.offset < len(data))
                 last_offset = record.offset
                 check_linktype(record.linktype)
+                _check_unwrapped(unwrap(record, frame, frame % 2 == 0, fragments, tunnels), frame)
                 try:
                     packet = decode(record, frame)
                 except PacketDecodeError as error:
@@ -86,6 +92,20 @@ def read_everything_from(stream, data: bytes, name: str) -> Outcome:
             assert 0 <= error.offset and (not plain or error.offset <= len(data))
         return Outcome(records, packets, skipped, error)
     return Outcome(records, packets, skipped, None)
+
+
+def _check_unwrapped(found, frame: int) -> None:
+    assert found
+    for item in found:
+        if isinstance(item, Packet):
+            _check_packet(item, frame)
+        elif isinstance(item, Other):
+            _check_one_line(item.kind, "")
+            if item.record is not None:
+                decode_icmp_unreachable(item.record)
+        else:
+            assert isinstance(item, PacketDecodeError), item
+            _check_one_line(str(item), f"frame {frame}: ")
 
 
 def _check_one_line(message: str, start: str) -> None:
@@ -120,6 +140,18 @@ def _synthetic() -> Dict[str, bytes]:
         "raw-ipv6": (101, ip6),
         "icmp-unreachable": (1, pb.ether(unreachable)),
         "ipv4-fragment": (1, pb.ether(pb.ipv4(proto=17, payload=udp, more_fragments=True))),
+        "ipv4-later-fragment": (1, pb.ether(pb.ipv4(proto=17, payload=udp, fragment_offset=8))),
+        "gre-pptp": (1, pb.ether(pb.ipv4(proto=47, payload=pb.gre(b"\xff\x03\x00\x21" + ip4, 0x880B, key=0,
+                                                                     version=1)))),
+        "gre-ethernet": (1, pb.ether(pb.ipv4(proto=47, payload=pb.gre(pb.ether(ip4), 0x6558, key=1, sequence=2)))),
+        "vxlan": (1, pb.ether(pb.ipv4(proto=17, payload=pb.udp(1, 4789, pb.vxlan(pb.ether(unreachable)))))),
+        "geneve": (1, pb.ether(pb.ipv4(proto=17, payload=pb.udp(1, 6081, pb.geneve(ip6, 0x86DD, bytes(4)))))),
+        "teredo": (1, pb.ether(pb.ipv4(proto=17, payload=pb.udp(1, 3544, b"\x00\x00" + bytes(6) + ip6)))),
+        "gtp": (1, pb.ether(pb.ipv4(proto=17, payload=pb.udp(2152, 2152, bytes([0x32, 255, 0, 0]) + bytes(8) + ip4)))),
+        "wlan-amsdu": (105, b"\x88\x01" + bytes(22) + b"\x80\x00" + (pb.MAC_A * 2 + struct.pack("!H", len(ip4) + 8)
+                                                                      + b"\xaa\xaa\x03\x00\x00\x00\x08\x00" + ip4) * 2),
+        "radiotap": (127, b"\x00\x00\x08\x00" + bytes(4) + b"\x08\x02" + bytes(22) + b"\xaa\xaa\x03\x00\x00\x00\x86\xdd"
+                     + ip6),
     }
     seeds = {}
     for name, (linktype, frame) in frames.items():
