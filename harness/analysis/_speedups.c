@@ -821,7 +821,13 @@ static int feed_record(Scanner *s, PyObject *record) {
     PyObject *frame = PyLong_FromSsize_t(s->frame);
     PyObject *packet = frame ? PyObject_CallFunctionObjArgs(s->decode_slow, record, frame, NULL) : NULL;
     Py_XDECREF(frame);
-    failed = !packet || (packet != Py_None && feed_packet_tuple(s, packet) < 0);
+    if (packet && PyList_Check(packet)) {
+        /* A record holding several packets (a tunnel's outer and inner ones): each, in order. */
+        for (Py_ssize_t i = 0; !failed && i < PyList_GET_SIZE(packet); i++)
+            failed = feed_packet_tuple(s, PyList_GET_ITEM(packet, i)) < 0;
+    } else {
+        failed = !packet || (packet != Py_None && feed_packet_tuple(s, packet) < 0);
+    }
     Py_XDECREF(packet);
     return failed ? -1 : 0;
 }

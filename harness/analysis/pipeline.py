@@ -3,15 +3,22 @@
 Packets that cannot be decoded are skipped with a warning rather than stopping the analysis;
 a damaged file stops it, but only after everything before the damage has been analysed.
 
-The steps, in order: open the file (wire.reader), decode each record (wire.decode), track it into
-its conversation (analysis.tracker), and on the way count what is not TCP/UDP and warn of what
+The steps, in order: open the file (wire.reader), decode each record (wire.decode's unwrap: every
+TCP/UDP packet it holds, tunnels opened and IP fragments reassembled as Zeek does), track each packet
+into its conversation (analysis.tracker), and on the way count what is not TCP/UDP and warn of what
 cannot be decoded. analyse() keeps every conversation with its segments, for ladders and
 expectations; stream_summaries() keeps none, handing each record over as its conversation ends.
+A datagram whose fragments never all arrived is not analysed, and is warned of in one line.
 
 stream_summaries hands the per-packet work to the C scanner (harness/analysis/_speedups.c) when it
 was compiled: a translation of tracker.py, zeek.py and tshark.py, which stay the reference, held to
 them by tests/unit/test_speedups.py. Its interface is this module's: the constants it is given
 (scanner_limits), the reader's bulk protocol it implements, the facts it hands back (summary.FACTS).
+Every record its fast path (decode()'s) does not take goes to _RecordDecoder, which returns a Packet,
+None, or a list of Packets (a tunnel's outer and inner packets), fed in that order.
+
+verify_checksums (off by default) checks IP, TCP and UDP checksums as Zeek does unless run with -C;
+the C scanner's fast path cannot, so summaries are then made in pure Python.
 """
 from __future__ import annotations
 
@@ -22,9 +29,11 @@ from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 from harness.analysis.conversation import Conversation
 from harness.analysis.tracker import ConversationTracker
-from harness.wire.decode import (PacketDecodeError, UnreachableQuote, check_linktype, decode, decode_icmp_unreachable,
-                            describe_other)
-from harness.wire.packet import Packet
+from harness.wire.decode import (BadIPChecksum, BadTransportChecksum, Other, PacketDecodeError, UnreachableQuote,
+                                 check_linktype, decode_icmp_unreachable, unwrap)
+from harness.wire.fragments import Reassembler
+from harness.wire.packet import TCP, Packet
+from harness.wire.tunnel import TunnelSessions
 from harness.wire.reader import CaptureFormatError, open_capture
 from harness.analysis.summary import record, summarize
 from harness.analysis.tracker import CLOSE_DELAY, SWEEP_INTERVAL, TCP_IDLE_TIMEOUT, UDP_IDLE_TIMEOUT
@@ -61,69 +70,123 @@ def speedups_status() -> Tuple[bool, str]:
 
 
 def read_packets(path, warnings: Optional[List[str]] = None,
-                 on_unreachable: Optional[Callable[[UnreachableQuote, int, int], None]] = None) -> Iterator[Packet]:
+                 on_unreachable: Optional[Callable[[UnreachableQuote, int, int], None]] = None,
+                 verify_checksums: bool = False) -> Iterator[Packet]:
     """TCP and UDP packets of a capture, in file order; frames number every record, as Wireshark does.
 
     ICMP port-unreachable errors are not packets of a conversation; `on_unreachable` gets the
     datagram each one quotes, with its frame number and time.
     """
-    yield from _decoded(path, _RecordDecoder(path, warnings, on_unreachable))
+    decoder = _RecordDecoder(path, warnings, on_unreachable, verify_checksums)
+    yield from _decoded(path, decoder)
+    decoder.finish()
 
 
 def _decoded(path, decode_record: "_RecordDecoder") -> Iterator[Packet]:
     with open_capture(path) as capture:
         for frame, raw in enumerate(capture, 1):
             decode_record.frames = frame
-            packet = decode_record(raw, frame)
-            if packet is not None:
-                yield packet
+            found = decode_record(raw, frame)
+            if type(found) is list:
+                yield from found
+            elif found is not None:
+                yield found
 
 
 class _RecordDecoder:
-    """One record to its Packet, or None: unsupported link types raise, undecodable frames are
-    skipped with a warning, ICMP port unreachables go to `on_unreachable`, and every frame that is
-    not TCP or UDP is counted in `others` by what it is ("ARP": 3, ...)."""
+    """One record to its Packet, None, or a list of Packets (outer first, then what its tunnels carry):
+    unsupported link types raise, undecodable frames are skipped with a warning, ICMP port unreachables
+    (inside tunnels too) go to `on_unreachable`, and everything a record holds that is not TCP or UDP
+    is counted in `others` by what it is ("ARP": 3, "ICMP in GRE": 2, ...). It keeps the IP fragments
+    awaiting the rest of their datagram and what outer UDP flows showed of their tunnels; finish()
+    warns of each datagram never completed."""
 
     def __init__(self, path, warnings: Optional[List[str]],
-                 on_unreachable: Optional[Callable[[UnreachableQuote, int, int], None]]) -> None:
+                 on_unreachable: Optional[Callable[[UnreachableQuote, int, int], None]],
+                 verify_checksums: bool = False) -> None:
         self.path, self.warnings, self.on_unreachable = path, warnings, on_unreachable
+        self.verify_checksums = verify_checksums
         self.checked = set()
         self.skipped = 0
         self.frames = 0
         self.others: Dict[str, int] = {}
+        self.fragments = Reassembler()
+        self.tunnels = TunnelSessions(UDP_IDLE_TIMEOUT)
+        self._skipped_lines = _Limited(warnings, lambda more: f"{path}: {more} more undecodable frames skipped "
+                                                               f"(a warning each for the first {WARNING_LIMIT} only)")
+        self._dropped_lines = _Limited(warnings, lambda more: f"{path}: {more} more IP datagrams not analysed for "
+                                                               f"fragments missing (a warning each for the first "
+                                                               f"{WARNING_LIMIT} only)")
 
-    def __call__(self, record, frame: int) -> Optional[Packet]:
+    def __call__(self, record, frame: int):
         if record.linktype not in self.checked:
             check_linktype(record.linktype)
             self.checked.add(record.linktype)
-        try:
-            packet = decode(record, frame)
-        except PacketDecodeError as error:
-            self.skipped += 1
-            self.others["undecodable frames"] = self.skipped
-            if self.warnings is not None:
-                _warn_skipped(self.warnings, self.path, error, self.skipped)
+        found = unwrap(record, frame, self.verify_checksums, self.fragments, self.tunnels)
+        if self.fragments.has_dropped:
+            self._warn_dropped(self.fragments.take_dropped())
+        if len(found) == 1 and type(found[0]) is Packet:
+            return found[0]
+        packets = []
+        for item in found:
+            if type(item) is Packet:
+                packets.append(item)
+            elif type(item) is Other:
+                self.others[item.kind] = self.others.get(item.kind, 0) + 1
+                if self.on_unreachable is not None and item.record is not None:
+                    quote = decode_icmp_unreachable(item.record)
+                    if quote is not None:
+                        self.on_unreachable(quote, frame, record.time_ns)
+            else:
+                self._skip(item)
+        if not packets:
             return None
-        if packet is None:
-            kind = describe_other(record)
-            self.others[kind] = self.others.get(kind, 0) + 1
-            if self.on_unreachable is not None:
-                quote = decode_icmp_unreachable(record)
-                if quote is not None:
-                    self.on_unreachable(quote, frame, record.time_ns)
-        return packet
+        return packets[0] if len(packets) == 1 else packets
+
+    def _skip(self, error: PacketDecodeError) -> None:
+        self.skipped += 1
+        if isinstance(error, BadTransportChecksum):
+            kind = "bad TCP checksums" if error.packet.proto == TCP else "bad UDP checksums"
+        elif isinstance(error, BadIPChecksum):
+            kind = "bad IPv4 header checksums"
+        else:
+            kind = "undecodable frames"
+        self.others[kind] = self.others.get(kind, 0) + 1
+        if self.warnings is not None:
+            self._skipped_lines.add(f"{self.path}: {error}; skipped")
+
+    def finish(self) -> None:
+        """The capture has ended: each datagram still missing fragments is warned of. (Not called when
+        the file ends in damage: the rest of a datagram may have been in what was lost, which the
+        damage's own line already says.)"""
+        self._warn_dropped(self.fragments.finish())
+
+    def _warn_dropped(self, dropped) -> None:
+        if self.warnings is not None:
+            for datagram in dropped:
+                self._dropped_lines.add(f"{self.path}: {datagram.describe()}")
 
 
-def _warn_skipped(warnings: List[str], path, error: PacketDecodeError, skipped: int) -> None:
-    if skipped <= WARNING_LIMIT:
-        warnings.append(f"{path}: {error}; skipped")
-        return
-    summary = (f"{path}: {skipped - WARNING_LIMIT} more undecodable frames skipped "
-               f"(a warning each for the first {WARNING_LIMIT} only)")
-    if skipped == WARNING_LIMIT + 1:
-        warnings.append(summary)
-    else:
-        warnings[-1] = summary   # only this generator appends, so the last line is the count
+class _Limited:
+    """Warnings of one kind: a line each for the first WARNING_LIMIT, then one line that counts the rest
+    (a file of nothing but broken frames would otherwise keep a line per 16 bytes)."""
+
+    def __init__(self, warnings: Optional[List[str]], summary: Callable[[int], str]) -> None:
+        self.warnings, self.summary = warnings, summary
+        self.count = 0
+        self._summary_at: Optional[int] = None
+
+    def add(self, line: str) -> None:
+        if self.warnings is None:
+            return
+        self.count += 1
+        if self.count <= WARNING_LIMIT:
+            self.warnings.append(line)
+        elif self._summary_at is None:
+            self._summary_at = len(self.warnings)
+            self.warnings.append(self.summary(self.count - WARNING_LIMIT))
+        else:
+            self.warnings[self._summary_at] = self.summary(self.count - WARNING_LIMIT)
 
 
 @dataclass
@@ -145,8 +208,8 @@ class Analysis:
         return f"{self.frames} {noun}" + (f" ({kinds})" if kinds else "")
 
 
-def _scan(path, tracker: ConversationTracker) -> Analysis:
-    decoder = _RecordDecoder(path, [], tracker.feed_unreachable)
+def _scan(path, tracker: ConversationTracker, verify_checksums: bool = False) -> Analysis:
+    decoder = _RecordDecoder(path, [], tracker.feed_unreachable, verify_checksums)
     count = 0
     damage = None
     try:
@@ -155,15 +218,17 @@ def _scan(path, tracker: ConversationTracker) -> Analysis:
             count += 1
     except CaptureFormatError as error:
         damage = error
+    if damage is None:
+        decoder.finish()
     return Analysis(str(path), tracker.conversations, count, decoder.warnings, damage, decoder.frames, decoder.others)
 
 
-def analyse(path, keep_segments: bool = True) -> Analysis:
+def analyse(path, keep_segments: bool = True, verify_checksums: bool = False) -> Analysis:
     """Every conversation of a capture; a damaged file yields what came before the damage."""
-    return _scan(path, ConversationTracker(keep_segments))
+    return _scan(path, ConversationTracker(keep_segments), verify_checksums)
 
 
-def stream_summaries(path, emit: Callable[[Dict[str, object]], None]) -> Analysis:
+def stream_summaries(path, emit: Callable[[Dict[str, object]], None], verify_checksums: bool = False) -> Analysis:
     """Each conversation's summary record, handed to `emit` as soon as the conversation has ended, in
     the order ConversationTracker ends them.
 
@@ -171,11 +236,12 @@ def stream_summaries(path, emit: Callable[[Dict[str, object]], None]) -> Analysi
     conversations, not the size of the capture. The Analysis returned has no conversations.
     The per-packet work is done in C (harness.analysis._speedups) when it was compiled, unless
     HARNESS_PURE_PYTHON is set: it hands over each conversation's facts (summary.FACTS), which are
-    the same either way (tests/unit/test_speedups.py holds the two to that).
+    the same either way (tests/unit/test_speedups.py holds the two to that). Checksums are verified
+    (verify_checksums) in pure Python only: the C scanner's fast path does not check them.
     """
-    if _speedups is not None and not os.environ.get(PURE_PYTHON_ENV):
+    if _speedups is not None and not os.environ.get(PURE_PYTHON_ENV) and not verify_checksums:
         return stream_facts(path, lambda facts: emit(record(facts)))
-    return stream_conversations(path, lambda conversation: emit(summarize(conversation)))
+    return stream_conversations(path, lambda conversation: emit(summarize(conversation)), verify_checksums)
 
 
 def scanner_limits() -> Dict[str, object]:
@@ -200,14 +266,17 @@ def stream_facts(path, on_finished: Callable[[Dict[str, object]], None]) -> Anal
             scanner.feed_records(capture, decoder)
     except CaptureFormatError as error:
         damage = error
+    if damage is None:
+        decoder.finish()
     scanner.finish()
     return Analysis(str(path), [], scanner.packets, decoder.warnings, damage, scanner.frames, decoder.others)
 
 
-def stream_conversations(path, on_finished: Callable[[Conversation], None]) -> Analysis:
+def stream_conversations(path, on_finished: Callable[[Conversation], None],
+                         verify_checksums: bool = False) -> Analysis:
     """Each conversation, without its segments, handed to `on_finished` as soon as it has ended, in
     the order ConversationTracker ends them. Pure Python (the C scanner hands over facts instead)."""
     tracker = ConversationTracker(keep_segments=False, on_finished=on_finished)
-    analysis = _scan(path, tracker)
+    analysis = _scan(path, tracker, verify_checksums)
     tracker.finish()
     return analysis

@@ -157,6 +157,22 @@ def test_an_ipv6_routing_header_puts_the_final_destination_in_the_pseudo_header(
     assert decode(record(frame), 1, verify_checksums=True).dst == "2001:db8::2"
 
 
+def test_the_pipeline_verifies_only_when_asked(tmp_path):
+    from harness.analysis.pipeline import analyse, stream_summaries
+    good, bad_tcp, bad_ip = pb.ether(V4_TCP), pb.ether(flip(V4_TCP, 40)), pb.ether(flip(V4_UDP, 11))
+    path = tmp_path / "mixed.pcap"
+    path.write_bytes(pb.pcap([(1700000000 + n, 0, frame) for n, frame in enumerate([good, bad_tcp, bad_ip])]))
+    assert analyse(path).packets == 3 and not analyse(path).warnings
+    verified = analyse(path, verify_checksums=True)
+    assert verified.packets == 1 and verified.others == {"bad TCP checksums": 1, "bad IPv4 header checksums": 1}
+    assert len(verified.warnings) == 2
+    assert verified.warnings[0].startswith(f"{path}: frame 2: bad TCP checksum 0x") and "skipped" in verified.warnings[0]
+    assert verified.warnings[1].startswith(f"{path}: frame 3: bad IPv4 header checksum 0x")
+    records = []
+    summary = stream_summaries(path, records.append, verify_checksums=True)      # pure Python: C cannot verify
+    assert summary.packets == 1 and len(records) == 1
+
+
 @pytest.mark.skipif(not TSHARK, reason="tshark not installed")
 def test_checksum_verdicts_match_tshark(tmp_path):
     frames = [pb.ether(V4_TCP), pb.ether(flip(V4_TCP, 40)), pb.ether(V4_UDP), pb.ether(flip(V4_UDP, 29)),

@@ -1,4 +1,4 @@
-"""IP fragment reassembly as Zeek does it (harness.wire.fragments, and through unwrap()):
+"""IP fragment reassembly as Zeek does it (harness.wire.fragments, and through unwrap() and the pipeline):
 in order, out of order, overlapping, duplicated, never completed, timed out, bounded in memory; IPv4
 and IPv6; cross-checked with tshark, which also shows the datagram on the fragment that completes it."""
 from __future__ import annotations
@@ -10,6 +10,7 @@ import subprocess
 import pytest
 
 from support import pcapbuild as pb
+from harness.analysis.pipeline import analyse, read_packets
 from harness.wire.decode import Other, decode, decode_all, unwrap
 from harness.wire.checksum import ipv4_header_valid
 from harness.wire.fragments import FRAGMENT_TIMEOUT, Fragment, Reassembler
@@ -182,7 +183,7 @@ def test_tiny_fragments_cost_more_than_their_bytes():
     assert reassembler.pending_bytes > 200 * 8
 
 
-# -- through unwrap() ------------------------------------------------------------------------
+# -- through unwrap() and the pipeline -------------------------------------------------------
 
 def test_ipv6_reassembly_rebuilds_the_unfragmentable_part():
     datagram = pb.ipv6(next_header=17, payload=pb.udp(payload=b"q" * 100),
@@ -201,11 +202,40 @@ def test_ipv6_reassembly_rebuilds_the_unfragmentable_part():
     assert (packet.proto, packet.payload_len, packet.payload, packet.frame) == (UDP, 100, b"q" * 100, 2)
 
 
+@pytest.mark.parametrize("order", ["in order", "reversed", "middle first"])
+def test_a_fragmented_udp_datagram_counts_once_at_the_fragment_that_completes_it(order, tmp_path):
+    pieces = v4_fragments(DATAGRAM, 1480)
+    pieces = {"in order": pieces, "reversed": pieces[::-1], "middle first": [pieces[1], pieces[0], pieces[2]]}[order]
+    path = tmp_path / "fragments.pcap"
+    path.write_bytes(pb.pcap([(1700000000 + n, 0, pb.ether(p)) for n, p in enumerate(pieces)]))
+    warnings = []
+    (packet,) = list(read_packets(path, warnings))
+    assert (packet.frame, packet.time_ns) == (3, (1700000000 + 2) * SECOND) and not warnings
+    assert (packet.sport, packet.dport, packet.payload_len, packet.payload) == (5000, 6000, 3072, bytes(range(256)) * 12)
+    analysis = analyse(path)
+    assert analysis.packets == 1 and analysis.others == {"IPv4 fragments": 2} and not analysis.warnings
+
+
 def test_without_a_reassembler_fragments_read_as_decode_reads_them():
     first, later, last = v4_fragments(DATAGRAM, 1480)
     (r1, r2, r3) = records([first, later, last])
     assert decode_all(r1, 1) == [decode(r1, 1)] and decode(r1, 1).payload_len == 3072
     assert isinstance(unwrap(r2, 2)[0], Exception)
+
+
+def test_a_datagram_left_incomplete_gets_one_warning_line_and_no_packet(tmp_path):
+    first, _middle, last = v4_fragments(DATAGRAM, 1480)
+    other = v4_fragments(pb.ipv4(proto=6, payload=pb.tcp(payload=b"t" * 40)), 32, ident=77)
+    path = tmp_path / "incomplete.pcap"
+    frames = [first, last, other[0], pb.ipv4(payload=pb.tcp(sport=1, dport=2))]
+    path.write_bytes(pb.pcap([(1700000000 + n, 0, pb.ether(p)) for n, p in enumerate(frames)]))
+    analysis = analyse(path)
+    assert analysis.packets == 1 and analysis.others == {"IPv4 fragments": 3}
+    assert analysis.warnings == [
+        f"{path}: frames 1, 2: IPv4 datagram 10.0.0.1 -> 10.0.0.2 id 0x1234 never completed (1600 of 3080 bytes); "
+        f"not analysed",
+        f"{path}: frame 3: IPv4 datagram 10.0.0.1 -> 10.0.0.2 id 0x4d never completed (32 bytes, its end never "
+        f"seen); not analysed"]
 
 
 def test_a_fragment_cut_by_the_capture_is_not_reassembled():
@@ -226,6 +256,15 @@ def test_fragments_of_a_tunnel_are_opened_once_whole():
     assert found[0] == found[1] == [Other("IPv4 fragments", None)]
     (packet,) = found[2]
     assert (packet.src, packet.proto, packet.payload_len, packet.frame) == ("192.168.1.1", TCP, 600, 3)
+
+
+def test_an_ipv6_datagram_reassembled_by_the_pipeline(tmp_path):
+    datagram = pb.ipv6(next_header=6, payload=pb.tcp(sport=80, dport=9000, payload=b"6" * 2000))
+    path = tmp_path / "v6.pcap"
+    pieces = v6_fragments(datagram, 1232)
+    path.write_bytes(pb.pcap([(1700000000 + n, 0, pb.ether(p, 0x86DD)) for n, p in enumerate(pieces[::-1])]))
+    (packet,) = list(read_packets(path))
+    assert (packet.proto, packet.sport, packet.payload_len, packet.frame) == (TCP, 80, 2000, 2)
 
 
 @pytest.mark.skipif(not TSHARK, reason="tshark not installed")

@@ -11,6 +11,7 @@ import subprocess
 import pytest
 
 from support import pcapbuild as pb
+from harness.analysis.pipeline import analyse
 from harness.wire.decode import (Other, PacketDecodeError, UnreachableQuote, decode, decode_all,
                                  decode_icmp_unreachable, unwrap)
 from harness.wire.packet import TCP, UDP, Packet
@@ -287,6 +288,46 @@ def test_an_inner_packet_that_will_not_decode_follows_the_outer_one():
     assert str(error) == "frame 8: TCP data offset 16 is less than 20 (inside VXLAN)"
     with pytest.raises(PacketDecodeError):
         decode_all(record(frame), 8)
+
+
+def test_the_pipeline_counts_tunnels_and_what_they_hold(tmp_path):
+    frames = [outer_udp(pb.vxlan(INNER_ETHER), 50000, 4789), outer_ip(pb.gre(INNER_TCP), 47),
+              outer_udp(pb.vxlan(pb.ether(pb.ipv4(proto=2, payload=bytes(8)))), 50000, 4789),
+              outer_ip(pb.gre(pb.ipv4(proto=1, payload=b"\x08" + bytes(7))), 47)]
+    path = tmp_path / "tunnels.pcap"
+    path.write_bytes(pb.pcap([(1700000000 + n, 0, frame) for n, frame in enumerate(frames)]))
+    analysis = analyse(path)
+    assert analysis.frames == 4 and analysis.packets == 4 and not analysis.warnings
+    assert analysis.others == {"IGMP in VXLAN": 1, "ICMP in GRE": 1}
+    conversations = sorted((c.orig[0], c.orig[1], len(c.segments)) for c in analysis.conversations)
+    assert conversations == [("10.1.1.1", 50000, 2), ("192.168.7.1", 33000, 2)]
+
+
+def test_an_icmp_error_inside_a_tunnel_is_tied_to_the_datagram_it_quotes(tmp_path):
+    datagram = pb.ipv4(src="192.168.7.1", dst="192.168.7.2", proto=17, payload=pb.udp(sport=4000, dport=53))
+    icmp = pb.ipv4(src="192.168.7.2", dst="192.168.7.1", proto=1, payload=b"\x03\x03\x00\x00" + bytes(4) + datagram)
+    path = tmp_path / "unreachable.pcap"
+    path.write_bytes(pb.pcap([(1700000000, 0, outer_ip(pb.gre(datagram), 47)),
+                              (1700000001, 0, outer_ip(pb.gre(icmp), 47, src="10.2.2.2", dst="10.1.1.1"))]))
+    (conversation,) = analyse(path).conversations
+    assert conversation.orig == ("192.168.7.1", 4000) and conversation.unreachable == [(2, 1700000001 * SECOND)]
+
+
+def test_the_c_scanner_feeds_every_packet_a_record_holds(tmp_path):
+    from harness.analysis import pipeline
+    if pipeline._speedups is None:
+        pytest.skip("harness.analysis._speedups is not compiled")
+    frames = [outer_udp(pb.vxlan(INNER_ETHER), 50000, 4789), outer_udp(pb.vxlan(INNER_ETHER), 4789, 50000),
+              outer_ip(pb.gre(amsdu(INNER_TCP, pb.ipv4(payload=pb.tcp(sport=44))), 0x8210), 47),
+              pb.ether(pb.ipv4(payload=pb.tcp(sport=1, dport=2)))]
+    path = tmp_path / "tunnels.pcap"
+    path.write_bytes(pb.pcap([(1700000000 + n, 0, frame) for n, frame in enumerate(frames)]))
+    in_c, in_python = [], []
+    from harness.analysis.summary import facts
+    c = pipeline.stream_facts(path, in_c.append)
+    python = pipeline.stream_conversations(path, lambda conversation: in_python.append(facts(conversation)))
+    assert in_c == in_python and len(in_c) == 5
+    assert (c.packets, c.frames, c.others) == (python.packets, python.frames, python.others) == (7, 4, {})
 
 
 # -- cross-check with tshark -----------------------------------------------------------------
