@@ -334,7 +334,7 @@ def decode(record, frame: int) -> Optional[Packet]:
                 mss, wscale = _syn_options(data, 54, min(payload_start, len(data)))
             return _new_packet(Packet, (frame, time_ns, src, dst, TCP, sport, dport, payload_len,
                                         data[payload_start:payload_start + payload_len],
-                                        seq, ack, flags, window, mss, wscale))
+                                        seq, ack, flags, window, mss, wscale, total_length))
     return _decode_layers(linktype, time_ns, origlen, data, frame)
 
 
@@ -352,17 +352,18 @@ def _decode_layers(linktype: int, time_ns: int, origlen: int, data: bytes, frame
         return None
     if found is None:
         return None
-    proto, src, dst, start, length, first_fragment = found
+    proto, src, dst, start, length, first_fragment, ip_len = found
     if proto == TCP:
-        return _tcp(data, start, length, frame, time_ns, src, dst)
-    return _udp(data, start, length, frame, time_ns, src, dst, first_fragment)
+        return _tcp(data, start, length, frame, time_ns, src, dst, ip_len)
+    return _udp(data, start, length, frame, time_ns, src, dst, first_fragment, ip_len)
 
 
 def _ipv4(data: bytes, offset: int, wire_len: int, frame: int):
-    """(proto, src, dst, transport offset, transport length, is first fragment) or None."""
+    """(proto, src, dst, transport offset, transport length, is first fragment, IP length field) or None."""
     if len(data) < offset + 20:
         raise PacketDecodeError(frame, f"captured only {len(data) - offset} bytes of the IPv4 header")
     version_ihl, total_length, fragment, proto = _IPV4_FIXED(data, offset)
+    ip_len = total_length
     if version_ihl >> 4 != 4:
         raise PacketDecodeError(frame, f"IPv4 packet with IP version {version_ihl >> 4}")
     header_len = (version_ihl & 0x0F) * 4
@@ -383,7 +384,7 @@ def _ipv4(data: bytes, offset: int, wire_len: int, frame: int):
     if len(data) < offset + header_len:
         raise PacketDecodeError(frame, "IPv4 options cut off by the capture")
     src, dst = _address_pairs.get(data[offset + 12:offset + 20]) or _address_pair(data[offset + 12:offset + 20])
-    return proto, src, dst, offset + header_len, total_length - header_len, fragment & 0x2000 != 0
+    return proto, src, dst, offset + header_len, total_length - header_len, fragment & 0x2000 != 0, ip_len
 
 
 def _ipv6(data: bytes, offset: int, wire_len: int, frame: int):
@@ -392,6 +393,7 @@ def _ipv6(data: bytes, offset: int, wire_len: int, frame: int):
     if data[offset] >> 4 != 6:
         raise PacketDecodeError(frame, f"IPv6 packet with IP version {data[offset] >> 4}")
     payload_len, next_header = _IPV6_FIXED(data, offset)
+    ip_len = payload_len + 40
     if payload_len == 0:
         payload_len = wire_len - 40  # jumbogram or segmentation offload
     if 40 + payload_len > wire_len:
@@ -424,10 +426,10 @@ def _ipv6(data: bytes, offset: int, wire_len: int, frame: int):
         else:
             return None
     src, dst = _address_pair(data[offset + 8:offset + 40])
-    return next_header, src, dst, start, end - start, first_fragment
+    return next_header, src, dst, start, end - start, first_fragment, ip_len
 
 
-def _tcp(data: bytes, start: int, length: int, frame: int, time_ns: int, src: str, dst: str) -> Packet:
+def _tcp(data: bytes, start: int, length: int, frame: int, time_ns: int, src: str, dst: str, ip_len: int) -> Packet:
     if length < 20:
         raise PacketDecodeError(frame, f"TCP segment of {length} bytes is shorter than a TCP header")
     if len(data) < start + 20:
@@ -447,7 +449,7 @@ def _tcp(data: bytes, start: int, length: int, frame: int, time_ns: int, src: st
     payload_len = length - header_len
     return _new_packet(Packet, (frame, time_ns, src, dst, TCP, sport, dport, payload_len,
                                 data[payload_start:payload_start + payload_len],
-                                seq, ack, flags, window, mss, wscale))
+                                seq, ack, flags, window, mss, wscale, ip_len))
 
 
 def _syn_options(data: bytes, pos: int, end: int) -> Tuple[Optional[int], Optional[int]]:
@@ -473,7 +475,7 @@ def _syn_options(data: bytes, pos: int, end: int) -> Tuple[Optional[int], Option
 
 
 def _udp(data: bytes, start: int, length: int, frame: int, time_ns: int, src: str, dst: str,
-         fragmented: bool) -> Packet:
+         fragmented: bool, ip_len: int) -> Packet:
     if length < 8:
         raise PacketDecodeError(frame, f"UDP datagram of {length} bytes is shorter than a UDP header")
     if len(data) < start + 8:
@@ -488,7 +490,7 @@ def _udp(data: bytes, start: int, length: int, frame: int, time_ns: int, src: st
     payload_len = udp_len - 8
     payload_end = start + 8 + min(payload_len, length - 8)
     return _new_packet(Packet, (frame, time_ns, src, dst, UDP, sport, dport, payload_len,
-                                data[start + 8:payload_end], 0, 0, 0, 0, None, None))
+                                data[start + 8:payload_end], 0, 0, 0, 0, None, None, ip_len))
 
 
 def describe_other(record) -> str:
