@@ -2,33 +2,34 @@
  *
  * A line-by-line translation of the pure analysis, which stays the specification (every rule is
  * stated and explained there; change it there first): harness/analysis/tracker.py's
- * ConversationTracker, harness/analysis/zeek.py's ZeekState and harness/analysis/tshark.py's
- * TsharkState, with harness/wire/decode.py's fast path (untagged Ethernet, IPv4 without options,
- * TCP). tests/unit/test_speedups.py holds it to them, conversation by conversation, on every
- * reference capture and on thousands of random conversations.
+ * ConversationTracker (with its timer queue), harness/analysis/zeek.py's ZeekState (itself a
+ * translation of Zeek's TCP and UDP analyzers) and harness/analysis/tshark.py's TsharkState, with
+ * harness/wire/decode.py's fast path (untagged Ethernet, IPv4 without options, TCP).
+ * tests/unit/test_speedups.py holds it to them, conversation by conversation, on every reference
+ * capture, the Zeek conformance corpus and thousands of random conversations.
  *
  * The interface, which harness/analysis/pipeline.py owns:
  *
  * Scanner(limits, on_finished)
- *   limits: a dict of the analysis's constants, from the Python modules that define them (nothing
- *       is copied here): close_delay, tcp_idle_timeout, udp_idle_timeout, sweep_interval (ns),
- *       max_holes, fast_retransmission_window, default_out_of_order_threshold (ns), history_counts.
+ *   limits: a dict of the analysis's constants and settings, from the Python modules that define them
+ *       (nothing is copied here): pipeline.scanner_limits() says which.
  *   on_finished(facts) gets each ended conversation as the dict of facts its summary record is
  *       made of (harness.analysis.summary.FACTS; summary.facts() makes the same from a Python
  *       Conversation), in the order the tracker ends them.
  *   .feed_records(records, decode_slow): records is an iterable of wire.reader.Record; those the fast
- *       path cannot take go to decode_slow(record, frame), which returns a Packet or None (it
- *       warns, skips and ties ICMP errors to conversations itself).
+ *       path cannot take go to decode_slow(record, frame), which returns a Packet, a list of
+ *       Packets, or None (it warns, skips and ties ICMP errors to conversations itself).
  *   .pcap_records(...), .pcapng_packets(...): the reader's bulk protocol (wire.reader.BulkConsumer):
  *       whole, sane records taken straight from the reader's buffer, inside feed_records.
  *   .feed_unreachable(quote, frame, time_ns): as ConversationTracker.feed_unreachable.
+ *   .feed_corrupt(packet): as ConversationTracker.feed_corrupt (a packet with a bad checksum).
  *   .finish(): every conversation still open ends, in order of first packet.
  *   .packets: the TCP and UDP packets fed; .frames: every record read.
  *
  * Times are int64 nanoseconds since the epoch, as the reader guarantees (it refuses a timestamp
  * outside 1677-2262 as damage); a block whose time would not fit is left to the reader, which says so.
- * Sequence numbers follow Python's arithmetic: values that Python leaves unreduced (a SYN's first
- * byte, seq + 1) are kept in int64 unreduced too. Only CPython's public API is used.
+ * Zeek's 32- and 64-bit unsigned arithmetic is uint32_t and uint64_t here, as zeek.py masks it.
+ * Only CPython's public API is used.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -37,6 +38,9 @@
 #include <string.h>
 
 typedef int64_t nstime;      /* nanoseconds since the epoch */
+/* A timer's time: a packet's time plus a delay, which past 2262 no longer fits in 64 bits; Python's
+ * integers do not wrap, so neither may these. */
+typedef __int128 timer_time;
 
 #define TCP 6
 #define UDP 17
@@ -48,22 +52,24 @@ typedef int64_t nstime;      /* nanoseconds since the epoch */
 #define SEQ_MODULO ((int64_t)1 << 32)
 #define HALF_SEQ_SPACE ((int64_t)1 << 31)
 #define SECOND ((nstime)1000000000)    /* the unit, not a tunable: pcap timestamps are seconds + ticks */
-#define MAX_HISTORY_COUNTS 16
 
-/* The analysis's constants, as Scanner() is given them from the Python modules that define them. */
+/* The analysis's constants and settings, as Scanner() is given them. */
 typedef struct {
-    nstime close_delay, tcp_idle_timeout, udp_idle_timeout, shortest_timeout, sweep_interval;
+    nstime tcp_syn_timeout, tcp_session_timer, tcp_connection_linger, tcp_attempt_delay, tcp_close_delay;
+    nstime tcp_inactivity_timeout, udp_inactivity_timeout;
     nstime fast_retransmission_window, default_out_of_order_threshold;
-    Py_ssize_t max_holes;
-    int64_t history_counts[MAX_HISTORY_COUNTS];   /* the occurrences on which T and W are recorded */
-    int nhistory_counts;
+    int64_t too_large_seq_delta, history_scale, max_buffered_runs;
+    int64_t tcp_max_initial_window, tcp_max_above_hole_without_any_acks, tcp_excessive_data_without_further_acks;
+    int report_gaps_for_partial, verify_checksums;
+    unsigned char likely_tcp[65536], likely_udp[65536];
 } Limits;
 
-enum { INACTIVE, SYN_SENT, SYN_ACK_SENT, PARTIAL, ESTABLISHED, CLOSED, RESET, STATE_COUNT };
-
-/* History letters a side records once (A, D, I, Q) or by sequence number (S, H, F, R). */
-static const char RECORDED_LETTERS[] = "ADIQSHFR";
-#define LETTER_COUNT 8
+enum { INACTIVE, SYN_SENT, SYN_ACK_SENT, PARTIAL, ESTABLISHED, CLOSED, RESET };
+enum { LETTER_T, LETTER_W, LETTER_C, LETTER_G, SCALED_LETTERS };
+static const char SCALED_CODES[] = "TWCG";
+/* History kinds of Connection::CheckHistory, one bit each per direction. */
+enum { KIND_SYN, KIND_FIN, KIND_RST, KIND_FIN_RST, KIND_MULTI_FLAG, KIND_DATA, KIND_ACK, KIND_UDP_DATA };
+enum { TIMER_EXPIRE, TIMER_ATTEMPT, TIMER_CONN_DELETE, TIMER_INACTIVITY };
 
 static int64_t pymod(int64_t value) {          /* value % SEQ_MODULO, as Python computes it */
     int64_t r = value % SEQ_MODULO;
@@ -75,23 +81,29 @@ static int64_t seq_delta(int64_t a, int64_t b) {
     return d >= HALF_SEQ_SPACE ? d - SEQ_MODULO : d;
 }
 
-static int seq_after(int64_t a, int64_t b) {
-    int64_t d = pymod(a - b);
-    return 0 < d && d < HALF_SEQ_SPACE;
-}
-
 /* -- growable arrays ---------------------------------------------------------------------------- */
 
-typedef struct { int64_t start, end; } Hole;
+typedef struct { uint64_t start, end; } Run;
 
-typedef struct {
-    int is_orig, state, prev_state;
-    int64_t packets;
-    int has_seq;                      /* start_seq and highest_seq are set together */
-    int64_t start_seq, highest_seq;
-    int64_t rexmit_payloads, retransmissions, out_of_order, duplicate_acks, zero_windows;
-    Hole *holes;
-    Py_ssize_t nholes, holes_cap;
+typedef struct Side {
+    struct Side *peer;
+    /* zeek.py's ZeekEndpoint */
+    int is_orig, state, prev_state, did_close;
+    uint32_t start_seq, last_seq, ack_seq, seq_wraps, ack_wraps;
+    int64_t fin_cnt;
+    uint64_t fin_seq, hist_last_syn, hist_last_fin, hist_last_rst;
+    uint32_t scaled_count[SCALED_LETTERS], scaled_threshold[SCALED_LETTERS];
+    int64_t packets, ip_bytes, udp_size;
+    uint64_t missed_bytes;
+    uint32_t *payloads;
+    Py_ssize_t npayloads, payloads_cap;
+    /* its Reassembler */
+    uint64_t delivered, trim_seq;
+    Run *runs;
+    Py_ssize_t nruns, runs_cap;
+    int skip_deliveries, did_eof;
+    /* tshark.py's TsharkEndpoint */
+    int64_t retransmissions, out_of_order, duplicate_acks;
     int64_t next_seq;                 /* 0: unknown, as in tshark */
     nstime next_seq_time;
     int64_t max_seq_to_ack;
@@ -102,13 +114,6 @@ typedef struct {
     int64_t window;
     int64_t dupacks_in_a_row;
     int keep_alive;
-    uint32_t *payloads;
-    Py_ssize_t npayloads, payloads_cap;
-    /* _recorded: which letters, in the order first recorded, and the last sequence number of each */
-    char recorded_order[LETTER_COUNT];
-    int nrecorded;
-    int recorded_has_seq[LETTER_COUNT];
-    int64_t recorded_seq[LETTER_COUNT];
 } Side;
 
 typedef struct Conv {
@@ -126,19 +131,32 @@ typedef struct Conv {
     unsigned char orig_addr[16], resp_addr[16];
     int orig_port, resp_port;
     PyObject *orig_host, *resp_host;   /* str, or NULL until needed */
-    int began_mid_stream;
-    nstime first_time, last_time;
     PyObject *unreachable;             /* list of (frame, time_ns), or NULL */
-    int has_orig_isn;
-    int64_t orig_isn;
-    /* connection state */
-    int flipped;
+    int ended;                         /* handed over; freed once no timer refers to it */
+    Py_ssize_t timer_refs;
+    /* zeek.py's ZeekState */
+    Side sides[2];
+    Side *orig, *resp;
     char *history;
     Py_ssize_t history_len, history_cap;
+    uint32_t hist_seen;
+    int64_t flips;
+    nstime start_time, last_time;
+    int is_active, is_partial, first_packet_seen[2], close_deferred, deferred_gen_event;
+    nstime inactivity_timeout;
+    int64_t analyzer_generation, inactivity_generation;
+    /* tshark.py's TsharkState */
     int has_initial_rtt, has_syn_time;
     nstime initial_rtt, syn_time;
-    Side orig, resp;
 } Conv;
+
+typedef struct {
+    timer_time when;
+    uint64_t order;
+    Conv *conv;
+    int kind;
+    int64_t generation;
+} Timer;
 
 typedef struct {
     PyObject_HEAD
@@ -151,8 +169,11 @@ typedef struct {
     Py_ssize_t packets;
     Py_ssize_t frame;
     PyObject *decode_slow;             /* borrowed, while feed_records runs */
-    nstime next_sweep;
-    int sweep_armed;
+    int has_network_time;
+    nstime network_time;
+    Timer *timers;                     /* a binary heap by (when, order) */
+    Py_ssize_t ntimers, timers_cap;
+    uint64_t timer_order;
 } Scanner;
 
 static int grow(void **items, Py_ssize_t *cap, Py_ssize_t need, size_t size) {
@@ -177,97 +198,567 @@ static int time_from_py(PyObject *value, nstime *out) {
 
 static PyObject *time_to_py(nstime value) { return PyLong_FromLongLong((long long)value); }
 
-/* -- zeek.py and tshark.py ------------------------------------------------------------------------------- */
+/* -- the timer queue (tracker.py's heap of (time, order, conversation, kind, generation)) --------- */
 
-static void set_state(Side *side, int state) { side->prev_state = side->state; side->state = state; }
+static int timer_before(const Timer *a, const Timer *b) {
+    return a->when < b->when || (a->when == b->when && a->order < b->order);
+}
 
-static int history_append(Conv *c, const Side *side, char letter) {
+static Scanner *current_scanner;     /* the scanner whose conversation is being fed (set by feed_packet) */
+
+static int add_timer(Conv *c, timer_time when, int kind) {
+    Scanner *s = current_scanner;
+    if (grow((void **)&s->timers, &s->timers_cap, s->ntimers + 1, sizeof(Timer)) < 0) return -1;
+    Timer t = {when, ++s->timer_order, c, kind,
+               kind == TIMER_INACTIVITY ? c->inactivity_generation : c->analyzer_generation};
+    Py_ssize_t i = s->ntimers++;
+    while (i > 0) {
+        Py_ssize_t parent = (i - 1) / 2;
+        if (!timer_before(&t, &s->timers[parent])) break;
+        s->timers[i] = s->timers[parent];
+        i = parent;
+    }
+    s->timers[i] = t;
+    c->timer_refs++;
+    return 0;
+}
+
+static Timer pop_timer(Scanner *s) {
+    Timer top = s->timers[0], last = s->timers[--s->ntimers];
+    Py_ssize_t i = 0, n = s->ntimers;
+    while (1) {
+        Py_ssize_t child = 2 * i + 1;
+        if (child >= n) break;
+        if (child + 1 < n && timer_before(&s->timers[child + 1], &s->timers[child])) child++;
+        if (!timer_before(&s->timers[child], &last)) break;
+        s->timers[i] = s->timers[child];
+        i = child;
+    }
+    if (n) s->timers[i] = last;
+    return top;
+}
+
+/* -- zeek.py --------------------------------------------------------------------------------------- */
+
+static void init_side(Side *side, int is_orig, Side *peer) {
+    memset(side, 0, sizeof *side);
+    side->peer = peer;
+    side->is_orig = is_orig;
+    side->state = side->prev_state = INACTIVE;
+    side->udp_size = -1;
+    side->delivered = side->trim_seq = 1;
+    for (int i = 0; i < SCALED_LETTERS; i++) side->scaled_threshold[i] = 1;
+}
+
+static int history_append(Conv *c, char code) {
     if (grow((void **)&c->history, &c->history_cap, c->history_len + 1, 1) < 0) return -1;
-    c->history[c->history_len++] = side->is_orig ? letter : (char)(letter - 'A' + 'a');
+    c->history[c->history_len++] = code;
     return 0;
 }
 
-static int letter_index(char letter) { return (int)(strchr(RECORDED_LETTERS, letter) - RECORDED_LETTERS); }
+static char lower(char code) { return (code >= 'A' && code <= 'Z') ? (char)(code - 'A' + 'a') : code; }
 
-static int side_has_recorded(const Side *side, int index) {
-    for (int i = 0; i < side->nrecorded; i++)
-        if (side->recorded_order[i] == RECORDED_LETTERS[index]) return 1;
-    return 0;
+static void flip(Conv *c) {
+    Side *was_orig = c->orig;
+    c->orig = c->resp;
+    c->resp = was_orig;
+    c->orig->is_orig = 1;
+    c->resp->is_orig = 0;
+    int seen = c->first_packet_seen[0];
+    c->first_packet_seen[0] = c->first_packet_seen[1];
+    c->first_packet_seen[1] = seen;
+    c->is_partial = 0;
+    c->flips++;
+    unsigned char addr[16];
+    memcpy(addr, c->orig_addr, sizeof addr);
+    memcpy(c->orig_addr, c->resp_addr, sizeof addr);
+    memcpy(c->resp_addr, addr, sizeof addr);
+    int port = c->orig_port;
+    c->orig_port = c->resp_port;
+    c->resp_port = port;
+    PyObject *host = c->orig_host;
+    c->orig_host = c->resp_host;
+    c->resp_host = host;
 }
 
-static int record_once(Conv *c, Side *side, char letter) {
-    int index = letter_index(letter);
-    if (side_has_recorded(side, index)) return 0;
-    side->recorded_order[side->nrecorded++] = letter;
-    side->recorded_has_seq[index] = 0;
-    return history_append(c, side, letter);
+static int flip_roles(Conv *c) {      /* Connection::FlipRoles */
+    flip(c);
+    return history_append(c, '^');
 }
 
-static int record_sequenced(Conv *c, Side *side, char letter, int64_t seq) {
-    int index = letter_index(letter);
-    int seen = side_has_recorded(side, index);
-    if (seen && side->recorded_has_seq[index] && side->recorded_seq[index] == seq) return 0;
-    if (!seen) side->recorded_order[side->nrecorded++] = letter;
-    side->recorded_has_seq[index] = 1;
-    side->recorded_seq[index] = seq;
-    return history_append(c, side, letter);
+/* Connection::CheckHistory: 1 if seen before, 0 if recorded now, -1 on error. */
+static int conn_check_history(Conv *c, int kind, int is_orig, char code) {
+    uint32_t bit = (uint32_t)1 << (kind + (is_orig ? 0 : 16));
+    if (c->hist_seen & bit) return 1;
+    c->hist_seen |= bit;
+    return history_append(c, code) < 0 ? -1 : 0;
 }
 
-static int record_counted(Conv *c, Side *side, char letter, int64_t count) {
-    for (int i = 0; i < c->limits->nhistory_counts; i++)
-        if (count == c->limits->history_counts[i]) return history_append(c, side, letter);
-    return 0;
+/* TCP_Endpoint::CheckHistory, with its flip of a connection that began with a SYN-ACK. */
+static int check_history(Conv *c, Side *endpoint, int kind, char code) {
+    if ((code == 'A' || code == 'D') && c->history_len == 1 && c->history[0] == 'H') {
+        flip(c);
+        c->history[0] = '^';
+        if (history_append(c, 'h') < 0) return -1;
+        c->first_packet_seen[0] = 1;
+    }
+    if (!endpoint->is_orig) code = lower(code);
+    return conn_check_history(c, kind, endpoint->is_orig, code);
 }
 
-static int fill_hole(Side *side, int64_t start, int64_t end) {
-    for (Py_ssize_t i = 0; i < side->nholes; i++) {
-        int64_t hole_start = side->holes[i].start, hole_end = side->holes[i].end;
-        if (seq_delta(start, hole_start) >= 0 && seq_delta(hole_end, end) >= 0) {
-            Hole pieces[2];
-            int n = 0;
-            if (start != hole_start) { pieces[n].start = hole_start; pieces[n].end = start; n++; }
-            if (end != hole_end) { pieces[n].start = end; pieces[n].end = hole_end; n++; }
-            if (grow((void **)&side->holes, &side->holes_cap, side->nholes + 1, sizeof(Hole)) < 0) return -1;
-            memmove(&side->holes[i + n], &side->holes[i + 1], (size_t)(side->nholes - i - 1) * sizeof(Hole));
-            for (int k = 0; k < n; k++) side->holes[i + k] = pieces[k];
-            side->nholes += n - 1;
-            return 1;
-        }
+static int add_history(Conv *c, const Side *endpoint, char code) {
+    return history_append(c, endpoint->is_orig ? code : lower(code));
+}
+
+static int scaled_letter(Conv *c, Side *endpoint, int letter, char code) {
+    uint32_t *count = &endpoint->scaled_count[letter], *threshold = &endpoint->scaled_threshold[letter];
+    *count += 1;
+    if (*count == *threshold) {
+        if (history_append(c, code) < 0) return -1;
+        uint32_t next = (uint32_t)((uint64_t)*threshold * (uint64_t)c->limits->history_scale);
+        if (next <= *threshold) *count = 0;
+        else *threshold = next;
     }
     return 0;
+}
+
+static int scaled(Conv *c, Side *endpoint, int letter) {
+    char code = SCALED_CODES[letter];
+    return scaled_letter(c, endpoint, letter, endpoint->is_orig ? code : lower(code));
+}
+
+static uint64_t full_seq(uint32_t seq, uint32_t wraps) { return ((uint64_t)wraps << 32) + seq; }
+
+static uint64_t relative(const Side *side, uint32_t seq, uint32_t wraps) {
+    return full_seq(seq, wraps) - (uint64_t)side->start_seq;
+}
+
+static int no_data_acked(const Side *side) {
+    uint64_t ack = full_seq(side->ack_seq, side->ack_wraps), start = side->start_seq;
+    return ack == start || ack == start + 1;
+}
+
+static uint64_t payload_bytes(const Side *side) {
+    if (side->udp_size >= 0) return (uint64_t)side->udp_size;
+    if (side->prev_state == SYN_SENT && side->state == RESET && side->peer->state == INACTIVE && !no_data_acked(side))
+        return 0;
+    uint64_t last = full_seq(side->last_seq, side->seq_wraps), ack = full_seq(side->ack_seq, side->ack_wraps);
+    uint64_t size = (last > ack ? last : ack) - (uint64_t)side->start_seq;
+    if (size) size--;
+    if (side->fin_cnt && size) size--;
+    return size;
+}
+
+static uint64_t relative_seq(const Side *side, uint32_t seq, uint32_t last, uint32_t wraps, int *underflow) {
+    int64_t delta = seq_delta(seq, last);
+    if (delta < 0) {
+        if (wraps && seq > last) wraps--;
+    } else if (delta > 0) {
+        if (seq < last) wraps++;
+    }
+    if (wraps == 0) {
+        delta = seq_delta(seq, side->start_seq);
+        *underflow = delta < 0;
+        return (uint64_t)delta;
+    }
+    *underflow = 0;
+    return relative(side, seq, wraps);
+}
+
+static void set_last_seq(Side *side, uint32_t seq) {
+    if (seq < side->last_seq) side->seq_wraps++;
+    side->last_seq = seq;
+}
+
+static void set_ack_seq(Side *side, uint32_t seq) {
+    if (seq < side->ack_seq) side->ack_wraps++;
+    side->ack_seq = seq;
+}
+
+static void init_sequence(Side *side, uint32_t start, uint32_t last) {
+    side->start_seq = side->ack_seq = start;
+    side->last_seq = last;
+}
+
+static int is_handshake(int state) { return state == INACTIVE || state == SYN_SENT || state == SYN_ACK_SENT; }
+
+static int set_inactivity_timeout(Conv *c, nstime timeout) {
+    if (timeout == c->inactivity_timeout) return 0;
+    c->inactivity_generation++;
+    c->inactivity_timeout = timeout;
+    return add_timer(c, (timer_time)c->last_time + timeout, TIMER_INACTIVITY);
+}
+
+static int set_state(Conv *c, Side *endpoint, int state) {
+    if (state != endpoint->state) {
+        if (!is_handshake(state) && is_handshake(endpoint->state) && is_handshake(endpoint->peer->state)
+                && set_inactivity_timeout(c, c->limits->tcp_inactivity_timeout) < 0)
+            return -1;
+        endpoint->prev_state = endpoint->state;
+        endpoint->state = state;
+    }
+    return 0;
+}
+
+static void set_partial_status(Conv *c, int flags, int is_orig) {
+    if (is_orig) {
+        if (!c->first_packet_seen[0]) c->is_partial = !(flags & SYN) || (flags & ACK);
+    } else if (!c->first_packet_seen[1] && !c->is_partial) {
+        c->is_partial = !(flags & SYN);
+    }
+}
+
+static void init_endpoint(Side *endpoint, int flags, uint32_t first_seg_seq, uint32_t last_seq) {
+    switch (endpoint->state) {
+    case INACTIVE:
+        if (flags & SYN) {
+            endpoint->start_seq = endpoint->ack_seq = first_seg_seq;
+        } else {
+            endpoint->start_seq = endpoint->ack_seq = first_seg_seq - 1;
+            last_seq = first_seg_seq;
+        }
+        endpoint->last_seq = last_seq;
+        break;
+    case SYN_SENT:
+    case SYN_ACK_SENT:
+        if ((flags & SYN) && first_seg_seq != endpoint->start_seq) init_sequence(endpoint, first_seg_seq, last_seq);
+        break;
+    case ESTABLISHED:
+    case PARTIAL:
+        if (flags & SYN) init_sequence(endpoint, first_seg_seq, last_seq);
+        break;
+    case RESET:
+        if ((flags & SYN) && endpoint->prev_state == INACTIVE) init_sequence(endpoint, first_seg_seq, last_seq);
+        break;
+    }
 }
 
 /* Returns 1 if the segment retransmitted payload, 0 if not, -1 on error. */
-static int track_sequence(const Limits *limits, Side *side, int flags, int64_t seq, int64_t length) {
-    if (flags & RST) return 0;
-    int64_t first_byte = (flags & SYN) ? seq + 1 : seq;
-    if (!side->has_seq || ((flags & SYN) && side->highest_seq == side->start_seq)) {
-        side->has_seq = 1;
-        side->start_seq = side->highest_seq = first_byte;
-    }
-    if (length == 0) return 0;
-    if (grow((void **)&side->payloads, &side->payloads_cap, side->npayloads + 1, sizeof(uint32_t)) < 0) return -1;
-    side->payloads[side->npayloads++] = (uint32_t)length;
-    int64_t end = pymod(first_byte + length);
-    if (seq_after(end, side->highest_seq)) {
-        if (seq_after(first_byte, side->highest_seq)) {
-            if (grow((void **)&side->holes, &side->holes_cap, side->nholes + 1, sizeof(Hole)) < 0) return -1;
-            side->holes[side->nholes].start = side->highest_seq;
-            side->holes[side->nholes].end = first_byte;
-            side->nholes++;
-            if (side->nholes > limits->max_holes) {
-                memmove(side->holes, side->holes + (side->nholes - limits->max_holes),
-                        (size_t)limits->max_holes * sizeof(Hole));
-                side->nholes = limits->max_holes;
-            }
-        }
-        side->highest_seq = end;
+static int update_last_seq(Conv *c, Side *endpoint, uint32_t last_seq, int flags, int64_t length) {
+    int64_t delta_last = seq_delta(last_seq, endpoint->last_seq);
+    int64_t too_large = c->limits->too_large_seq_delta;
+    if ((flags & (SYN | RST)) && (delta_last > too_large || delta_last < -too_large)) return 0;
+    if ((flags & FIN) && endpoint->last_seq == (uint32_t)(endpoint->start_seq + 1)) {
+        set_last_seq(endpoint, last_seq);
         return 0;
     }
-    if (fill_hole(side, first_byte, end) < 0) return -1;
-    side->rexmit_payloads++;
+    if (endpoint->state == RESET) return 0;
+    if (delta_last > 0) {
+        set_last_seq(endpoint, last_seq);
+        return 0;
+    }
+    if (length > 0) return scaled(c, endpoint, LETTER_T) < 0 ? -1 : 1;
+    return 0;
+}
+
+static int update_history(Conv *c, Side *endpoint, int flags, uint64_t rel_seq, int64_t length) {
+    int bits = ((flags & SYN) != 0) + ((flags & FIN) != 0) + ((flags & RST) != 0);
+    int seen;
+    if (bits > 1) {
+        if ((flags & FIN) && (flags & RST)) return check_history(c, endpoint, KIND_FIN_RST, 'I') < 0 ? -1 : 0;
+        return check_history(c, endpoint, KIND_MULTI_FLAG, 'Q') < 0 ? -1 : 0;
+    }
+    if (bits == 1) {
+        if (flags & SYN) {
+            char code = (flags & ACK) ? 'H' : 'S';
+            if ((seen = check_history(c, endpoint, KIND_SYN, code)) < 0) return -1;
+            if (seen && rel_seq != endpoint->hist_last_syn && add_history(c, endpoint, code) < 0) return -1;
+            endpoint->hist_last_syn = rel_seq;
+        }
+        if (flags & FIN) {
+            uint64_t fin_at = rel_seq + (uint64_t)length;
+            if ((seen = check_history(c, endpoint, KIND_FIN, 'F')) < 0) return -1;
+            if (seen && fin_at != endpoint->hist_last_fin && add_history(c, endpoint, 'F') < 0) return -1;
+            endpoint->hist_last_fin = fin_at;
+        }
+        if (flags & RST) {
+            if ((seen = check_history(c, endpoint, KIND_RST, 'R')) < 0) return -1;
+            if (seen && rel_seq != endpoint->hist_last_rst && add_history(c, endpoint, 'R') < 0) return -1;
+            endpoint->hist_last_rst = rel_seq;
+        }
+        return 0;
+    }
+    if (length) return check_history(c, endpoint, KIND_DATA, 'D') < 0 ? -1 : 0;
+    if (flags & ACK) return check_history(c, endpoint, KIND_ACK, 'A') < 0 ? -1 : 0;
+    return 0;
+}
+
+/* (do_close, gen_event) as bits 1 and 2; -1 on error. */
+#define DO_CLOSE 1
+#define GEN_EVENT 2
+
+static int update_inactive_state(Conv *c, nstime now, Side *endpoint, Side *peer, uint32_t base_seq, int64_t length,
+                                 int is_orig, int flags) {
+    int result = 0;
+    if (flags & SYN) {
+        if (is_orig) {
+            if (set_state(c, endpoint, (flags & ACK) ? SYN_ACK_SENT : SYN_SENT) < 0) return -1;
+            if (add_timer(c, (timer_time)now + c->limits->tcp_attempt_delay, TIMER_ATTEMPT) < 0) return -1;
+        } else {
+            if (!(flags & ACK) && peer->state == SYN_ACK_SENT && base_seq == endpoint->start_seq) {
+                if (flip_roles(c) < 0 || set_state(c, peer, ESTABLISHED) < 0) return -1;
+                c->first_packet_seen[0] = 1;
+            }
+            if (peer->state == SYN_SENT && set_state(c, peer, ESTABLISHED) < 0) return -1;
+            if (set_state(c, endpoint, ESTABLISHED) < 0) return -1;
+        }
+    }
+    if (flags & FIN) {
+        if (set_state(c, endpoint, CLOSED) < 0) return -1;
+        result = DO_CLOSE | GEN_EVENT;
+    }
+    if (flags & RST) {
+        if (set_state(c, endpoint, RESET) < 0) return -1;
+        int is_reject = is_orig ? peer->state == ESTABLISHED : (peer->state == SYN_SENT || peer->state == SYN_ACK_SENT);
+        result = DO_CLOSE | (is_reject ? 0 : GEN_EVENT);
+    }
+    if (endpoint->state == INACTIVE) {
+        if (!is_orig && length == 0 && c->orig->state == SYN_SENT) {
+            /* an ACK of the SYN before the SYN-ACK: not a partial start */
+        } else if ((flags & ACK) && peer->state == ESTABLISHED) {
+            if (set_state(c, endpoint, ESTABLISHED) < 0) return -1;
+            c->is_partial = 0;
+            c->first_packet_seen[is_orig ? 0 : 1] = 1;
+        } else if (set_state(c, endpoint, PARTIAL) < 0) {
+            return -1;
+        }
+    }
+    return result;
+}
+
+static int update_state_machine(Conv *c, nstime now, Side *endpoint, Side *peer, uint32_t base_seq, int64_t length,
+                                int is_orig, int flags) {
+    int state = endpoint->state, result = 0;
+    if (state == INACTIVE) return update_inactive_state(c, now, endpoint, peer, base_seq, length, is_orig, flags);
+    if (state == SYN_SENT || state == SYN_ACK_SENT) {
+        if (flags & FIN) {
+            if (set_state(c, endpoint, CLOSED) < 0) return -1;
+            result = DO_CLOSE | GEN_EVENT;
+        }
+        if (flags & RST) {
+            if (set_state(c, endpoint, RESET) < 0) return -1;
+            c->is_active = 0;
+            result |= DO_CLOSE;
+        }
+        return result;
+    }
+    if (state == ESTABLISHED || state == PARTIAL) {
+        if ((flags & SYN) && state == PARTIAL && peer->state == INACTIVE && !(flags & ACK)
+                && set_state(c, endpoint, SYN_SENT) < 0)
+            return -1;
+        if ((flags & FIN) && !(flags & RST)) {
+            if (set_state(c, endpoint, CLOSED) < 0) return -1;
+            if (peer->state == RESET && peer->prev_state == CLOSED && set_state(c, peer, CLOSED) < 0) return -1;
+            result = DO_CLOSE | GEN_EVENT;
+        }
+        if (flags & RST) {
+            if (set_state(c, endpoint, RESET) < 0) return -1;
+            result |= DO_CLOSE;
+            if (peer->state != RESET || peer->prev_state != ESTABLISHED) c->is_active = 0;
+        }
+        return result;
+    }
+    if (state == CLOSED && (flags & RST) && peer->state != CLOSED) {
+        if (set_state(c, endpoint, RESET) < 0) return -1;
+        return endpoint->did_close ? 0 : DO_CLOSE;
+    }
+    return 0;
+}
+
+/* -- the reassembler, gaps and the close that waits for them ---------------------------------------- */
+
+static uint64_t buffered(const Side *side) {
+    uint64_t total = 0;
+    for (Py_ssize_t i = 0; i < side->nruns; i++) total += side->runs[i].end - side->runs[i].start;
+    return total;
+}
+
+static uint64_t undelivered(const Side *side) {
+    return side->nruns ? side->runs[side->nruns - 1].end - side->delivered : 0;
+}
+
+/* Record [seq, upper) as arrived; 1 with the untrimmed part in *from, *to; 0 if all trimmed; -1 on error. */
+static int insert_run(Side *side, uint64_t seq, uint64_t upper, uint64_t *from, uint64_t *to) {
+    if (upper <= side->trim_seq) return 0;
+    if (seq < side->trim_seq) seq = side->trim_seq;
+    Py_ssize_t index = 0;
+    while (index < side->nruns && side->runs[index].end < seq) index++;
+    uint64_t start = seq, end = upper;
+    Py_ssize_t last = index;
+    while (last < side->nruns && side->runs[last].start <= end) {
+        if (side->runs[last].start < start) start = side->runs[last].start;
+        if (side->runs[last].end > end) end = side->runs[last].end;
+        last++;
+    }
+    Py_ssize_t removed = last - index;
+    if (removed == 0) {
+        if (grow((void **)&side->runs, &side->runs_cap, side->nruns + 1, sizeof(Run)) < 0) return -1;
+        memmove(&side->runs[index + 1], &side->runs[index], (size_t)(side->nruns - index) * sizeof(Run));
+        side->nruns++;
+    } else if (removed > 1) {
+        memmove(&side->runs[index + 1], &side->runs[last], (size_t)(side->nruns - last) * sizeof(Run));
+        side->nruns -= removed - 1;
+    }
+    side->runs[index].start = start;
+    side->runs[index].end = end;
+    *from = seq;
+    *to = upper;
     return 1;
 }
+
+static void deliver_from(Side *side, uint64_t seq, uint64_t upper) {
+    if (seq > side->delivered || upper <= side->delivered) return;
+    for (Py_ssize_t i = 0; i < side->nruns; i++)
+        if (side->runs[i].start <= side->delivered && side->delivered < side->runs[i].end) {
+            side->delivered = side->runs[i].end;
+            return;
+        }
+}
+
+static void clear_runs(Side *side) {
+    side->nruns = 0;
+    side->skip_deliveries = 1;
+}
+
+static int is_clean(const Side *side) {
+    return side->state == ESTABLISHED || (side->state == CLOSED && side->prev_state == ESTABLISHED);
+}
+
+static int gap(Conv *c, Side *endpoint, uint64_t length) {
+    int clean = is_clean(endpoint) && is_clean(endpoint->peer);
+    if (clean && scaled(c, endpoint, LETTER_G) < 0) return -1;
+    if (c->limits->report_gaps_for_partial || clean) endpoint->missed_bytes += length;
+    return 0;
+}
+
+static int trim_to_seq(Conv *c, Side *endpoint, uint64_t seq);
+
+static int block_inserted(Conv *c, Side *endpoint, uint64_t seq, uint64_t upper) {
+    uint64_t before = endpoint->delivered;
+    deliver_from(endpoint, seq, upper);
+    if (endpoint->delivered == before) return 0;
+    int64_t window = c->limits->tcp_max_initial_window;
+    if (no_data_acked(endpoint) && window && payload_bytes(endpoint) > (uint64_t)window)
+        return trim_to_seq(c, endpoint, endpoint->delivered);
+    return 0;
+}
+
+static int undelivered_to(Conv *c, Side *endpoint, uint64_t up_to_seq) {
+    if (up_to_seq <= 2 && c->is_partial) return 0;
+    if (!endpoint->skip_deliveries) {
+        /* over a copy of the runs, as zeek.py iterates list(runs): block_inserted may trim them */
+        Py_ssize_t n = endpoint->nruns;
+        Run *copy = n ? PyMem_Malloc((size_t)n * sizeof(Run)) : NULL;
+        if (n && !copy) { PyErr_NoMemory(); return -1; }
+        if (n) memcpy(copy, endpoint->runs, (size_t)n * sizeof(Run));
+        int failed = 0;
+        for (Py_ssize_t i = 0; i < n && !failed; i++) {
+            if (copy[i].start < endpoint->delivered) continue;
+            if (copy[i].start >= up_to_seq) break;
+            failed = gap(c, endpoint, copy[i].start - endpoint->delivered) < 0;
+            endpoint->delivered = copy[i].start;
+            if (!failed) failed = block_inserted(c, endpoint, copy[i].start, copy[i].end) < 0;
+        }
+        PyMem_Free(copy);
+        if (failed) return -1;
+        if (up_to_seq > endpoint->delivered && gap(c, endpoint, up_to_seq - endpoint->delivered) < 0) return -1;
+    }
+    if (up_to_seq > endpoint->delivered) endpoint->delivered = up_to_seq;
+    return 0;
+}
+
+static int trim_to_seq(Conv *c, Side *endpoint, uint64_t seq) {
+    if (seq > endpoint->delivered && undelivered_to(c, endpoint, seq) < 0) return -1;
+    Py_ssize_t drop = 0;
+    while (drop < endpoint->nruns && endpoint->runs[drop].end <= seq) drop++;
+    if (drop) {
+        memmove(endpoint->runs, endpoint->runs + drop, (size_t)(endpoint->nruns - drop) * sizeof(Run));
+        endpoint->nruns -= drop;
+    }
+    if (endpoint->nruns && endpoint->runs[0].start <= endpoint->delivered && endpoint->delivered < endpoint->runs[0].end)
+        deliver_from(endpoint, endpoint->delivered, endpoint->runs[0].end);
+    endpoint->trim_seq = seq;
+    return 0;
+}
+
+static int data_sent(Conv *c, Side *endpoint, uint64_t seq, int64_t length) {
+    if (endpoint->skip_deliveries) return 0;
+    uint64_t ack = relative(endpoint, endpoint->ack_seq, endpoint->ack_wraps);
+    uint64_t upper = seq + (uint64_t)length;
+    if (seq < ack) {
+        if (upper <= ack) return 0;
+        seq = ack;
+    }
+    uint64_t from, to;
+    int inserted = insert_run(endpoint, seq, upper, &from, &to);
+    if (inserted < 0 || (inserted && block_inserted(c, endpoint, from, to) < 0)) return -1;
+    const Limits *L = c->limits;
+    if (no_data_acked(endpoint) && L->tcp_max_above_hole_without_any_acks
+            && undelivered(endpoint) > (uint64_t)L->tcp_max_above_hole_without_any_acks)
+        clear_runs(endpoint);
+    else if ((L->tcp_excessive_data_without_further_acks
+              && buffered(endpoint) > (uint64_t)L->tcp_excessive_data_without_further_acks)
+             || endpoint->nruns > L->max_buffered_runs)
+        clear_runs(endpoint);
+    return 0;
+}
+
+static int data_pending(const Side *endpoint) {
+    if (endpoint->skip_deliveries) return 0;
+    uint64_t delivered = (uint64_t)endpoint->start_seq + endpoint->delivered;
+    uint64_t last = full_seq(endpoint->last_seq, endpoint->seq_wraps);
+    if (last < delivered) return 0;
+    if (delivered != last - 1 && delivered != last) return 1;
+    return endpoint->state != RESET && endpoint->peer->nruns > 0;
+}
+
+static int connection_closed(Conv *c, Side *endpoint, Side *peer, int gen_event);
+
+static int check_eof(Conv *c, Side *endpoint) {
+    if (!endpoint->did_eof && (endpoint->fin_cnt || endpoint->state == CLOSED || endpoint->state == RESET)
+            && !data_pending(endpoint)) {
+        endpoint->did_eof = 1;
+        if (c->close_deferred) {
+            if (connection_closed(c, endpoint, endpoint->peer, c->deferred_gen_event) < 0) return -1;
+            c->close_deferred = 0;
+        }
+    }
+    return 0;
+}
+
+static int ack_received(Conv *c, Side *endpoint, uint64_t seq) {
+    if (endpoint->fin_cnt && seq >= endpoint->fin_seq) seq = endpoint->fin_seq - 1;
+    if (seq <= endpoint->trim_seq) return 0;
+    if (trim_to_seq(c, endpoint, seq) < 0) return -1;
+    return check_eof(c, endpoint);
+}
+
+static int connection_closed(Conv *c, Side *endpoint, Side *peer, int gen_event) {
+    if (data_pending(endpoint)) {
+        c->close_deferred = 1;
+        c->deferred_gen_event = c->deferred_gen_event || gen_event;
+        return 0;
+    }
+    c->close_deferred = 0;
+    if (endpoint->did_close) return 0;
+    endpoint->did_close = 1;
+    if (endpoint->state == RESET || peer->did_close || peer->state == INACTIVE) {
+        if (endpoint->prev_state != INACTIVE || peer->state != INACTIVE) {
+            if (c->deferred_gen_event) {
+                gen_event = 1;
+                c->deferred_gen_event = 0;
+            }
+            if (gen_event) c->is_active = 0;
+        }
+        c->analyzer_generation++;
+        return add_timer(c, (timer_time)c->last_time + c->limits->tcp_close_delay, TIMER_CONN_DELETE);
+    }
+    if (endpoint->prev_state != INACTIVE)
+        return add_timer(c, (timer_time)c->last_time + c->limits->tcp_session_timer, TIMER_EXPIRE);
+    return 0;
+}
+
+/* -- tshark.py ---------------------------------------------------------------------------------- */
 
 enum { RESEND_NONE, RESEND_RETRANSMISSION, RESEND_OUT_OF_ORDER };
 
@@ -292,84 +783,8 @@ static int classify_resend(const Conv *c, const Side *side, const Side *peer, in
     return RESEND_RETRANSMISSION;
 }
 
-static void from_inactive(Conv *c, Side *side, Side *peer, int flags, int64_t length) {
-    if (flags & SYN) {
-        if (side->is_orig) {
-            set_state(side, (flags & ACK) ? SYN_ACK_SENT : SYN_SENT);
-        } else {
-            if (peer->state == SYN_SENT) set_state(peer, ESTABLISHED);
-            set_state(side, ESTABLISHED);
-        }
-    }
-    if (flags & FIN) set_state(side, CLOSED);
-    if (flags & RST) set_state(side, RESET);
-    if (side->state != INACTIVE) return;
-    if (!side->is_orig && length == 0 && c->orig.state == SYN_SENT) return;
-    if ((flags & ACK) && peer->state == ESTABLISHED) set_state(side, ESTABLISHED);
-    else set_state(side, PARTIAL);
-}
-
-static void update_state(Conv *c, Side *side, Side *peer, int flags, int64_t length) {
-    int state = side->state;
-    if (state == INACTIVE) {
-        from_inactive(c, side, peer, flags, length);
-    } else if (state == SYN_SENT || state == SYN_ACK_SENT) {
-        if (flags & FIN) set_state(side, CLOSED);
-        if (flags & RST) set_state(side, RESET);
-    } else if (state == ESTABLISHED || state == PARTIAL) {
-        if ((flags & FIN) && !(flags & RST)) {
-            set_state(side, CLOSED);
-            if (peer->state == RESET && peer->prev_state == CLOSED) set_state(peer, CLOSED);
-        }
-        if (flags & RST) set_state(side, RESET);
-    } else if (state == CLOSED) {
-        if ((flags & RST) && peer->state != CLOSED) set_state(side, RESET);
-    }
-}
-
-static int update_history(Conv *c, Side *side, Side *peer, int flags, int64_t seq, int64_t length,
-                          int64_t window, int retransmitted) {
-    int failed = 0;
-    if (flags & (SYN | FIN | RST)) {
-        int control = ((flags & SYN) != 0) + ((flags & FIN) != 0) + ((flags & RST) != 0);
-        if (control > 1) failed = record_once(c, side, ((flags & FIN) && (flags & RST)) ? 'I' : 'Q');
-        else if (flags & SYN) failed = record_sequenced(c, side, (flags & ACK) ? 'H' : 'S', seq);
-        else if (flags & FIN) failed = record_sequenced(c, side, 'F', pymod(seq + length));
-        else failed = record_sequenced(c, side, 'R', seq);
-    } else if (length) {
-        failed = record_once(c, side, 'D');
-    } else if (flags & ACK) {
-        failed = record_once(c, side, 'A');
-    }
-    if (failed < 0) return -1;
-    if (retransmitted && record_counted(c, side, 'T', side->rexmit_payloads) < 0) return -1;
-    if (window == 0 && !(flags & RST) && peer->state != CLOSED && side->state != RESET) {
-        side->zero_windows++;
-        if (record_counted(c, side, 'W', side->zero_windows) < 0) return -1;
-    }
-    return 0;
-}
-
-static int state_feed(Conv *c, int outbound, int proto, int flags, int64_t seq, int64_t ack, int64_t window,
-                      int64_t length, nstime now) {
-    Side *side = outbound ? &c->orig : &c->resp;
-    Side *peer = outbound ? &c->resp : &c->orig;
-    side->packets++;
-    if (proto != TCP) {
-        if (grow((void **)&side->payloads, &side->payloads_cap, side->npayloads + 1, sizeof(uint32_t)) < 0)
-            return -1;
-        side->payloads[side->npayloads++] = (uint32_t)length;
-        if (!side->has_seq) { side->has_seq = 1; side->start_seq = side->highest_seq = 0; }
-        side->highest_seq += length;
-        if (record_once(c, side, 'D') < 0) return -1;
-        side->state = ESTABLISHED;
-        return 0;
-    }
-    int retransmitted = 0;
-    if (length || (flags & SYN) || !side->has_seq) {
-        retransmitted = track_sequence(c->limits, side, flags, seq, length);
-        if (retransmitted < 0) return -1;
-    }
+static void tshark_feed(Conv *c, Side *side, Side *peer, int flags, int64_t seq, int64_t ack, int64_t window,
+                        int64_t length, nstime now) {
     int64_t next_seq = side->next_seq;
     int probe = 0, keep_alive = 0;
     if (length <= 1) {
@@ -415,23 +830,150 @@ static int state_feed(Conv *c, int outbound, int proto, int flags, int64_t seq, 
             c->initial_rtt = now - c->syn_time;
         }
     }
-    if (update_history(c, side, peer, flags, seq, length, window, retransmitted) < 0) return -1;
-    if ((flags & (FIN | RST)) || side->state == INACTIVE) update_state(c, side, peer, flags, length);
+}
+
+/* -- a packet through Zeek's TCP and UDP analyzers, then tshark's ------------------------------- */
+
+typedef struct {
+    nstime time;
+    const unsigned char *src, *dst;
+    int family_len, proto, sport, dport, flags;
+    int64_t payload_len, captured, seq, ack, window, ip_len;
+    PyObject *src_host, *dst_host;    /* borrowed str, or NULL (made from the address when needed) */
+} PacketFields;
+
+static int append_payload(Side *side, int64_t length) {
+    if (grow((void **)&side->payloads, &side->payloads_cap, side->npayloads + 1, sizeof(uint32_t)) < 0) return -1;
+    side->payloads[side->npayloads++] = (uint32_t)length;
     return 0;
 }
 
-static int state_closed(const Conv *c) {
-    return (c->orig.state == CLOSED && c->resp.state == CLOSED) || c->orig.state == RESET
-        || c->resp.state == RESET;
+/* TCPSessionAdapter::Process; returns 1 if it retransmitted payload, 0 if not, -1 on error. */
+static int process(Conv *c, const PacketFields *p, Side *endpoint, Side *peer, int is_orig) {
+    int flags = p->flags;
+    uint32_t base_seq = (uint32_t)p->seq, ack_seq = (uint32_t)p->ack;
+    int64_t length = p->payload_len;
+    nstime now = p->time;
+    set_partial_status(c, flags, is_orig);
+    int64_t seg_len = length + ((flags & SYN) != 0) + ((flags & FIN) != 0) - ((flags & RST) ? length : 0);
+    uint32_t seq_one_past_segment = (uint32_t)(base_seq + (uint64_t)seg_len);
+    init_endpoint(endpoint, flags, base_seq, seq_one_past_segment);
+    int seq_underflow;
+    uint64_t rel_seq = relative_seq(endpoint, base_seq, endpoint->last_seq, endpoint->seq_wraps, &seq_underflow);
+    if (update_history(c, endpoint, flags, rel_seq, length) < 0) return -1;
+    if (p->window == 0 && !(flags & RST) && peer->state != CLOSED && endpoint->state != RESET
+            && scaled(c, endpoint, LETTER_W) < 0)
+        return -1;
+    if (!(c->orig->did_close && c->resp->did_close)) c->last_time = now;
+    if (flags & FIN) {
+        endpoint->fin_cnt++;
+        endpoint->fin_seq = rel_seq + (uint64_t)seg_len;
+    }
+    uint64_t rel_ack = 0;
+    if (flags & ACK) {
+        if (peer->state == INACTIVE) {
+            rel_ack = 1;
+            init_sequence(peer, ack_seq - 1, ack_seq - 1);
+        } else {
+            int ack_underflow;
+            rel_ack = relative_seq(peer, ack_seq, peer->ack_seq, peer->ack_wraps, &ack_underflow);
+            if (ack_underflow) {
+                rel_ack = 0;
+            } else if (!(flags & RST)) {
+                int64_t delta_ack = seq_delta(ack_seq, peer->ack_seq);
+                if (!(ack_seq == 0 && delta_ack > c->limits->too_large_seq_delta) && delta_ack > 0)
+                    set_ack_seq(peer, ack_seq);
+            }
+        }
+    }
+    int retransmitted = update_last_seq(c, endpoint, seq_one_past_segment, flags, length);
+    if (retransmitted < 0) return -1;
+    int closing = update_state_machine(c, now, endpoint, peer, base_seq, length, is_orig, flags);
+    if (closing < 0) return -1;
+    if ((flags & ACK) && ack_received(c, peer, rel_ack) < 0) return -1;
+    uint64_t rel_data_seq = (flags & SYN) ? rel_seq + 1 : rel_seq;
+    if (length > 0 && p->captured >= length && !(flags & RST) && !seq_underflow
+            && data_sent(c, endpoint, rel_data_seq, length) < 0)
+        return -1;
+    c->first_packet_seen[is_orig ? 0 : 1] = 1;
+    if (check_eof(c, endpoint) < 0) return -1;
+    if ((closing & DO_CLOSE) && connection_closed(c, endpoint, peer, (closing & GEN_EVENT) != 0) < 0) return -1;
+    return retransmitted;
 }
 
-/* -- conversation.py: the tracker --------------------------------------------------------------- */
-
-static int conv_ended(const Conv *c, nstime now) {
-    nstime idle = now - c->last_time;
-    if (c->proto != TCP) return idle > c->limits->udp_idle_timeout;
-    return idle > c->limits->tcp_idle_timeout || (idle > c->limits->close_delay && state_closed(c));
+/* ZeekState.feed, then TsharkState.feed in the orientation the packet leaves the connection in. */
+static int conv_feed(Conv *c, const PacketFields *p, int is_orig) {
+    Side *endpoint = is_orig ? c->orig : c->resp;
+    if (c->proto != TCP) {
+        c->last_time = p->time;
+        if (conn_check_history(c, KIND_UDP_DATA, is_orig, is_orig ? 'D' : 'd') < 0) return -1;
+        endpoint->udp_size = endpoint->udp_size < 0 ? p->payload_len : endpoint->udp_size + p->payload_len;
+        endpoint->state = ESTABLISHED;
+        endpoint->packets++;
+        endpoint->ip_bytes += p->ip_len;
+        return append_payload(endpoint, p->payload_len);
+    }
+    if (process(c, p, endpoint, endpoint->peer, is_orig) < 0) return -1;
+    endpoint->packets++;
+    endpoint->ip_bytes += p->ip_len;
+    if (p->payload_len && append_payload(endpoint, p->payload_len) < 0) return -1;
+    tshark_feed(c, endpoint, endpoint->peer, p->flags, p->seq, p->ack, p->window, p->payload_len, p->time);
+    return 0;
 }
+
+static int checksum_error(Conv *c, int is_orig) {
+    Side *endpoint = is_orig ? c->orig : c->resp;
+    if (c->proto == TCP) return scaled(c, endpoint, LETTER_C);
+    return scaled_letter(c, endpoint, LETTER_C, is_orig ? 'C' : 'c');
+}
+
+/* ZeekState.on_timer: 1 if the connection ends, 0 if not, -1 on error. */
+static int on_timer(Conv *c, int kind, int64_t generation, nstime now) {
+    if (kind == TIMER_INACTIVITY) {
+        if (generation != c->inactivity_generation) return 0;
+        if ((timer_time)c->last_time + c->inactivity_timeout <= now) return 1;
+        return add_timer(c, (timer_time)c->last_time + c->inactivity_timeout, TIMER_INACTIVITY) < 0 ? -1 : 0;
+    }
+    if (generation != c->analyzer_generation) return 0;
+    if (kind == TIMER_CONN_DELETE) return 1;
+    if (!c->is_active) return 0;
+    Side *orig = c->orig, *resp = c->resp;
+    if (kind == TIMER_ATTEMPT) {
+        if ((orig->state == SYN_SENT || orig->state == SYN_ACK_SENT) && resp->state == INACTIVE) {
+            c->is_active = 0;
+            return 1;
+        }
+        return 0;
+    }
+    if ((timer_time)c->last_time + c->limits->tcp_connection_linger < now) {
+        if (orig->did_close || resp->did_close) {
+            if ((orig->did_close && resp->did_close) || orig->state == RESET || resp->state == RESET
+                    || orig->state == INACTIVE || resp->state == INACTIVE) {
+                c->is_active = 0;
+                return 1;
+            }
+        }
+        if (orig->state == INACTIVE && resp->state == INACTIVE) return 1;
+    }
+    return add_timer(c, (timer_time)now + c->limits->tcp_session_timer, TIMER_EXPIRE) < 0 ? -1 : 0;
+}
+
+static int is_reuse(const Conv *c, int flags, uint32_t seq) {
+    if (!(flags & SYN)) return 0;
+    const Side *opener = c->orig;
+    if (flags & ACK) {
+        if (c->orig->state != INACTIVE) return 0;
+        opener = c->resp;
+    }
+    if (!(c->orig->did_close || c->resp->did_close)) {
+        if (seq == opener->start_seq) return 0;
+        if (!(flags & ACK) && opener->state == SYN_ACK_SENT && c->resp->state == INACTIVE && seq == c->resp->start_seq)
+            return 0;
+    }
+    return 1;
+}
+
+/* -- tracker.py: conversations by key ---------------------------------------------------------- */
 
 typedef struct {
     unsigned char addr[2][16];
@@ -508,16 +1050,19 @@ static void unlink_conv(Scanner *s, Conv *c) {
     s->count--;
 }
 
-static void free_conv(Conv *c) {
-    Py_XDECREF(c->orig_host);
-    Py_XDECREF(c->resp_host);
-    Py_XDECREF(c->unreachable);
+/* Everything but the struct itself, which the timer queue may still point to. */
+static void release_conv(Conv *c) {
+    Py_CLEAR(c->orig_host);
+    Py_CLEAR(c->resp_host);
+    Py_CLEAR(c->unreachable);
     PyMem_Free(c->history);
-    PyMem_Free(c->orig.holes);
-    PyMem_Free(c->resp.holes);
-    PyMem_Free(c->orig.payloads);
-    PyMem_Free(c->resp.payloads);
-    PyMem_Free(c);
+    c->history = NULL;
+    for (int i = 0; i < 2; i++) {
+        PyMem_Free(c->sides[i].payloads);
+        PyMem_Free(c->sides[i].runs);
+        c->sides[i].payloads = NULL;
+        c->sides[i].runs = NULL;
+    }
 }
 
 static PyObject *host_string(const unsigned char *addr, int family_len) {
@@ -529,21 +1074,10 @@ static PyObject *host_string(const unsigned char *addr, int family_len) {
 
 /* -- zeek.py's verdict: conn_state, and the facts a summary record is made of ------------------- */
 
-static int64_t payload_bytes(const Side *side) {
-    if (!side->has_seq) return 0;
-    int64_t bytes = seq_delta(side->highest_seq, side->start_seq);
-    return bytes > 0 ? bytes : 0;
-}
-
-static int64_t missed_bytes(const Side *side) {
-    int64_t missed = 0;
-    for (Py_ssize_t i = 0; i < side->nholes; i++) missed += pymod(side->holes[i].end - side->holes[i].start);
-    return missed;
-}
-
-/* history (flipped or not) matches ^?S[^HAFGIQ]*R.* */
+/* history matches ^?S[^HAFGIQ]*R.* */
 static int rstos0_history(const Conv *c) {
     const char *letter = c->history, *end = c->history + c->history_len;
+    if (letter < end && *letter == '^') letter++;
     if (letter == end || *letter++ != 'S') return 0;
     for (; letter < end; letter++) {
         if (*letter == 'R') return 1;
@@ -553,7 +1087,7 @@ static int rstos0_history(const Conv *c) {
 }
 
 static const char *conn_state(const Conv *c) {
-    int os = c->orig.state, rs = c->resp.state;
+    int os = c->orig->state, rs = c->resp->state;
     if (c->proto != TCP) {
         if (os != INACTIVE) return rs != INACTIVE ? "SF" : "S0";
         return rs != INACTIVE ? "SHR" : "OTH";
@@ -561,7 +1095,7 @@ static const char *conn_state(const Conv *c) {
     int o_inactive = os == INACTIVE || os == PARTIAL, r_inactive = rs == INACTIVE || rs == PARTIAL;
     if (rs == RESET) {
         if (os == SYN_SENT || os == SYN_ACK_SENT
-                || (os == RESET && payload_bytes(&c->orig) == 0 && payload_bytes(&c->resp) == 0))
+                || (os == RESET && payload_bytes(c->orig) == 0 && payload_bytes(c->resp) == 0))
             return "REJ";
         return o_inactive ? "RSTRH" : "RSTR";
     }
@@ -592,33 +1126,25 @@ static PyObject *payload_list(const Side *side) {
 static PyObject *conv_facts(Conv *c) {
     if (!c->orig_host && !(c->orig_host = host_string(c->orig_addr, c->family_len))) return NULL;
     if (!c->resp_host && !(c->resp_host = host_string(c->resp_addr, c->family_len))) return NULL;
-    PyObject *history = NULL;
-    char *letters = PyMem_Malloc((size_t)c->history_len + 2);
-    if (letters) {
-        Py_ssize_t n = 0;
-        if (c->flipped) letters[n++] = '^';
-        if (c->history_len) memcpy(letters + n, c->history, (size_t)c->history_len);
-        history = PyUnicode_FromStringAndSize(letters, n + c->history_len);
-        PyMem_Free(letters);
-    } else {
-        PyErr_NoMemory();
-    }
-    PyObject *orig_payloads = payload_list(&c->orig), *resp_payloads = payload_list(&c->resp);
+    PyObject *history = PyUnicode_FromStringAndSize(c->history ? c->history : "", c->history_len);
+    PyObject *orig_payloads = payload_list(c->orig), *resp_payloads = payload_list(c->resp);
     PyObject *facts = NULL;
     if (history && orig_payloads && resp_payloads) {
         int tcp = c->proto == TCP;
         facts = Py_BuildValue(
-            "{s:n,s:i,s:O,s:i,s:O,s:i,s:L,s:L,s:s,s:O,s:L,s:L,s:L,s:L,s:O,s:O,s:L,s:L,s:L,s:L,s:n}",
+            "{s:n,s:i,s:O,s:i,s:O,s:i,s:L,s:L,s:s,s:O,s:L,s:L,s:K,s:K,s:L,s:L,s:O,s:O,s:L,s:L,s:L,s:K,s:n}",
             "index", c->index, "proto", c->proto, "orig_h", c->orig_host, "orig_p", c->orig_port,
-            "resp_h", c->resp_host, "resp_p", c->resp_port, "first_time_ns", (long long)c->first_time,
+            "resp_h", c->resp_host, "resp_p", c->resp_port, "first_time_ns", (long long)c->start_time,
             "last_time_ns", (long long)c->last_time, "conn_state", conn_state(c), "history", history,
-            "orig_pkts", (long long)c->orig.packets, "resp_pkts", (long long)c->resp.packets,
-            "orig_bytes", (long long)payload_bytes(&c->orig), "resp_bytes", (long long)payload_bytes(&c->resp),
+            "orig_pkts", (long long)c->orig->packets, "resp_pkts", (long long)c->resp->packets,
+            "orig_bytes", (unsigned long long)payload_bytes(c->orig),
+            "resp_bytes", (unsigned long long)payload_bytes(c->resp),
+            "orig_ip_bytes", (long long)c->orig->ip_bytes, "resp_ip_bytes", (long long)c->resp->ip_bytes,
             "orig_payloads", orig_payloads, "resp_payloads", resp_payloads,
-            "retransmissions", tcp ? (long long)(c->orig.retransmissions + c->resp.retransmissions) : 0LL,
-            "out_of_order", tcp ? (long long)(c->orig.out_of_order + c->resp.out_of_order) : 0LL,
-            "duplicate_acks", tcp ? (long long)(c->orig.duplicate_acks + c->resp.duplicate_acks) : 0LL,
-            "missed_bytes", (long long)(missed_bytes(&c->orig) + missed_bytes(&c->resp)),
+            "retransmissions", tcp ? (long long)(c->orig->retransmissions + c->resp->retransmissions) : 0LL,
+            "out_of_order", tcp ? (long long)(c->orig->out_of_order + c->resp->out_of_order) : 0LL,
+            "duplicate_acks", tcp ? (long long)(c->orig->duplicate_acks + c->resp->duplicate_acks) : 0LL,
+            "missed_bytes", (unsigned long long)(c->orig->missed_bytes + c->resp->missed_bytes),
             "icmp_unreachable", c->unreachable ? PyList_GET_SIZE(c->unreachable) : (Py_ssize_t)0);
     }
     Py_XDECREF(history);
@@ -627,11 +1153,13 @@ static PyObject *conv_facts(Conv *c) {
     return facts;
 }
 
-/* Ends a conversation: out of the table, then to on_finished. Frees it either way. */
+/* Ends a conversation: out of the table, then to on_finished; freed now or when its last timer goes. */
 static int end_conv(Scanner *s, Conv *c) {
     unlink_conv(s, c);
+    c->ended = 1;
     PyObject *facts = conv_facts(c);
-    free_conv(c);
+    release_conv(c);
+    if (!c->timer_refs) PyMem_Free(c);
     if (!facts) return -1;
     PyObject *result = PyObject_CallOneArg(s->on_finished, facts);
     Py_DECREF(facts);
@@ -640,75 +1168,103 @@ static int end_conv(Scanner *s, Conv *c) {
     return 0;
 }
 
-static int sweep(Scanner *s, nstime now) {
-    s->next_sweep = now + s->limits.sweep_interval;
-    Conv *c = s->first;
-    while (c) {
-        Conv *next = c->next;
-        if (now - c->last_time > s->limits.shortest_timeout && conv_ended(c, now) && end_conv(s, c) < 0)
-            return -1;
-        c = next;
+/* tracker.py's _advance: every timer due by `now`, in order. */
+static int advance(Scanner *s, nstime now) {
+    while (s->ntimers && s->timers[0].when <= now) {
+        Timer t = pop_timer(s);
+        Conv *c = t.conv;
+        c->timer_refs--;
+        if (c->ended) {
+            if (!c->timer_refs) PyMem_Free(c);
+            continue;
+        }
+        int ends = on_timer(c, t.kind, t.generation, now);
+        if (ends < 0) return -1;
+        if (ends && end_conv(s, c) < 0) return -1;
     }
     return 0;
 }
 
-typedef struct {
-    nstime time;
-    const unsigned char *src, *dst;
-    int family_len, proto, sport, dport, flags;
-    int64_t payload_len, seq, ack, window;
-    PyObject *src_host, *dst_host;    /* borrowed str, or NULL (made from the address when needed) */
-} PacketFields;
+/* tracker.py's _flips_at_start. */
+static int flips_at_start(const Limits *L, const PacketFields *p) {
+    int flip = 0;
+    if (p->proto == TCP) {
+        if ((p->flags & SYN) && !(p->flags & ACK)) return 0;
+        if (L->likely_tcp[p->sport])
+            flip = L->likely_tcp[p->dport] ? (!(p->flags & SYN) && p->sport < p->dport) : 1;
+    } else {
+        flip = L->likely_udp[p->sport] && !L->likely_udp[p->dport];
+    }
+    static const unsigned char broadcast[4] = {255, 255, 255, 255};
+    return flip && !(p->family_len == 4 && memcmp(p->dst, broadcast, 4) == 0);
+}
 
-static int feed_packet(Scanner *s, const PacketFields *p) {
+/* tracker.py's _lookup: the packet's conversation, made if it has none (or a SYN reuses the pair). */
+static Conv *conv_for(Scanner *s, const PacketFields *p) {
+    current_scanner = s;
+    nstime now = p->time;
+    if (!s->has_network_time || now > s->network_time) {
+        s->has_network_time = 1;
+        s->network_time = now;
+    }
+    if (s->ntimers && s->timers[0].when <= s->network_time && advance(s, s->network_time) < 0) return NULL;
     Key key;
     make_key(&key, p->src, p->sport, p->dst, p->dport, p->family_len, p->proto);
-    nstime now = p->time;
     Conv *c = lookup(s, &key);
-    int is_open = p->proto == TCP && (p->flags & (SYN | ACK)) == SYN;
-    if (c && ((now - c->last_time > s->limits.shortest_timeout && conv_ended(c, now))
-              || (is_open && c->has_orig_isn && c->orig_isn != p->seq))) {
-        if (end_conv(s, c) < 0) return -1;
+    if (c && p->proto == TCP && (p->flags & SYN) && is_reuse(c, p->flags, (uint32_t)p->seq)) {
+        if (end_conv(s, c) < 0) return NULL;
         c = NULL;
     }
-    if (!c) {
-        c = PyMem_Calloc(1, sizeof(Conv));
-        if (!c) { PyErr_NoMemory(); return -1; }
-        memcpy(c->key_addr, key.addr, sizeof key.addr);
-        c->key_port[0] = key.port[0];
-        c->key_port[1] = key.port[1];
-        c->family_len = key.family_len;
-        c->proto = key.proto;
-        c->hash = key.hash;
-        c->limits = &s->limits;
-        int swap = 0;
-        if (p->proto == TCP && !is_open) {
-            if (p->flags & SYN) { swap = 1; c->flipped = 1; }
-            else c->began_mid_stream = 1;
-        }
-        memcpy(c->orig_addr, swap ? p->dst : p->src, (size_t)p->family_len);
-        memcpy(c->resp_addr, swap ? p->src : p->dst, (size_t)p->family_len);
-        c->orig_port = swap ? p->dport : p->sport;
-        c->resp_port = swap ? p->sport : p->dport;
-        c->orig_host = swap ? p->dst_host : p->src_host;
-        c->resp_host = swap ? p->src_host : p->dst_host;
-        Py_XINCREF(c->orig_host);
-        Py_XINCREF(c->resp_host);
-        c->index = ++s->started;
-        c->first_time = now;
-        c->orig.is_orig = 1;
-        if (is_open) { c->has_orig_isn = 1; c->orig_isn = p->seq; }
-        if (insert(s, c) < 0) { free_conv(c); return -1; }
-    }
-    int outbound = p->sport == c->orig_port && memcmp(p->src, c->orig_addr, (size_t)p->family_len) == 0;
-    c->last_time = now;
-    if (state_feed(c, outbound, p->proto, p->flags, p->seq, p->ack, p->window, p->payload_len, now) < 0) return -1;
+    if (c) return c;
+    c = PyMem_Calloc(1, sizeof(Conv));
+    if (!c) { PyErr_NoMemory(); return NULL; }
+    memcpy(c->key_addr, key.addr, sizeof key.addr);
+    c->key_port[0] = key.port[0];
+    c->key_port[1] = key.port[1];
+    c->family_len = key.family_len;
+    c->proto = key.proto;
+    c->hash = key.hash;
+    c->limits = &s->limits;
+    memcpy(c->orig_addr, p->src, (size_t)p->family_len);
+    memcpy(c->resp_addr, p->dst, (size_t)p->family_len);
+    c->orig_port = p->sport;
+    c->resp_port = p->dport;
+    c->orig_host = p->src_host;
+    c->resp_host = p->dst_host;
+    Py_XINCREF(c->orig_host);
+    Py_XINCREF(c->resp_host);
+    c->index = ++s->started;
+    c->orig = &c->sides[0];
+    c->resp = &c->sides[1];
+    init_side(c->orig, 1, c->resp);
+    init_side(c->resp, 0, c->orig);
+    c->start_time = c->last_time = now;
+    c->is_active = 1;
+    if (insert(s, c) < 0) { release_conv(c); PyMem_Free(c); return NULL; }
+    /* ZeekState.__init__, then the tracker's flip (mark_flipped) */
+    if (p->proto == TCP && add_timer(c, (timer_time)s->network_time + s->limits.tcp_syn_timeout, TIMER_EXPIRE) < 0)
+        return NULL;
+    if (set_inactivity_timeout(c, s->limits.udp_inactivity_timeout) < 0) return NULL;
+    if (flips_at_start(&s->limits, p) && flip_roles(c) < 0) return NULL;
+    return c;
+}
+
+static int is_from_orig(const Conv *c, const PacketFields *p) {
+    return p->sport == c->orig_port && memcmp(p->src, c->orig_addr, (size_t)p->family_len) == 0;
+}
+
+static int feed_packet(Scanner *s, const PacketFields *p) {
+    Conv *c = conv_for(s, p);
+    if (!c) return -1;
+    if (conv_feed(c, p, is_from_orig(c, p)) < 0) return -1;
     s->packets++;
-    if (!s->sweep_armed || now >= s->next_sweep) {
-        s->sweep_armed = 1;
-        if (sweep(s, now) < 0) return -1;
-    }
     return 0;
+}
+
+static int feed_corrupt_packet(Scanner *s, const PacketFields *p) {
+    Conv *c = conv_for(s, p);
+    if (!c) return -1;
+    return checksum_error(c, is_from_orig(c, p)) < 0 ? -1 : 0;
 }
 
 /* -- input: records (decode.py's fast path) or Packets from the Python decoder ------------------ */
@@ -734,8 +1290,8 @@ static long long item_ll(PyObject *tuple, Py_ssize_t index) {
 }
 
 /* A Packet tuple: (frame, time_ns, src, dst, proto, sport, dport, payload_len, payload, seq, ack, flags,
- * window, mss, wscale). */
-static int feed_packet_tuple(Scanner *s, PyObject *packet) {
+ * window, mss, wscale, ip_len); `corrupt`: its checksum was bad (ConversationTracker.feed_corrupt). */
+static int feed_packet_tuple(Scanner *s, PyObject *packet, int corrupt) {
     if (!PyTuple_Check(packet) || PyTuple_GET_SIZE(packet) < 13) {
         PyErr_SetString(PyExc_TypeError, "expected a harness.packet.Packet");
         return -1;
@@ -761,10 +1317,13 @@ static int feed_packet_tuple(Scanner *s, PyObject *packet) {
     p.ack = item_ll(packet, 10);
     p.flags = (int)item_ll(packet, 11);
     p.window = item_ll(packet, 12);
+    p.ip_len = PyTuple_GET_SIZE(packet) > 15 ? item_ll(packet, 15) : 0;
+    PyObject *payload = PyTuple_GET_ITEM(packet, 8);
+    p.captured = PyBytes_Check(payload) ? PyBytes_GET_SIZE(payload) : p.payload_len;
     if (PyErr_Occurred()) return -1;
     p.src_host = PyTuple_GET_ITEM(packet, 2);
     p.dst_host = PyTuple_GET_ITEM(packet, 3);
-    return feed_packet(s, &p);
+    return corrupt ? feed_corrupt_packet(s, &p) : feed_packet(s, &p);
 }
 
 static unsigned be16(const unsigned char *b) { return ((unsigned)b[0] << 8) | b[1]; }
@@ -777,7 +1336,7 @@ static uint32_t be32(const unsigned char *b) {
 static int feed_frame(Scanner *s, long linktype, nstime time, Py_ssize_t caplen, long long origlen,
                       const unsigned char *d, int *failed) {
     *failed = 0;
-    if (linktype != 1 || caplen < 54 || origlen < caplen) return 0;
+    if (linktype != 1 || caplen < 54 || origlen < caplen || s->limits.verify_checksums) return 0;
     unsigned ethertype = be16(d + 12), version_ihl = d[14], total_length = be16(d + 16);
     unsigned fragment = be16(d + 20), proto = d[23];
     unsigned header_len = (unsigned)(d[46] >> 4) * 4;
@@ -798,6 +1357,9 @@ static int feed_frame(Scanner *s, long linktype, nstime time, Py_ssize_t caplen,
     p.flags = d[47];
     p.window = be16(d + 48);
     p.payload_len = (int64_t)total_length - 20 - header_len;
+    p.ip_len = total_length;
+    int64_t captured = (int64_t)caplen - 34 - header_len;
+    p.captured = captured < 0 ? 0 : captured > p.payload_len ? p.payload_len : captured;
     p.src_host = p.dst_host = NULL;
     if (feed_packet(s, &p) < 0) *failed = 1;
     return 1;
@@ -821,12 +1383,11 @@ static int feed_record(Scanner *s, PyObject *record) {
     PyObject *frame = PyLong_FromSsize_t(s->frame);
     PyObject *packet = frame ? PyObject_CallFunctionObjArgs(s->decode_slow, record, frame, NULL) : NULL;
     Py_XDECREF(frame);
-    if (packet && PyList_Check(packet)) {
-        /* A record holding several packets (a tunnel's outer and inner ones): each, in order. */
+    if (packet && PyList_Check(packet)) {       /* a tunnel's packets: the outer first, then the inner */
         for (Py_ssize_t i = 0; !failed && i < PyList_GET_SIZE(packet); i++)
-            failed = feed_packet_tuple(s, PyList_GET_ITEM(packet, i)) < 0;
+            failed = feed_packet_tuple(s, PyList_GET_ITEM(packet, i), 0) < 0;
     } else {
-        failed = !packet || (packet != Py_None && feed_packet_tuple(s, packet) < 0);
+        failed = !packet || (packet != Py_None && feed_packet_tuple(s, packet, 0) < 0);
     }
     Py_XDECREF(packet);
     return failed ? -1 : 0;
@@ -1027,9 +1588,25 @@ static PyObject *Scanner_feed_unreachable(Scanner *s, PyObject *args) {
     return result;
 }
 
+static PyObject *Scanner_feed_corrupt(Scanner *s, PyObject *packet) {
+    if (feed_packet_tuple(s, packet, 1) < 0) return NULL;
+    Py_RETURN_NONE;
+}
+
+/* Empties the timer queue, freeing the conversations that only it still held. */
+static void clear_timers(Scanner *s) {
+    for (Py_ssize_t i = 0; i < s->ntimers; i++) {
+        Conv *c = s->timers[i].conv;
+        if (--c->timer_refs == 0 && c->ended) PyMem_Free(c);
+    }
+    s->ntimers = 0;
+}
+
 static PyObject *Scanner_finish(Scanner *s, PyObject *unused) {
+    current_scanner = s;
     while (s->first)
         if (end_conv(s, s->first) < 0) return NULL;
+    clear_timers(s);
     Py_RETURN_NONE;
 }
 
@@ -1043,41 +1620,60 @@ static int limit_from(PyObject *limits, const char *name, int64_t *out) {
     return (*out == -1 && PyErr_Occurred()) ? -1 : 0;
 }
 
+static int ports_from(PyObject *limits, Limits *L) {
+    PyObject *ports = PyDict_GetItemString(limits, "likely_server_ports");
+    PyObject *sequence = ports ? PySequence_Fast(ports, "likely_server_ports must be a sequence") : NULL;
+    if (!sequence) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_KeyError, "Scanner limits lack likely_server_ports");
+        return -1;
+    }
+    memset(L->likely_tcp, 0, sizeof L->likely_tcp);
+    memset(L->likely_udp, 0, sizeof L->likely_udp);
+    for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(sequence); i++) {
+        long port, proto;
+        if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(sequence, i), "ll", &port, &proto)) {
+            Py_DECREF(sequence);
+            return -1;
+        }
+        if (port < 0 || port > 65535) continue;
+        if (proto == TCP) L->likely_tcp[port] = 1;
+        else if (proto == UDP) L->likely_udp[port] = 1;
+    }
+    Py_DECREF(sequence);
+    return 0;
+}
+
 static int Scanner_init(Scanner *s, PyObject *args, PyObject *kwargs) {
     PyObject *limits, *on_finished;
     if (!PyArg_ParseTuple(args, "O!O:Scanner", &PyDict_Type, &limits, &on_finished)) return -1;
     Limits *L = &s->limits;
-    int64_t max_holes;
-    if (limit_from(limits, "close_delay", &L->close_delay) < 0
-            || limit_from(limits, "tcp_idle_timeout", &L->tcp_idle_timeout) < 0
-            || limit_from(limits, "udp_idle_timeout", &L->udp_idle_timeout) < 0
-            || limit_from(limits, "sweep_interval", &L->sweep_interval) < 0
+    int64_t report_gaps, verify;
+    if (limit_from(limits, "tcp_syn_timeout", &L->tcp_syn_timeout) < 0
+            || limit_from(limits, "tcp_session_timer", &L->tcp_session_timer) < 0
+            || limit_from(limits, "tcp_connection_linger", &L->tcp_connection_linger) < 0
+            || limit_from(limits, "tcp_attempt_delay", &L->tcp_attempt_delay) < 0
+            || limit_from(limits, "tcp_close_delay", &L->tcp_close_delay) < 0
+            || limit_from(limits, "tcp_inactivity_timeout", &L->tcp_inactivity_timeout) < 0
+            || limit_from(limits, "udp_inactivity_timeout", &L->udp_inactivity_timeout) < 0
+            || limit_from(limits, "too_large_seq_delta", &L->too_large_seq_delta) < 0
+            || limit_from(limits, "history_scale", &L->history_scale) < 0
+            || limit_from(limits, "max_buffered_runs", &L->max_buffered_runs) < 0
+            || limit_from(limits, "report_gaps_for_partial", &report_gaps) < 0
+            || limit_from(limits, "verify_checksums", &verify) < 0
+            || limit_from(limits, "tcp_max_initial_window", &L->tcp_max_initial_window) < 0
+            || limit_from(limits, "tcp_max_above_hole_without_any_acks", &L->tcp_max_above_hole_without_any_acks) < 0
+            || limit_from(limits, "tcp_excessive_data_without_further_acks",
+                          &L->tcp_excessive_data_without_further_acks) < 0
             || limit_from(limits, "fast_retransmission_window", &L->fast_retransmission_window) < 0
             || limit_from(limits, "default_out_of_order_threshold", &L->default_out_of_order_threshold) < 0
-            || limit_from(limits, "max_holes", &max_holes) < 0)
+            || ports_from(limits, L) < 0)
         return -1;
-    L->max_holes = (Py_ssize_t)max_holes;
-    L->shortest_timeout = L->close_delay;
-    if (L->tcp_idle_timeout < L->shortest_timeout) L->shortest_timeout = L->tcp_idle_timeout;
-    if (L->udp_idle_timeout < L->shortest_timeout) L->shortest_timeout = L->udp_idle_timeout;
-    PyObject *counts = PyDict_GetItemString(limits, "history_counts");
-    PyObject *sequence = counts ? PySequence_Fast(counts, "history_counts must be a sequence") : NULL;
-    if (!sequence) {
-        if (!PyErr_Occurred()) PyErr_SetString(PyExc_KeyError, "Scanner limits lack history_counts");
+    L->report_gaps_for_partial = report_gaps != 0;
+    L->verify_checksums = verify != 0;
+    if (L->history_scale < 2 || L->max_buffered_runs < 1) {
+        PyErr_SetString(PyExc_ValueError, "Scanner limits out of range (history_scale, max_buffered_runs)");
         return -1;
     }
-    Py_ssize_t ncounts = PySequence_Fast_GET_SIZE(sequence);
-    if (ncounts > MAX_HISTORY_COUNTS || max_holes < 1) {
-        Py_DECREF(sequence);
-        PyErr_SetString(PyExc_ValueError, "Scanner limits out of range (history_counts, max_holes)");
-        return -1;
-    }
-    L->nhistory_counts = (int)ncounts;
-    for (Py_ssize_t i = 0; i < ncounts; i++) {
-        L->history_counts[i] = PyLong_AsLongLong(PySequence_Fast_GET_ITEM(sequence, i));
-        if (L->history_counts[i] == -1 && PyErr_Occurred()) { Py_DECREF(sequence); return -1; }
-    }
-    Py_DECREF(sequence);
     Py_INCREF(on_finished);
     Py_XSETREF(s->on_finished, on_finished);
     return 0;
@@ -1087,8 +1683,12 @@ static void Scanner_dealloc(Scanner *s) {
     while (s->first) {
         Conv *c = s->first;
         s->first = c->next;
-        free_conv(c);
+        c->ended = 1;
+        release_conv(c);
+        if (!c->timer_refs) PyMem_Free(c);
     }
+    clear_timers(s);
+    PyMem_Free(s->timers);
     PyMem_Free(s->buckets);
     Py_XDECREF(s->on_finished);
     Py_TYPE(s)->tp_free((PyObject *)s);
@@ -1102,6 +1702,7 @@ static PyMethodDef Scanner_methods[] = {
     {"pcap_records", (PyCFunction)Scanner_walk_pcap, METH_VARARGS, NULL},
     {"pcapng_packets", (PyCFunction)Scanner_walk_pcapng, METH_VARARGS, NULL},
     {"feed_unreachable", (PyCFunction)Scanner_feed_unreachable, METH_VARARGS, NULL},
+    {"feed_corrupt", (PyCFunction)Scanner_feed_corrupt, METH_O, NULL},
     {"finish", (PyCFunction)Scanner_finish, METH_NOARGS, NULL},
     {NULL, NULL, 0, NULL},
 };

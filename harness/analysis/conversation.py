@@ -2,9 +2,11 @@
 
 Rules (the same ones Wireshark's "relative sequence numbers" and Zeek's conn.log follow):
 
-1. TCP: the originator is the sender of a SYN without ACK; a capture that begins with the SYN-ACK
-   flips the roles (its receiver opened). If the capture began mid-stream (no SYN seen), the
-   sender of the first packet seen is taken as the originator, and `began_mid_stream` says so.
+1. The originator is the sender of the first packet, unless Zeek's rules flip the roles
+   (harness.analysis.zeek, rule 3: at the first packet by likely server ports; a capture that begins
+   with the SYN-ACK, at the first ACK or payload that follows). When the roles flip, every segment
+   kept so far is turned round with them. If the capture began mid-stream (a TCP conversation whose
+   first packet is no SYN), `began_mid_stream` says so.
 2. Relative sequence numbers are taken per direction from the ISN when the SYN was captured (the
    SYN is seq 0, the first data byte 1); without it, the first sequence number seen is taken as 1.
    A relative ACK is the raw ACK minus the base of the other direction; it is None on segments
@@ -65,10 +67,10 @@ class Conversation:
 
     # Slots: a long capture makes one of these per conversation, and every packet touches one.
     __slots__ = ("index", "proto", "orig", "resp", "began_mid_stream", "keep_segments", "segments", "zeek", "tshark",
-                 "unreachable", "first_time_ns", "last_time_ns", "_seq_base", "_orig_isn")
+                 "unreachable", "first_time_ns", "last_time_ns", "key", "_seq_base", "_ended")
 
     def __init__(self, index: int, proto: int, orig: Endpoint, resp: Endpoint, began_mid_stream: bool = False,
-                 keep_segments: bool = True) -> None:
+                 keep_segments: bool = True, zeek: Optional[ZeekState] = None) -> None:
         self.index = index                  # 1-based, in order of first packet
         self.proto = proto                  # TCP or UDP
         self.orig = orig
@@ -76,14 +78,15 @@ class Conversation:
         self.began_mid_stream = began_mid_stream
         self.keep_segments = keep_segments
         self.segments: List[Segment] = []
-        self.zeek = ZeekState(proto)
+        self.zeek = zeek if zeek is not None else ZeekState(proto)
         self.tshark = TsharkState() if proto == TCP else None
         self.unreachable: List[Tuple[int, int]] = []    # (frame, time_ns) of ICMP errors
         self.first_time_ns = 0
-        self.last_time_ns = 0
-        # Per direction (True: from the originator) base for relative numbers, and the originator's ISN.
+        self.last_time_ns = 0               # the last packet's time (conn.log's duration is Zeek's: zeek.last_time)
+        self.key: Tuple = ()                # the tracker's
+        # Per direction (True: from the originator) base for relative numbers.
         self._seq_base: Dict[bool, int] = {}
-        self._orig_isn: Optional[int] = None
+        self._ended = False
 
     def __repr__(self) -> str:
         return (f"Conversation(index={self.index}, {self.describe()}, packets={self.packet_count}, "
@@ -105,11 +108,27 @@ class Conversation:
         """Take the next packet; the tracker has set first_time_ns from the first one."""
         is_orig = packet.sport == self.orig.port and packet.src == self.orig.host
         self.last_time_ns = packet.time_ns
+        flips = self.zeek.flips
         retransmitted = self.zeek.feed(packet, is_orig)
+        if self.zeek.flips != flips:
+            self._flip()
+            is_orig = packet.sport == self.orig.port and packet.src == self.orig.host
         if self.tshark is not None:
             self.tshark.feed(packet, is_orig)
         if self.keep_segments:
             self._keep(packet, is_orig, retransmitted)
+
+    def _add_corrupt(self, packet: Packet) -> None:
+        """A packet discarded for its bad checksum: Zeek's history C, and nothing else."""
+        self.zeek.checksum_error(packet.sport == self.orig.port and packet.src == self.orig.host)
+
+    def _flip(self) -> None:
+        """Zeek flipped the roles: the originator is the other side, for everything kept so far too."""
+        self.orig, self.resp = self.resp, self.orig
+        if self.tshark is not None:
+            self.tshark.orig, self.tshark.resp = self.tshark.resp, self.tshark.orig
+        self._seq_base = {not is_orig: base for is_orig, base in self._seq_base.items()}
+        self.segments = [segment._replace(is_orig=not segment.is_orig) for segment in self.segments]
 
     def _keep(self, packet: Packet, is_orig: bool, retransmitted: bool) -> None:
         if self.proto != TCP:

@@ -36,9 +36,9 @@ from harness.wire.packet import TCP, Packet
 from harness.wire.tunnel import TunnelSessions
 from harness.wire.reader import CaptureFormatError, open_capture
 from harness.analysis.summary import record, summarize
-from harness.analysis.tracker import CLOSE_DELAY, SWEEP_INTERVAL, TCP_IDLE_TIMEOUT, UDP_IDLE_TIMEOUT
+from harness.analysis import zeek
 from harness.analysis.tshark import DEFAULT_OUT_OF_ORDER_THRESHOLD, FAST_RETRANSMISSION_WINDOW
-from harness.analysis.zeek import LOGARITHMIC_COUNTS, MAX_HOLES
+from harness.analysis.zeek import ZeekSettings
 
 try:
     from harness.analysis import _speedups
@@ -111,7 +111,7 @@ class _RecordDecoder:
         self.frames = 0
         self.others: Dict[str, int] = {}
         self.fragments = Reassembler()
-        self.tunnels = TunnelSessions(UDP_IDLE_TIMEOUT)
+        self.tunnels = TunnelSessions(zeek.UDP_INACTIVITY_TIMEOUT)
         self._skipped_lines = _Limited(warnings, lambda more: f"{path}: {more} more undecodable frames skipped "
                                                                f"(a warning each for the first {WARNING_LIMIT} only)")
         self._dropped_lines = _Limited(warnings, lambda more: f"{path}: {more} more IP datagrams not analysed for "
@@ -223,12 +223,14 @@ def _scan(path, tracker: ConversationTracker, verify_checksums: bool = False) ->
     return Analysis(str(path), tracker.conversations, count, decoder.warnings, damage, decoder.frames, decoder.others)
 
 
-def analyse(path, keep_segments: bool = True, verify_checksums: bool = False) -> Analysis:
+def analyse(path, keep_segments: bool = True, settings: ZeekSettings = ZeekSettings(),
+            verify_checksums: bool = False) -> Analysis:
     """Every conversation of a capture; a damaged file yields what came before the damage."""
-    return _scan(path, ConversationTracker(keep_segments), verify_checksums)
+    return _scan(path, ConversationTracker(keep_segments, settings=settings), verify_checksums)
 
 
-def stream_summaries(path, emit: Callable[[Dict[str, object]], None], verify_checksums: bool = False) -> Analysis:
+def stream_summaries(path, emit: Callable[[Dict[str, object]], None], settings: ZeekSettings = ZeekSettings(),
+                     verify_checksums: bool = False) -> Analysis:
     """Each conversation's summary record, handed to `emit` as soon as the conversation has ended, in
     the order ConversationTracker ends them.
 
@@ -240,24 +242,34 @@ def stream_summaries(path, emit: Callable[[Dict[str, object]], None], verify_che
     (verify_checksums) in pure Python only: the C scanner's fast path does not check them.
     """
     if _speedups is not None and not os.environ.get(PURE_PYTHON_ENV) and not verify_checksums:
-        return stream_facts(path, lambda facts: emit(record(facts)))
-    return stream_conversations(path, lambda conversation: emit(summarize(conversation)), verify_checksums)
+        return stream_facts(path, lambda facts: emit(record(facts)), settings)
+    return stream_conversations(path, lambda conversation: emit(summarize(conversation)), settings, verify_checksums)
 
 
-def scanner_limits() -> Dict[str, object]:
-    """The analysis's constants, for the C scanner: from the modules that define them, never copied."""
-    return {"close_delay": CLOSE_DELAY, "tcp_idle_timeout": TCP_IDLE_TIMEOUT, "udp_idle_timeout": UDP_IDLE_TIMEOUT,
-            "sweep_interval": SWEEP_INTERVAL, "max_holes": MAX_HOLES, "history_counts": sorted(LOGARITHMIC_COUNTS),
+def scanner_limits(settings: ZeekSettings = ZeekSettings()) -> Dict[str, object]:
+    """The analysis's constants and settings, for the C scanner: from the modules that define them,
+    never copied."""
+    return {"tcp_syn_timeout": zeek.TCP_SYN_TIMEOUT, "tcp_session_timer": zeek.TCP_SESSION_TIMER,
+            "tcp_connection_linger": zeek.TCP_CONNECTION_LINGER, "tcp_attempt_delay": zeek.TCP_ATTEMPT_DELAY,
+            "tcp_close_delay": zeek.TCP_CLOSE_DELAY, "tcp_inactivity_timeout": zeek.TCP_INACTIVITY_TIMEOUT,
+            "udp_inactivity_timeout": zeek.UDP_INACTIVITY_TIMEOUT, "too_large_seq_delta": zeek.TOO_LARGE_SEQ_DELTA,
+            "history_scale": zeek.HISTORY_SCALE, "max_buffered_runs": zeek.MAX_BUFFERED_RUNS,
+            "likely_server_ports": sorted(settings.likely_server_ports),
+            "report_gaps_for_partial": int(settings.report_gaps_for_partial), "verify_checksums": 0,
+            "tcp_max_initial_window": settings.tcp_max_initial_window,
+            "tcp_max_above_hole_without_any_acks": settings.tcp_max_above_hole_without_any_acks,
+            "tcp_excessive_data_without_further_acks": settings.tcp_excessive_data_without_further_acks,
             "fast_retransmission_window": FAST_RETRANSMISSION_WINDOW,
             "default_out_of_order_threshold": DEFAULT_OUT_OF_ORDER_THRESHOLD}
 
 
-def stream_facts(path, on_finished: Callable[[Dict[str, object]], None]) -> Analysis:
+def stream_facts(path, on_finished: Callable[[Dict[str, object]], None],
+                 settings: ZeekSettings = ZeekSettings()) -> Analysis:
     """Each conversation's facts (summary.FACTS, by name) as the C scanner hands them over when it
     ends. Only with harness.analysis._speedups compiled; stream_conversations is the pure path."""
     if _speedups is None:
         raise RuntimeError(f"harness.analysis._speedups is not compiled: {speedups_status()[1]}")
-    scanner = _speedups.Scanner(scanner_limits(), on_finished)
+    scanner = _speedups.Scanner(scanner_limits(settings), on_finished)
     decoder = _RecordDecoder(path, [], scanner.feed_unreachable)
     damage = None
     try:
@@ -273,10 +285,10 @@ def stream_facts(path, on_finished: Callable[[Dict[str, object]], None]) -> Anal
 
 
 def stream_conversations(path, on_finished: Callable[[Conversation], None],
-                         verify_checksums: bool = False) -> Analysis:
+                         settings: ZeekSettings = ZeekSettings(), verify_checksums: bool = False) -> Analysis:
     """Each conversation, without its segments, handed to `on_finished` as soon as it has ended, in
     the order ConversationTracker ends them. Pure Python (the C scanner hands over facts instead)."""
-    tracker = ConversationTracker(keep_segments=False, on_finished=on_finished)
+    tracker = ConversationTracker(keep_segments=False, on_finished=on_finished, settings=settings)
     analysis = _scan(path, tracker, verify_checksums)
     tracker.finish()
     return analysis

@@ -33,8 +33,10 @@ def _uid(first_time_ns: int, proto: int, orig_h: str, orig_p: int, resp_h: str, 
 
 
 # The facts a record is made of, as the pure analysis and the C scanner both hand them over.
+# first_time_ns and last_time_ns are Zeek's start and last time (the latter stops once both sides closed).
 FACTS = ("index", "proto", "orig_h", "orig_p", "resp_h", "resp_p", "first_time_ns", "last_time_ns", "conn_state",
-         "history", "orig_pkts", "resp_pkts", "orig_bytes", "resp_bytes", "orig_payloads", "resp_payloads",
+         "history", "orig_pkts", "resp_pkts", "orig_bytes", "resp_bytes", "orig_ip_bytes", "resp_ip_bytes",
+         "orig_payloads", "resp_payloads",
          "retransmissions", "out_of_order", "duplicate_acks", "missed_bytes", "icmp_unreachable")
 
 
@@ -54,10 +56,11 @@ def facts(conversation: Conversation) -> Dict[str, object]:
         "index": conversation.index, "proto": conversation.proto,
         "orig_h": conversation.orig.host, "orig_p": conversation.orig.port,
         "resp_h": conversation.resp.host, "resp_p": conversation.resp.port,
-        "first_time_ns": conversation.first_time_ns, "last_time_ns": conversation.last_time_ns,
+        "first_time_ns": zeek.start_time, "last_time_ns": zeek.last_time,
         "conn_state": zeek.conn_state, "history": zeek.history,
         "orig_pkts": orig.packets, "resp_pkts": resp.packets,
         "orig_bytes": orig.payload_bytes, "resp_bytes": resp.payload_bytes,
+        "orig_ip_bytes": orig.ip_bytes, "resp_ip_bytes": resp.ip_bytes,
         "orig_payloads": orig.payloads.tolist(), "resp_payloads": resp.payloads.tolist(),
         "retransmissions": retransmissions, "out_of_order": out_of_order, "duplicate_acks": duplicate_acks,
         "missed_bytes": orig.missed_bytes + resp.missed_bytes,
@@ -87,6 +90,9 @@ def record(facts: Dict[str, object]) -> Dict[str, object]:
         "resp_pkts": facts["resp_pkts"],
         "orig_bytes": facts["orig_bytes"],
         "resp_bytes": facts["resp_bytes"],
+        "orig_ip_bytes": facts["orig_ip_bytes"],
+        "resp_ip_bytes": facts["resp_ip_bytes"],
+        "ip_proto": proto,
         "orig_payloads": facts["orig_payloads"],
         "resp_payloads": facts["resp_payloads"],
         "retransmissions": facts["retransmissions"],

@@ -1,45 +1,37 @@
 """Packets to conversations: which conversation a packet belongs to, and when a conversation ends. Pure code.
 
-Rules (Zeek's, with its default timers):
+Rules (Zeek's session manager and timer manager, src/session/Manager.cc, src/Timer.cc, src/RunState.cc,
+src/packet_analysis/protocol/ip/IPBasedAnalyzer.cc):
 
 1. A conversation is identified by its two endpoints, regardless of direction (`_key`).
-2. TCP: a SYN without ACK on a pair that already has a conversation starts a NEW conversation when
-   its sequence number differs from that conversation's initial one (port reuse); a SYN with the
-   same sequence number is a retransmission and stays in the old one.
-3. A conversation ends, and a later packet between the same endpoints starts a new one, once it has
-   been closed (both FINs, or a RST) for CLOSE_DELAY of capture time, or has been idle for
-   TCP_IDLE_TIMEOUT / UDP_IDLE_TIMEOUT.
-4. A tracker given `on_finished` hands each ended conversation over and forgets it, so its memory
+2. Capture time is the highest packet time seen so far (Zeek's network_time never goes back).
+   Before each packet, every timer due by then fires, in order of its time (harness.analysis.zeek
+   says which timers a connection sets and what each does); a timer that ends a connection hands
+   it over, and a later packet between the same endpoints starts a new one.
+3. TCP: a SYN on a pair that already has a conversation starts a NEW conversation when Zeek's
+   IsReuse says so (either side has closed or reset, or the sequence number is not the initial one);
+   otherwise it belongs to the old one.
+4. A new conversation's originator is its first packet's sender, unless Zeek's likely-server-port
+   rule flips the roles (`_flips_at_start`; a broadcast destination is never made the originator).
+5. A packet whose TCP or UDP checksum is bad (`feed_corrupt`, only when checksums are verified) is
+   looked up, and starts a conversation, like any other, but Zeek then discards it: it counts only
+   as history C.
+6. A tracker given `on_finished` hands each ended conversation over and forgets it, so its memory
    follows the open conversations, not the packets; the rest are handed over, in order of first
    packet, by `finish()`.
-5. An ICMP port unreachable belongs to the conversation of the UDP datagram it quotes.
+7. An ICMP port unreachable belongs to the conversation of the UDP datagram it quotes.
 """
 from __future__ import annotations
 
+import heapq
 from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
-from harness.analysis.conversation import SECOND, Conversation, Endpoint
-from harness.wire.packet import ACK, SYN, TCP, Packet
-
-CLOSE_DELAY = 5 * SECOND
-TCP_IDLE_TIMEOUT = 300 * SECOND
-UDP_IDLE_TIMEOUT = 60 * SECOND
-SWEEP_INTERVAL = SECOND   # capture time between looks for ended conversations
-
-
-# No conversation ends before it has been idle this long: most packets are let through on one comparison.
-SHORTEST_TIMEOUT = min(CLOSE_DELAY, TCP_IDLE_TIMEOUT, UDP_IDLE_TIMEOUT)
-
-
-def ended(conversation: Conversation, now: int) -> bool:
-    """Rule 3: has this conversation ended by capture time `now` (nanoseconds)?"""
-    idle = now - conversation.last_time_ns
-    if conversation.proto != TCP:
-        return idle > UDP_IDLE_TIMEOUT
-    return idle > TCP_IDLE_TIMEOUT or (idle > CLOSE_DELAY and conversation.zeek.closed)
-
+from harness.analysis.conversation import Conversation, Endpoint
+from harness.analysis.zeek import ZeekSettings, ZeekState
+from harness.wire.packet import ACK, SYN, TCP, UDP, Packet
 
 Key = Tuple[str, int, str, int, int]
+_BROADCAST = "255.255.255.255"
 
 
 def _key(packet) -> Key:
@@ -50,57 +42,104 @@ def _key(packet) -> Key:
     return (dst, dport, src, sport, packet.proto)
 
 
+def _flips_at_start(packet: Packet, likely_server_ports) -> bool:
+    """Rule 4, as Zeek's TCPAnalyzer/UDPAnalyzer::WantConnection decide it."""
+    sport, dport = packet.sport, packet.dport
+    if packet.proto == TCP:
+        flags = packet.flags
+        if flags & SYN and not flags & ACK:
+            return False
+        flip = False
+        if (sport, TCP) in likely_server_ports:
+            # Both plausible: flip only if this is not a SYN-ACK (stealth scans) and the source port is lower.
+            flip = (not flags & SYN and sport < dport) if (dport, TCP) in likely_server_ports else True
+    else:
+        flip = (sport, UDP) in likely_server_ports and (dport, UDP) not in likely_server_ports
+    return flip and packet.dst != _BROADCAST
+
+
 class ConversationTracker:
     """Feed packets in capture order; read `conversations` at any time (unless `on_finished` is given,
     in which case ended conversations are handed to it and not kept; call `finish()` at the end)."""
 
     def __init__(self, keep_segments: bool = True,
-                 on_finished: Optional[Callable[[Conversation], None]] = None) -> None:
+                 on_finished: Optional[Callable[[Conversation], None]] = None,
+                 settings: ZeekSettings = ZeekSettings()) -> None:
         self.keep_segments = keep_segments
         self.on_finished = on_finished
+        self.settings = settings
         self.conversations: List[Conversation] = []
         self.started = 0
+        self.network_time: Optional[int] = None
         self._current: Dict[Key, Conversation] = {}
-        self._next_sweep = -1 << 63
+        self._timers: List[Tuple[int, int, Conversation, str, int]] = []   # (time, order, conv, kind, generation)
+        self._timer_order = 0
 
     def feed(self, packet: Packet) -> Conversation:
+        conv = self._lookup(packet)
+        conv._add(packet)
+        self._schedule(conv)
+        return conv
+
+    def feed_corrupt(self, packet: Packet) -> Conversation:
+        """Rule 5: a packet with a bad TCP/UDP checksum."""
+        conv = self._lookup(packet)
+        conv._add_corrupt(packet)
+        self._schedule(conv)
+        return conv
+
+    def _lookup(self, packet: Packet) -> Conversation:
+        now = packet.time_ns
+        if self.network_time is None or now > self.network_time:
+            self.network_time = now
+        if self._timers and self._timers[0][0] <= self.network_time:
+            self._advance(self.network_time)
         src, sport, dst, dport, proto = packet.src, packet.sport, packet.dst, packet.dport, packet.proto
         # _key(packet), written out: this runs for every packet.
         if src < dst or (src == dst and sport <= dport):
             key = (src, sport, dst, dport, proto)
         else:
             key = (dst, dport, src, sport, proto)
-        now = packet.time_ns
         conv = self._current.get(key)
-        is_open = proto == TCP and packet.flags & (SYN | ACK) == SYN
-        if conv is not None and (
-                (now - conv.last_time_ns > SHORTEST_TIMEOUT and ended(conv, now))
-                or (is_open and conv._orig_isn is not None and conv._orig_isn != packet.seq)):
-            self._end(key, conv)  # rules 3 and 2: it ended, or the port is reused
+        if conv is not None and proto == TCP and packet.flags & SYN and conv.zeek.is_reuse(packet):
+            self._end(key, conv)   # rule 3
             conv = None
         if conv is None:
-            conv = self._start(packet, is_open)
+            conv = self._start(packet)
+            conv.key = key
             self._current[key] = conv
-        conv._add(packet)
-        if now >= self._next_sweep:
-            self._sweep(now)
         return conv
+
+    def _schedule(self, conv: Conversation) -> None:
+        timers = conv.zeek.timers
+        if timers:
+            for when, kind, generation in timers:
+                self._timer_order += 1
+                heapq.heappush(self._timers, (when, self._timer_order, conv, kind, generation))
+            timers.clear()
+
+    def _advance(self, now: int) -> None:
+        """Rule 2: fire every timer due by `now`."""
+        heap = self._timers
+        while heap and heap[0][0] <= now:
+            _when, _order, conv, kind, generation = heapq.heappop(heap)
+            if conv._ended:
+                continue
+            if conv.zeek.on_timer(kind, generation, now):
+                self._end(conv.key, conv)
+            else:
+                self._schedule(conv)
 
     def finish(self) -> None:
         """The capture is over: hand over every conversation still open, in order of first packet."""
         for key, conv in list(self._current.items()):
             self._end(key, conv)
-
-    def _sweep(self, now: int) -> None:
-        self._next_sweep = now + SWEEP_INTERVAL
-        finished = [(key, conv) for key, conv in self._current.items()
-                    if now - conv.last_time_ns > SHORTEST_TIMEOUT and ended(conv, now)]
-        for key, conv in finished:
-            self._end(key, conv)
+        self._timers.clear()
 
     def _end(self, key: Key, conv: Conversation) -> None:
         if self._current.get(key) is conv:
             del self._current[key]
+        conv._ended = True
         if self.on_finished is not None:
             self.on_finished(conv)
 
@@ -111,29 +150,26 @@ class ConversationTracker:
             conv.unreachable.append((frame, time_ns))
         return conv
 
-    def _start(self, packet: Packet, is_open: bool) -> Conversation:
+    def _start(self, packet: Packet) -> Conversation:
         src, dst = Endpoint(packet.src, packet.sport), Endpoint(packet.dst, packet.dport)
-        began_mid_stream = flipped = False
-        if packet.proto == TCP and not is_open:
-            if packet.flags & SYN:      # SYN-ACK first: its receiver opened
-                src, dst = dst, src
-                flipped = True
-            else:
-                began_mid_stream = True
-        self.started += 1
-        conv = Conversation(self.started, packet.proto, src, dst, began_mid_stream, self.keep_segments)
-        conv.first_time_ns = packet.time_ns
+        flipped = _flips_at_start(packet, self.settings.likely_server_ports)
         if flipped:
-            conv.zeek.mark_flipped()
-        if is_open:
-            conv._orig_isn = packet.seq
+            src, dst = dst, src
+        began_mid_stream = packet.proto == TCP and not packet.flags & SYN
+        self.started += 1
+        zeek = ZeekState(packet.proto, packet.time_ns, self.settings, self.network_time)
+        if flipped:
+            zeek.mark_flipped()
+        conv = Conversation(self.started, packet.proto, src, dst, began_mid_stream, self.keep_segments, zeek)
+        conv.first_time_ns = packet.time_ns
         if self.on_finished is None:
             self.conversations.append(conv)
         return conv
 
 
-def conversations(packets: Iterable[Packet], keep_segments: bool = True) -> List[Conversation]:
-    tracker = ConversationTracker(keep_segments)
+def conversations(packets: Iterable[Packet], keep_segments: bool = True,
+                  settings: ZeekSettings = ZeekSettings()) -> List[Conversation]:
+    tracker = ConversationTracker(keep_segments, settings=settings)
     for packet in packets:
         tracker.feed(packet)
     return tracker.conversations

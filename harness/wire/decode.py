@@ -533,7 +533,7 @@ def decode(record, frame: int, verify_checksums: bool = False) -> Optional[Packe
                 mss, wscale = _syn_options(data, 54, min(payload_start, len(data)))
             return _new_packet(Packet, (frame, time_ns, src, dst, TCP, sport, dport, payload_len,
                                         data[payload_start:payload_start + payload_len],
-                                        seq, ack, flags, window, mss, wscale))
+                                        seq, ack, flags, window, mss, wscale, total_length))
     return _decode_layers(linktype, time_ns, origlen, data, frame, verify_checksums)
 
 
@@ -552,19 +552,21 @@ def _decode_layers(linktype: int, time_ns: int, origlen: int, data: bytes, frame
         return None
     if found is None:
         return None
-    proto, src, dst, start, length, first_fragment, addresses = found
+    proto, src, dst, start, length, first_fragment, addresses, ip_len = found
     # A first fragment is not the whole segment, so its checksum cannot be checked.
     checked = addresses if verify_checksums and not first_fragment else None
     if proto == TCP:
-        return _tcp(data, start, length, frame, time_ns, src, dst, checked)
-    return _udp(data, start, length, frame, time_ns, src, dst, first_fragment, checked, origlen <= len(data))
+        return _tcp(data, start, length, frame, time_ns, src, dst, ip_len, checked)
+    return _udp(data, start, length, frame, time_ns, src, dst, first_fragment, ip_len, checked, origlen <= len(data))
 
 
 def _ipv4(data: bytes, offset: int, wire_len: int, frame: int, verify_checksums: bool = False):
-    """(proto, src, dst, transport offset, transport length, is first fragment, raw addresses) or None."""
+    """(proto, src, dst, transport offset, transport length, is first fragment, raw addresses, IP length
+    field) or None."""
     if len(data) < offset + 20:
         raise PacketDecodeError(frame, f"captured only {len(data) - offset} bytes of the IPv4 header")
     version_ihl, total_length, fragment, proto = _IPV4_FIXED(data, offset)
+    ip_len = total_length
     if version_ihl >> 4 != 4:
         raise PacketDecodeError(frame, f"IPv4 packet with IP version {version_ihl >> 4}")
     header_len = (version_ihl & 0x0F) * 4
@@ -591,7 +593,8 @@ def _ipv4(data: bytes, offset: int, wire_len: int, frame: int, verify_checksums:
         raise PacketDecodeError(frame, "IPv4 options cut off by the capture")
     addresses = data[offset + 12:offset + 20]
     src, dst = _address_pairs.get(addresses) or _address_pair(addresses)
-    return proto, src, dst, offset + header_len, total_length - header_len, fragment & 0x2000 != 0, addresses
+    return (proto, src, dst, offset + header_len, total_length - header_len, fragment & 0x2000 != 0, addresses,
+            ip_len)
 
 
 def _check_ipv4_header(data: bytes, offset: int, header_len: int, frame: int) -> None:
@@ -608,6 +611,7 @@ def _ipv6(data: bytes, offset: int, wire_len: int, frame: int):
     if data[offset] >> 4 != 6:
         raise PacketDecodeError(frame, f"IPv6 packet with IP version {data[offset] >> 4}")
     payload_len, next_header = _IPV6_FIXED(data, offset)
+    ip_len = payload_len + 40
     if payload_len == 0:
         payload_len = wire_len - 40  # jumbogram or segmentation offload
     if 40 + payload_len > wire_len:
@@ -644,7 +648,7 @@ def _ipv6(data: bytes, offset: int, wire_len: int, frame: int):
             return None
     src, dst = _address_pair(data[offset + 8:offset + 40])
     addresses = data[offset + 8:offset + 24] + (final_destination or data[offset + 24:offset + 40])
-    return next_header, src, dst, start, end - start, first_fragment, addresses
+    return next_header, src, dst, start, end - start, first_fragment, addresses, ip_len
 
 
 def _routing_destination(data: bytes, start: int, ext_len: int) -> Optional[bytes]:
@@ -658,7 +662,7 @@ def _routing_destination(data: bytes, start: int, ext_len: int) -> Optional[byte
     return None
 
 
-def _tcp(data: bytes, start: int, length: int, frame: int, time_ns: int, src: str, dst: str,
+def _tcp(data: bytes, start: int, length: int, frame: int, time_ns: int, src: str, dst: str, ip_len: int,
          addresses: Optional[bytes] = None) -> Packet:
     """`addresses`: the raw source and destination, when the checksum is to be verified."""
     if length < 20:
@@ -680,7 +684,7 @@ def _tcp(data: bytes, start: int, length: int, frame: int, time_ns: int, src: st
     payload_len = length - header_len
     packet = _new_packet(Packet, (frame, time_ns, src, dst, TCP, sport, dport, payload_len,
                                   data[payload_start:payload_start + payload_len],
-                                  seq, ack, flags, window, mss, wscale))
+                                  seq, ack, flags, window, mss, wscale, ip_len))
     if addresses is not None and len(data) >= start + length:
         _check_transport(TCP, addresses, data[start:start + length], 16, frame, packet)
     return packet
@@ -721,7 +725,7 @@ def _syn_options(data: bytes, pos: int, end: int) -> Tuple[Optional[int], Option
 
 
 def _udp(data: bytes, start: int, length: int, frame: int, time_ns: int, src: str, dst: str,
-         fragmented: bool, addresses: Optional[bytes] = None, frame_whole: bool = True) -> Packet:
+         fragmented: bool, ip_len: int, addresses: Optional[bytes] = None, frame_whole: bool = True) -> Packet:
     """`addresses`: the raw source and destination, when the checksum is to be verified; `frame_whole`:
     the record was captured whole (Zeek verifies a UDP checksum only then)."""
     if length < 8:
@@ -738,7 +742,7 @@ def _udp(data: bytes, start: int, length: int, frame: int, time_ns: int, src: st
     payload_len = udp_len - 8
     payload_end = start + 8 + min(payload_len, length - 8)
     packet = _new_packet(Packet, (frame, time_ns, src, dst, UDP, sport, dport, payload_len,
-                                  data[start + 8:payload_end], 0, 0, 0, 0, None, None))
+                                  data[start + 8:payload_end], 0, 0, 0, 0, None, None, ip_len))
     if addresses is not None and frame_whole and len(data) >= start + length:
         segment = data[start:start + length]
         vxlan_unchecked = (segment[6] == 0 and segment[7] == 0 and dport in VXLAN_PORTS and length > 8 + 8 + 14
@@ -887,7 +891,7 @@ def _unwrap(record, frame: int, around: Tuple[str, ...], verify: bool, fragments
         if ip is None:
             found.append(_other(record, around))
             return
-        proto, src, dst, addresses, start, length, first_fragment, fragment = ip
+        proto, src, dst, addresses, start, length, first_fragment, fragment, ip_len = ip
         if fragment is not None:
             ident, fragment_offset, more, header, naming_at, following, payload = fragment
             version = 4 if ethertype == ETHERTYPE_IPV4 else 6
@@ -903,10 +907,11 @@ def _unwrap(record, frame: int, around: Tuple[str, ...], verify: bool, fragments
         # A first fragment is not the whole segment, so its checksum cannot be checked.
         checked = addresses if verify and not first_fragment else None
         if proto == TCP:
-            found.append(_tcp(data, start, length, frame, time_ns, src, dst, checked))
+            found.append(_tcp(data, start, length, frame, time_ns, src, dst, ip_len, checked))
             return
         if proto == UDP:
-            packet = _udp(data, start, length, frame, time_ns, src, dst, first_fragment, checked, origlen <= len(data))
+            packet = _udp(data, start, length, frame, time_ns, src, dst, first_fragment, ip_len, checked,
+                          origlen <= len(data))
             found.append(packet)
             if first_fragment:
                 return
@@ -957,10 +962,11 @@ def _unwrap_amsdu(record, frame: int, around: Tuple[str, ...], verify: bool, fra
 def _ipv4_layer(data: bytes, offset: int, wire_len: int, frame: int, verify: bool, reassembling: bool):
     """_ipv4 for unwrap(): every check and message of _ipv4, for TCP, UDP, tunnels and (reassembling)
     every fragment: (proto, src, dst, raw addresses, transport offset, transport length, is an unreassembled
-    first fragment, fragment to reassemble or None), or None for what is read no further."""
+    first fragment, fragment to reassemble or None, IP length field), or None for what is read no further."""
     if len(data) < offset + 20:
         raise PacketDecodeError(frame, f"captured only {len(data) - offset} bytes of the IPv4 header")
     version_ihl, total_length, fragment, proto = _IPV4_FIXED(data, offset)
+    ip_len = total_length
     if version_ihl >> 4 != 4:
         raise PacketDecodeError(frame, f"IPv4 packet with IP version {version_ihl >> 4}")
     header_len = (version_ihl & 0x0F) * 4
@@ -998,7 +1004,7 @@ def _ipv4_layer(data: bytes, offset: int, wire_len: int, frame: int, verify: boo
         held = (_U16(data, offset + 4)[0], fragment_offset, fragment & 0x2000 != 0, data[offset:offset + header_len],
                 9, proto, data[offset + header_len:offset + total_length])
     return (proto, src, dst, addresses, offset + header_len, total_length - header_len, fragment & 0x2000 != 0,
-            held)
+            held, ip_len)
 
 
 def _ipv6_layer(data: bytes, offset: int, wire_len: int, frame: int, reassembling: bool):
@@ -1008,6 +1014,7 @@ def _ipv6_layer(data: bytes, offset: int, wire_len: int, frame: int, reassemblin
     if data[offset] >> 4 != 6:
         raise PacketDecodeError(frame, f"IPv6 packet with IP version {data[offset] >> 4}")
     payload_len, next_header = _IPV6_FIXED(data, offset)
+    ip_len = payload_len + 40
     if payload_len == 0:
         payload_len = wire_len - 40
     if 40 + payload_len > wire_len:
@@ -1028,7 +1035,7 @@ def _ipv6_layer(data: bytes, offset: int, wire_len: int, frame: int, reassemblin
                 src, dst = _address_pair(data[offset + 8:offset + 40])
                 held = (_U32(data, start + 4)[0], (fragment_field >> 3) * 8, fragment_field & 1 == 1,
                         data[offset:start], naming - offset, following, data[start + 8:end])
-                return following, src, dst, None, start + 8, end - start - 8, False, held
+                return following, src, dst, None, start + 8, end - start - 8, False, held, ip_len
             if fragment_field >> 3:
                 if following != TCP and following != UDP:
                     return None
@@ -1051,7 +1058,7 @@ def _ipv6_layer(data: bytes, offset: int, wire_len: int, frame: int, reassemblin
         return None
     src, dst = _address_pair(data[offset + 8:offset + 40])
     addresses = data[offset + 8:offset + 24] + (final_destination or data[offset + 24:offset + 40])
-    return next_header, src, dst, addresses, start, end - start, first_fragment, None
+    return next_header, src, dst, addresses, start, end - start, first_fragment, None, ip_len
 
 
 def _in(around: Tuple[str, ...]) -> str:

@@ -66,3 +66,4 @@ class Packet(NamedTuple):
     window: int = 0            # raw window field, unscaled
     mss: Optional[int] = None  # MSS option, decoded on SYN segments only
     wscale: Optional[int] = None  # window-scale option, decoded on SYN segments only
+    ip_len: int = 0            # the IP header's length field as Zeek reads it: IPv4 total length, IPv6 payload + 40

@@ -38,7 +38,8 @@ def tcp(steps: Sequence[Tuple], client=CLIENT, server=SERVER, isn=(1000, 900000)
         time_ns = overrides.get("time_ns", START_NS + number * MILLISECOND)
         packets.append(Packet(first_frame + number, time_ns, src[0], dst[0], TCP,
                               src[1], dst[1], len(payload), payload, seq, ack, flags,
-                              overrides.get("window", 65483), mss, 7 if flags & SYN else None))
+                              overrides.get("window", 65483), mss, 7 if flags & SYN else None,
+                              overrides.get("ip_len", 40 + len(payload) + (12 if flags & SYN else 0))))
         consumed = len(payload) + bool(flags & SYN) + bool(flags & FIN)
         if "seq" not in overrides or seq + consumed > next_seq[direction]:
             next_seq[direction] = seq + consumed
@@ -58,7 +59,7 @@ def udp(datagrams: Sequence[Tuple[str, bytes]], client=CLIENT, server=SERVER,
     for number, (direction, payload) in enumerate(datagrams):
         src, dst = (client, server) if direction == "C" else (server, client)
         packets.append(Packet(first_frame + number, START_NS + number * MILLISECOND, src[0], dst[0], UDP,
-                              src[1], dst[1], len(payload), payload))
+                              src[1], dst[1], len(payload), payload, ip_len=28 + len(payload)))
     return packets
 
 

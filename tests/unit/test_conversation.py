@@ -31,20 +31,42 @@ def test_originator_is_the_syn_sender_even_when_the_syn_ack_comes_first():
 
 
 def test_capture_begun_mid_stream_takes_the_first_sender_as_originator():
-    packets = tcp(HANDSHAKE + LAB_DATA)[5:]
+    packets = tcp(HANDSHAKE + LAB_DATA, server=("10.0.0.2", 4242))[5:]
     (conv,) = conversations(renumber(packets))
     assert conv.began_mid_stream
-    assert conv.orig == Endpoint(*SERVER)
+    assert conv.orig == Endpoint("10.0.0.2", 4242)
     assert conv.segments[0].rel_seq == 1
 
 
+def test_capture_begun_mid_stream_from_a_likely_server_port_makes_its_peer_the_originator():
+    # Zeek's likely_server_ports: 8080 is HTTP's, 40000 nobody's; the first packet comes from 8080.
+    packets = tcp(HANDSHAKE + LAB_DATA)[5:]
+    (conv,) = conversations(renumber(packets))
+    assert conv.began_mid_stream and conv.zeek.history.startswith("^")
+    assert conv.orig == Endpoint(*CLIENT) and conv.resp == Endpoint(*SERVER)
+    assert [segment.is_orig for segment in conv.segments] == [False, True]
+
+
 def test_port_reuse_starts_a_new_conversation_but_a_syn_retransmission_does_not():
+    # Zeek's IsReuse: while neither side has closed, a SYN with the initial sequence number is a
+    # retransmission; another ISN, or any SYN once a side has closed or reset, is a new connection.
+    syn_twice = tcp([("C", "S", b""), ("C", "S", b"", {"seq": 1000})] + HANDSHAKE[1:], isn=(1000, 5000))
+    assert [len(c.segments) for c in conversations(renumber(syn_twice))] == [4]
     first = tcp(HANDSHAKE + FOUR_WAY_SERVER_FIRST, isn=(1000, 5000))
-    retransmitted_syn = first[:1]
     second = tcp(HANDSHAKE, isn=(777777, 888888))
-    convs = conversations(renumber(first + retransmitted_syn + second))
-    assert [len(c.segments) for c in convs] == [8, 3]
+    convs = conversations(renumber(first + second))
+    assert [len(c.segments) for c in convs] == [7, 3]
     assert convs[1].segments[0].rel_seq == 0 and convs[1].index == 2
+    same_isn_after_the_close = conversations(renumber(first + first[:1]))
+    assert [len(c.segments) for c in same_isn_after_the_close] == [7, 1]
+    open_with_another_isn = conversations(renumber(tcp(HANDSHAKE[:1], isn=(1000, 5000)) + second))
+    assert [len(c.segments) for c in open_with_another_isn] == [1, 3]
+
+
+def test_a_refused_connection_retried_is_one_conversation_per_attempt():
+    refused = [HANDSHAKE[0], ("S", "RA", b"")]
+    convs = conversations(renumber(tcp(refused) * 3))
+    assert [(c.zeek.conn_state, len(c.segments)) for c in convs] == [("REJ", 2)] * 3
 
 
 def test_udp_conversation_is_oriented_by_its_first_datagram():

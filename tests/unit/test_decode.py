@@ -26,9 +26,11 @@ def record(data: bytes, linktype: int = 1, origlen=None, time_ns: int = 12_500_0
     return Record(linktype, time_ns, len(data), len(data) if origlen is None else origlen, data, 0, ())
 
 
-def check_segment(packet: Packet, src="10.0.0.1", dst="10.0.0.2", frame=7):
+def check_segment(packet: Packet, src="10.0.0.1", dst="10.0.0.2", frame=7, ip_len=None):
+    if ip_len is None:
+        ip_len = 71 if ":" in src else 51        # IPv6: payload length + 40; IPv4: the total length
     assert packet == Packet(frame, 12_500_000_000, src, dst, TCP, 40000, 8080, 11, b"hello world",
-                            0xDEADBEEF, 0x01020304, PSH | ACK, 512, None, None)
+                            0xDEADBEEF, 0x01020304, PSH | ACK, 512, None, None, ip_len)
 
 
 # -- link types -------------------------------------------------------------------------
@@ -253,26 +255,26 @@ def test_decode_refuses_unsupported_link_type():
 
 def test_udp_over_ipv4_and_ipv6():
     v4 = decode(record(pb.ether(pb.ipv4(src="192.168.1.1", dst="192.168.1.2", proto=17, payload=DATAGRAM))), 3)
-    assert v4 == Packet(3, 12_500_000_000, "192.168.1.1", "192.168.1.2", UDP, 5353, 53, 5, b"query")
+    assert v4 == Packet(3, 12_500_000_000, "192.168.1.1", "192.168.1.2", UDP, 5353, 53, 5, b"query", ip_len=33)
     v6 = decode(record(pb.ether(pb.ipv6(src="::1", dst="fe80::1", next_header=17, payload=DATAGRAM), 0x86DD)), 4)
-    assert v6 == Packet(4, 12_500_000_000, "::1", "fe80::1", UDP, 5353, 53, 5, b"query")
+    assert v6 == Packet(4, 12_500_000_000, "::1", "fe80::1", UDP, 5353, 53, 5, b"query", ip_len=53)
 
 
 def test_ipv4_options_are_skipped():
     packet = decode(record(pb.ether(pb.ipv4(options=b"\x94\x04\x00\x00", payload=SEGMENT))), 7)
-    check_segment(packet)
+    check_segment(packet, ip_len=55)       # the total length counts the options
 
 
 def test_ipv6_extension_headers_are_skipped():
     frame = pb.ipv6(payload=SEGMENT, extensions=[(0, pb.ipv6_option_header(0)), (43, pb.ipv6_option_header(1)),
                                                  (60, pb.ipv6_option_header(0))])
-    check_segment(decode(record(frame, 101), 7), "2001:db8::1", "2001:db8::2")
+    check_segment(decode(record(frame, 101), 7), "2001:db8::1", "2001:db8::2", ip_len=103)   # + 8 + 16 + 8
 
 
 def test_ipv6_authentication_header_is_skipped():
     ah = bytes([2]) + b"\x00" * 14  # AH payload len 2: (2+2)*4 = 16 bytes with its next-header byte
     frame = pb.ipv6(payload=SEGMENT, extensions=[(51, ah)])
-    check_segment(decode(record(frame, 101), 7), "2001:db8::1", "2001:db8::2")
+    check_segment(decode(record(frame, 101), 7), "2001:db8::1", "2001:db8::2", ip_len=87)    # + 16
 
 
 def test_first_fragment_is_decoded_with_the_whole_udp_length():

@@ -21,7 +21,8 @@ from support import pcapbuild as pb
 from support import tcpgen
 from harness.analysis import pipeline
 from harness.analysis.summary import FACTS, facts, record, summarize
-from harness.analysis.tracker import CLOSE_DELAY
+from harness.analysis import zeek
+from harness.analysis.zeek import ZeekSettings
 from support.packets import to_pcap
 from support import REPO
 
@@ -40,22 +41,23 @@ def speedups():
         pytest.skip(reason)
 
 
-def _run(path, in_c: bool):
+def _run(path, in_c: bool, settings: ZeekSettings = ZeekSettings()):
     """Every ended conversation's facts, in order, with the packet count, frames, warnings and damage;
     or what was raised (the same exception either way is part of the agreement)."""
     ended = []
     try:
         if in_c:
-            result = pipeline.stream_facts(path, ended.append)
+            result = pipeline.stream_facts(path, ended.append, settings)
         else:
-            result = pipeline.stream_conversations(path, lambda conversation: ended.append(facts(conversation)))
+            result = pipeline.stream_conversations(path, lambda conversation: ended.append(facts(conversation)),
+                                                   settings)
     except Exception as error:
         return "raised", type(error).__name__, str(error), ended
     return ended, result.packets, result.frames, result.warnings, str(result.damage), result.others
 
 
-def assert_same_both_ways(path, monkeypatch=None):
-    in_python, in_c = _run(path, False), _run(path, True)
+def assert_same_both_ways(path, monkeypatch=None, settings: ZeekSettings = ZeekSettings()):
+    in_python, in_c = _run(path, False, settings), _run(path, True, settings)
     if in_python[0] != "raised" and in_c[0] != "raised":
         for number, (expected, got) in enumerate(zip(in_python[0], in_c[0]), 1):
             assert got == expected, f"{path}: conversation {number} differs"
@@ -96,7 +98,7 @@ def test_captures_read_in_bulk_as_classic_pcap(source, order, nano, tmp_path, mo
 
 def _interleaved(seed: int, count: int) -> list:
     """tcpgen conversations started at random moments, overlapping one another, with pauses across
-    the tracker's timers (closed 5 s, idle 60 s / 300 s) and its 1 s sweep, and ports reused."""
+    the tracker's timers (attempt and close 5 s, expiry every 6 s, idle 60 s / 300 s), and ports reused."""
     rng = random.Random(seed)
     packets = []
     start = 1_700_000_000 * SECOND
@@ -217,12 +219,27 @@ def test_the_facts_are_the_same_names_both_ways_and_make_the_same_records():
     assert record(in_c[0]) == summarize(conversation)
 
 
-def test_the_scanner_takes_its_limits_from_python(tmp_path):
-    # The same capture, scanned with a close delay of 0: conversations end as soon as both sides close,
-    # as the pure tracker would with the same constant; the C scanner has no number of its own.
+def test_the_scanner_takes_its_limits_from_python():
+    # The C scanner has no number of its own: each comes from the module that defines it.
     limits = pipeline.scanner_limits()
-    assert limits["close_delay"] == CLOSE_DELAY
-    with pytest.raises(KeyError, match="Scanner limits lack close_delay"):
-        pipeline._speedups.Scanner({k: v for k, v in limits.items() if k != "close_delay"}, print)
+    assert (limits["tcp_close_delay"], limits["tcp_inactivity_timeout"]) == (zeek.TCP_CLOSE_DELAY,
+                                                                           zeek.TCP_INACTIVITY_TIMEOUT)
+    assert sorted(limits["likely_server_ports"]) == sorted(ZeekSettings().likely_server_ports)
+    with pytest.raises(KeyError, match="Scanner limits lack tcp_close_delay"):
+        pipeline._speedups.Scanner({k: v for k, v in limits.items() if k != "tcp_close_delay"}, print)
     with pytest.raises(ValueError, match="out of range"):
-        pipeline._speedups.Scanner(dict(limits, max_holes=0), print)
+        pipeline._speedups.Scanner(dict(limits, history_scale=1), print)
+
+
+ZEEK_TRACES = sorted((CAPTURES / "zeek" / "traces").rglob("*.pcap*"))
+
+
+@pytest.mark.parametrize("settings", [
+    ZeekSettings(likely_server_ports=frozenset()),
+    ZeekSettings(report_gaps_for_partial=True, tcp_excessive_data_without_further_acks=0),
+    ZeekSettings(tcp_max_initial_window=0, tcp_max_above_hole_without_any_acks=0),
+], ids=["no-likely-server-ports", "gaps-for-partial-no-excess-limit", "no-window-limits"])
+def test_settings_change_both_ways_alike(settings, monkeypatch):
+    # Settings other than the defaults reach the scanner as they reach the pure tracker.
+    for path in ZEEK_TRACES[::7] + [CAPTURES / "corpus" / "lossy-router.pcapng"]:
+        assert_same_both_ways(path, monkeypatch, settings)

@@ -113,10 +113,13 @@ def test_a_segment_filling_a_hole_is_out_of_order_not_new_data_nor_a_retransmiss
     assert record["missed_bytes"] == 0 and record["history"] == "ShADT"
 
 
-def test_bytes_the_capture_never_saw_are_missed_bytes():
+def test_bytes_the_capture_never_saw_are_missed_bytes_once_acknowledged():
+    # Zeek's content gap: the reassembler learns of the hole when the peer's ACK goes past it.
     data = [("C", "PA", b"a" * 100), ("C", "PA", b"c" * 100, {"seq": 1201})]
     record = summary_of(tcp(HANDSHAKE + data))
-    assert (record["missed_bytes"], record["orig_bytes"]) == (100, 300)
+    assert (record["missed_bytes"], record["orig_bytes"], record["history"]) == (0, 300, "ShAD")
+    record = summary_of(tcp(HANDSHAKE + data + [("S", "A", b"", {"ack": 1301})]))
+    assert (record["missed_bytes"], record["orig_bytes"], record["history"]) == (100, 300, "ShADaG")
 
 
 def test_duplicate_acks_are_counted():
@@ -193,3 +196,118 @@ def test_a_keep_alives_ack_and_a_probes_repeat_are_not_duplicate_acks_but_a_pure
     probe = [("S", "A", b"", {"window": 0}), ("C", "A", b"p"), ("C", "A", b"", {"seq": 1001}),
              ("C", "A", b"", {"seq": 1001})]
     assert summary_of(tcp(HANDSHAKE + probe))["duplicate_acks"] == 2
+
+
+# -- Zeek's own rules, one class of the conformance issue at a time (captures/zeek/ holds them to Zeek) --
+
+from harness.analysis.conversation import SECOND                      # noqa: E402
+from harness.analysis.zeek import ZeekSettings                         # noqa: E402
+from support.packets import START_NS                                   # noqa: E402
+
+
+def records_of(packets, settings=ZeekSettings()):
+    return [summarize(conv) for conv in conversations(renumber(packets), settings=settings)]
+
+
+def at(packets, seconds):
+    return [p._replace(time_ns=p.time_ns + int(seconds * SECOND)) for p in packets]
+
+
+def test_a_syn_after_a_reset_or_a_close_is_a_new_connection_even_with_the_same_isn():
+    refused = tcp([SYN, ("S", "RA", b"")])
+    assert [r["conn_state"] for r in records_of(refused + at(refused, 1) + at(refused, 2))] == ["REJ"] * 3
+    closed = tcp(HANDSHAKE + LAB_DATA + CLIENT_FIRST)
+    assert [r["conn_state"] for r in records_of(closed + at(closed[:1], 1))] == ["SF", "S0"]
+
+
+def test_an_unanswered_syn_ends_its_connection_after_the_attempt_delay():
+    attempt = tcp([SYN])
+    # SYNs 5 s apart: the first attempt is over (Zeek's tcp_attempt_delay) when the next comes.
+    assert [r["history"] for r in records_of(attempt + at(attempt, 5))] == ["S", "S"]
+    assert [r["history"] for r in records_of(attempt + at(attempt, 4.9))] == ["S"]
+
+
+def test_inactivity_ends_a_connection_once_idle_for_the_whole_timeout_not_more():
+    established = tcp(HANDSHAKE + LAB_DATA)
+    later = tcp([("C", "PA", b"again")])
+    for idle, count in ((300, 2), (299.999, 1)):
+        gap = established[-1].time_ns - later[0].time_ns + int(idle * SECOND)
+        assert len(records_of(established + at(later, gap / SECOND))) == count, idle
+
+
+def test_udp_inactivity_is_a_minute_inclusive():
+    first, second = udp([("C", b"a")]), udp([("C", b"b")])
+    assert len(records_of(first + at(second, 60))) == 2
+    assert len(records_of(first + at(second, 59.999))) == 1
+
+
+def test_duration_ends_when_both_sides_have_closed():
+    packets = tcp(HANDSHAKE + LAB_DATA + THREE_WAY_SERVER_FIRST + [("C", "A", b"", {"time_ns": START_NS + 3 * SECOND})])
+    (record,) = records_of(packets)
+    closed_at = packets[-3].time_ns            # the second FIN
+    assert record["duration"] == (closed_at - packets[0].time_ns) / SECOND
+    assert record["orig_pkts"] == 6            # the late ACK still counts as a packet
+
+
+def test_byte_counts_do_not_wrap_at_4_gib():
+    # A 5 GB transfer seen by its handshake, its first segment, a 100-byte segment every gigabyte,
+    # each acknowledged, and the FINs: sequence space wraps (here once), bytes keep counting, and the
+    # bytes never seen are content gaps. (Had nothing been acknowledged before the first jump, Zeek
+    # would have given up reassembling that side: tcp_max_above_hole_without_any_acks. And the
+    # server's ISN is just below a wrap: Zeek's get_relative_seq takes any sequence number 2 to 4 GiB
+    # past the ISN before the first wrap for one before it, an underflow, as harness does.)
+    total, isn = 5_000_000_000, 2**32 - 1000
+    first = isn + 1
+    data = [("S", "PA", b"x" * 100, {"seq": first}), ("C", "A", b"", {"ack": first + 100})]
+    for offset in (10**9, 2 * 10**9, 3 * 10**9, 4 * 10**9, total - 100):
+        data += [("S", "PA", b"x" * 100, {"seq": (first + offset - 100) % 2**32}),
+                 ("C", "A", b"", {"ack": (first + offset) % 2**32})]
+    end = (first + total) % 2**32
+    steps = HANDSHAKE + data + [("S", "FA", b"", {"seq": end}), ("C", "FA", b"", {"ack": (end + 1) % 2**32}),
+                                ("S", "A", b"", {"seq": (end + 1) % 2**32})]
+    (record,) = records_of(tcp(steps, isn=(1000, isn)))
+    assert record["resp_bytes"] == total and record["missed_bytes"] == total - 600
+
+
+def test_data_shown_only_by_a_fins_sequence_number_counts_as_bytes():
+    # The server's last 500 bytes never reach the capture; its FIN's sequence number says they were sent.
+    steps = HANDSHAKE + [("C", "PA", b"get"), ("S", "PA", b"x" * 100), ("C", "A", b""),
+                         ("S", "FA", b"", {"seq": 900001 + 600}), ("C", "FA", b"", {"ack": 900001 + 601}),
+                         ("S", "A", b"", {"seq": 900001 + 601})]
+    (record,) = records_of(tcp(steps))
+    assert (record["resp_bytes"], record["missed_bytes"]) == (600, 500) and "g" in record["history"]
+
+
+def test_payload_on_a_rst_is_listed_but_not_counted_as_bytes():
+    steps = HANDSHAKE + [("C", "PA", b"yp"), ("S", "RA", b"oops")]
+    (record,) = records_of(tcp(steps))
+    assert record["resp_payloads"] == [4] and record["resp_bytes"] == 0 and record["conn_state"] == "RSTR"
+
+
+def test_a_first_packet_from_a_likely_server_port_makes_its_peer_the_originator():
+    midstream = tcp(HANDSHAKE + LAB_DATA)[5:]            # starts with the server's (8080's) data
+    (record,) = records_of(midstream)
+    assert (record["id.orig_p"], record["history"][0]) == (40000, "^")
+    (unflipped,) = records_of(midstream, ZeekSettings(likely_server_ports=frozenset()))
+    assert unflipped["id.orig_p"] == 8080 and not unflipped["history"].startswith("^")
+    dhcp_reply_first = udp([("S", b"offer"), ("C", b"request")], client=("10.0.0.9", 68), server=("10.0.0.1", 67))
+    (record,) = records_of(dhcp_reply_first)
+    assert (record["id.orig_p"], record["id.resp_p"], record["history"]) == (68, 67, "^dD")
+
+
+def test_a_syn_ack_first_flips_only_once_the_connection_is_productive():
+    syn_ack_only = tcp([SYN_ACK], server=("10.0.0.2", 4242))
+    (record,) = records_of(syn_ack_only)
+    assert (record["id.orig_p"], record["history"]) == (4242, "H")       # perhaps a stealth scan
+    (record,) = records_of(tcp([SYN_ACK, ACK], server=("10.0.0.2", 4242)))
+    assert (record["id.orig_p"], record["history"]) == (40000, "^hA")
+
+
+def test_an_isn_of_2_32_minus_1_counts_bytes_from_the_peers_acks_as_zeek_does():
+    # Zeek's InitLastSeq does not count the wrap the SYN itself makes; its ACK side does. What the
+    # client sent past the server's last ACK is then not counted: conn.log says the same.
+    steps = HANDSHAKE + [("C", "PA", b"a" * 100), ("S", "A", b""), ("C", "PA", b"b" * 50)]
+    (record,) = records_of(tcp(steps, isn=(2**32 - 1, 900000)))
+    assert record["orig_bytes"] == 100
+    (record,) = records_of(tcp(steps, isn=(2**32 - 2, 900000)))
+    assert record["orig_bytes"] == 150
