@@ -17,8 +17,10 @@ them by tests/unit/test_speedups.py. Its interface is this module's: the constan
 Every record its fast path (decode()'s) does not take goes to _RecordDecoder, which returns a Packet,
 None, or a list of Packets (a tunnel's outer and inner packets), fed in that order.
 
-verify_checksums (off by default) checks IP, TCP and UDP checksums as Zeek does unless run with -C;
-the C scanner's fast path cannot, so summaries are then made in pure Python.
+verify_checksums (off by default) checks IP, TCP and UDP checksums as Zeek does unless run with -C:
+a packet with a bad IPv4 header checksum is dropped (warned of, and tallied), one with a bad TCP or
+UDP checksum goes to the tracker's feed_corrupt (Zeek's history C, nothing else). The C scanner is
+told (scanner_limits' verify_checksums), and then takes no record on its fast path, which cannot check.
 """
 from __future__ import annotations
 
@@ -95,7 +97,8 @@ def _decoded(path, decode_record: "_RecordDecoder") -> Iterator[Packet]:
 
 class _RecordDecoder:
     """One record to its Packet, None, or a list of Packets (outer first, then what its tunnels carry):
-    unsupported link types raise, undecodable frames are skipped with a warning, ICMP port unreachables
+    unsupported link types raise, undecodable frames are skipped with a warning (a packet with a bad
+    TCP/UDP checksum goes to `on_corrupt` instead, when there is one), ICMP port unreachables
     (inside tunnels too) go to `on_unreachable`, and everything a record holds that is not TCP or UDP
     is counted in `others` by what it is ("ARP": 3, "ICMP in GRE": 2, ...). It keeps the IP fragments
     awaiting the rest of their datagram and what outer UDP flows showed of their tunnels; finish()
@@ -103,9 +106,9 @@ class _RecordDecoder:
 
     def __init__(self, path, warnings: Optional[List[str]],
                  on_unreachable: Optional[Callable[[UnreachableQuote, int, int], None]],
-                 verify_checksums: bool = False) -> None:
+                 verify_checksums: bool = False, on_corrupt: Optional[Callable[[Packet], object]] = None) -> None:
         self.path, self.warnings, self.on_unreachable = path, warnings, on_unreachable
-        self.verify_checksums = verify_checksums
+        self.verify_checksums, self.on_corrupt = verify_checksums, on_corrupt
         self.checked = set()
         self.skipped = 0
         self.frames = 0
@@ -131,6 +134,8 @@ class _RecordDecoder:
         for item in found:
             if type(item) is Packet:
                 packets.append(item)
+            elif self.on_corrupt is not None and isinstance(item, BadTransportChecksum):
+                self.on_corrupt(item.packet)       # before the record's other packets: in C alike
             elif type(item) is Other:
                 self.others[item.kind] = self.others.get(item.kind, 0) + 1
                 if self.on_unreachable is not None and item.record is not None:
@@ -209,7 +214,7 @@ class Analysis:
 
 
 def _scan(path, tracker: ConversationTracker, verify_checksums: bool = False) -> Analysis:
-    decoder = _RecordDecoder(path, [], tracker.feed_unreachable, verify_checksums)
+    decoder = _RecordDecoder(path, [], tracker.feed_unreachable, verify_checksums, tracker.feed_corrupt)
     count = 0
     damage = None
     try:
@@ -238,15 +243,14 @@ def stream_summaries(path, emit: Callable[[Dict[str, object]], None], settings: 
     conversations, not the size of the capture. The Analysis returned has no conversations.
     The per-packet work is done in C (harness.analysis._speedups) when it was compiled, unless
     HARNESS_PURE_PYTHON is set: it hands over each conversation's facts (summary.FACTS), which are
-    the same either way (tests/unit/test_speedups.py holds the two to that). Checksums are verified
-    (verify_checksums) in pure Python only: the C scanner's fast path does not check them.
+    the same either way (tests/unit/test_speedups.py holds the two to that), checksums verified or not.
     """
-    if _speedups is not None and not os.environ.get(PURE_PYTHON_ENV) and not verify_checksums:
-        return stream_facts(path, lambda facts: emit(record(facts)), settings)
+    if _speedups is not None and not os.environ.get(PURE_PYTHON_ENV):
+        return stream_facts(path, lambda facts: emit(record(facts)), settings, verify_checksums)
     return stream_conversations(path, lambda conversation: emit(summarize(conversation)), settings, verify_checksums)
 
 
-def scanner_limits(settings: ZeekSettings = ZeekSettings()) -> Dict[str, object]:
+def scanner_limits(settings: ZeekSettings = ZeekSettings(), verify_checksums: bool = False) -> Dict[str, object]:
     """The analysis's constants and settings, for the C scanner: from the modules that define them,
     never copied."""
     return {"tcp_syn_timeout": zeek.TCP_SYN_TIMEOUT, "tcp_session_timer": zeek.TCP_SESSION_TIMER,
@@ -255,7 +259,8 @@ def scanner_limits(settings: ZeekSettings = ZeekSettings()) -> Dict[str, object]
             "udp_inactivity_timeout": zeek.UDP_INACTIVITY_TIMEOUT, "too_large_seq_delta": zeek.TOO_LARGE_SEQ_DELTA,
             "history_scale": zeek.HISTORY_SCALE, "max_buffered_runs": zeek.MAX_BUFFERED_RUNS,
             "likely_server_ports": sorted(settings.likely_server_ports),
-            "report_gaps_for_partial": int(settings.report_gaps_for_partial), "verify_checksums": 0,
+            "report_gaps_for_partial": int(settings.report_gaps_for_partial),
+            "verify_checksums": int(verify_checksums),
             "tcp_max_initial_window": settings.tcp_max_initial_window,
             "tcp_max_above_hole_without_any_acks": settings.tcp_max_above_hole_without_any_acks,
             "tcp_excessive_data_without_further_acks": settings.tcp_excessive_data_without_further_acks,
@@ -264,13 +269,13 @@ def scanner_limits(settings: ZeekSettings = ZeekSettings()) -> Dict[str, object]
 
 
 def stream_facts(path, on_finished: Callable[[Dict[str, object]], None],
-                 settings: ZeekSettings = ZeekSettings()) -> Analysis:
+                 settings: ZeekSettings = ZeekSettings(), verify_checksums: bool = False) -> Analysis:
     """Each conversation's facts (summary.FACTS, by name) as the C scanner hands them over when it
     ends. Only with harness.analysis._speedups compiled; stream_conversations is the pure path."""
     if _speedups is None:
         raise RuntimeError(f"harness.analysis._speedups is not compiled: {speedups_status()[1]}")
-    scanner = _speedups.Scanner(scanner_limits(settings), on_finished)
-    decoder = _RecordDecoder(path, [], scanner.feed_unreachable)
+    scanner = _speedups.Scanner(scanner_limits(settings, verify_checksums), on_finished)
+    decoder = _RecordDecoder(path, [], scanner.feed_unreachable, verify_checksums, scanner.feed_corrupt)
     damage = None
     try:
         with open_capture(path) as capture:

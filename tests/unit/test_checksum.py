@@ -158,19 +158,29 @@ def test_an_ipv6_routing_header_puts_the_final_destination_in_the_pseudo_header(
 
 
 def test_the_pipeline_verifies_only_when_asked(tmp_path):
-    from harness.analysis.pipeline import analyse, stream_summaries
+    from harness.analysis import pipeline
+    from harness.analysis.summary import facts
     good, bad_tcp, bad_ip = pb.ether(V4_TCP), pb.ether(flip(V4_TCP, 40)), pb.ether(flip(V4_UDP, 11))
     path = tmp_path / "mixed.pcap"
     path.write_bytes(pb.pcap([(1700000000 + n, 0, frame) for n, frame in enumerate([good, bad_tcp, bad_ip])]))
-    assert analyse(path).packets == 3 and not analyse(path).warnings
-    verified = analyse(path, verify_checksums=True)
-    assert verified.packets == 1 and verified.others == {"bad TCP checksums": 1, "bad IPv4 header checksums": 1}
-    assert len(verified.warnings) == 2
-    assert verified.warnings[0].startswith(f"{path}: frame 2: bad TCP checksum 0x") and "skipped" in verified.warnings[0]
-    assert verified.warnings[1].startswith(f"{path}: frame 3: bad IPv4 header checksum 0x")
-    records = []
-    summary = stream_summaries(path, records.append, verify_checksums=True)      # pure Python: C cannot verify
-    assert summary.packets == 1 and len(records) == 1
+    plain = pipeline.analyse(path)
+    assert plain.packets == 3 and not plain.warnings and len(plain.conversations) == 2
+    verified = pipeline.analyse(path, verify_checksums=True)
+    # The bad TCP checksum is the tracker's (Zeek's history C); the bad IPv4 header drops the packet.
+    assert verified.packets == 1 and verified.others == {"bad IPv4 header checksums": 1}
+    (conversation,) = verified.conversations
+    assert "C" in facts(conversation)["history"] or "c" in facts(conversation)["history"]
+    (warning,) = verified.warnings
+    assert warning.startswith(f"{path}: frame 3: bad IPv4 header checksum 0x") and warning.endswith("; skipped")
+    # The C scanner, told to verify, agrees (it then takes nothing on its fast path).
+    if pipeline._speedups is not None:
+        in_c, in_python = [], []
+        c = pipeline.stream_facts(path, in_c.append, verify_checksums=True)
+        python = pipeline.stream_conversations(path, lambda conv: in_python.append(facts(conv)), verify_checksums=True)
+        assert in_c == in_python and (c.packets, c.warnings, c.others) == (python.packets, python.warnings, python.others)
+    # read_packets has no tracker: it skips the bad TCP checksum with a warning.
+    warnings = []
+    assert len(list(pipeline.read_packets(path, warnings, verify_checksums=True))) == 1 and len(warnings) == 2
 
 
 @pytest.mark.skipif(not TSHARK, reason="tshark not installed")
@@ -199,3 +209,22 @@ def test_checksum_verdicts_match_tshark(tmp_path):
             except BadTransportChecksum:
                 ours.append("bad")
     assert ours == theirs == ["good", "bad", "good", "bad", "good", "bad", "good", "bad", "bad IP", "good"]
+
+
+VERIFIED_TRACES = ["chksums/localhost-bad-chksum.pcap", "tunnels/vxlan-encapsulated-igmp-v2.pcap", "tunnels/Teredo.pcap",
+                   "tunnels/gtp/gtp1_gn_normal_incl_fragmentation.pcap", "tunnels/gre-within-gre.pcap"]
+
+
+@pytest.mark.parametrize("name", VERIFIED_TRACES)
+def test_verifying_zeek_traces_in_c_and_in_python_agree(name):
+    from harness.analysis import pipeline
+    from harness.analysis.summary import facts
+    from support import REPO
+    if pipeline._speedups is None:
+        pytest.skip("harness.analysis._speedups is not compiled")
+    path = REPO / "captures" / "zeek" / "traces" / name
+    in_c, in_python = [], []
+    c = pipeline.stream_facts(path, in_c.append, verify_checksums=True)
+    python = pipeline.stream_conversations(path, lambda conv: in_python.append(facts(conv)), verify_checksums=True)
+    assert in_c == in_python
+    assert (c.packets, c.frames, c.warnings, c.others) == (python.packets, python.frames, python.warnings, python.others)
