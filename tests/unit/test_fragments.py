@@ -212,6 +212,7 @@ def test_a_fragmented_udp_datagram_counts_once_at_the_fragment_that_completes_it
     (packet,) = list(read_packets(path, warnings))
     assert (packet.frame, packet.time_ns) == (3, (1700000000 + 2) * SECOND) and not warnings
     assert (packet.sport, packet.dport, packet.payload_len, packet.payload) == (5000, 6000, 3072, bytes(range(256)) * 12)
+    assert packet.ip_len == len(DATAGRAM)            # the reassembled datagram's, once
     analysis = analyse(path)
     assert analysis.packets == 1 and analysis.others == {"IPv4 fragments": 2} and not analysis.warnings
 

@@ -274,6 +274,12 @@ def test_the_responder_port_of_a_flow_chooses_its_tunnel():
     assert len(sessions) == 1
 
 
+def test_each_packet_has_its_own_ip_length():
+    frame = outer_udp(pb.vxlan(INNER_ETHER), 50000, 4789)
+    outer, inner = decode_all(record(frame), 1)
+    assert (outer.ip_len, inner.ip_len) == (len(frame) - 14, len(INNER_TCP))
+
+
 def test_inner_wire_lengths_keep_what_the_capture_cut():
     inner = pb.ether(pb.ipv4(src="192.168.7.1", dst="192.168.7.2", payload=pb.tcp(sport=1, dport=2, payload=b"b" * 500)))
     frame = outer_udp(pb.vxlan(inner), 50000, 4789)
