@@ -151,7 +151,7 @@ def run_check(args) -> int:
         return MISMATCH
     conversation = candidates[0]
     if picked_by_protocol and not matches(analysis.conversations[0], args.port, proto):
-        print(f"harness check: checking conversation {conversation.index} ({conversation.describe()}), the first "
+        print(f"harness check: note: checking conversation {conversation.index} ({conversation.describe()}), the first "
               f"{proto.upper()} one{describe_filter(args.port, None)}", file=sys.stderr)
     problems = wanted.problems(conversation)
     notes = wanted.frame_notes(conversation)

@@ -307,7 +307,7 @@ def test_check_takes_the_first_conversation_of_the_expectations_protocol_and_say
     assert main(["check", str(path), "--expect", str(_opening(tmp_path))]) == 0
     captured = capsys.readouterr()
     assert captured.out.startswith(f"PASS {path}: conversation 2 matches ")
-    assert captured.err == ("harness check: checking conversation 2 (tcp 10.0.0.1:40000 (originator) <-> "
+    assert captured.err == ("harness check: note: checking conversation 2 (tcp 10.0.0.1:40000 (originator) <-> "
                             "10.0.0.2:8080), the first TCP one\n")
     assert main(["check", str(path), "--expect", "udp_lab"]) == 0
     captured = capsys.readouterr()
