@@ -91,6 +91,27 @@ def test_summary_json_uses_zeek_names(capsys):
     assert record["uid"].startswith("C") and record["id.resp_p"] != record["id.orig_p"]
 
 
+@pytest.mark.parametrize("command", ["summary", "show", "check"])
+def test_zeek_checksums_verifies_checksums_as_zeek_does_without_dash_c(command, capsys):
+    # Zeek's trace: the client's segments carry bad TCP checksums (its conn.log: OTH C, then ^hCadf).
+    trace = str(REPO / "captures" / "zeek" / "traces" / "chksums" / "localhost-bad-chksum.pcap")
+    argv = {"summary": ["summary", "--json", trace], "show": ["show", trace],
+            "check": ["check", trace, "--expect", "tcp_graceful"]}[command]
+    plain = main(argv)
+    plain_out = capsys.readouterr().out
+    verified = main([*argv, "--zeek-checksums"])
+    verified_out = capsys.readouterr().out
+    if command == "summary":
+        assert plain == verified == 0
+        assert [r["history"] for r in json.loads(plain_out)] == ["ShADadFf"]
+        assert [r["history"] for r in json.loads(verified_out)] == ["C", "^hCadf"]
+    elif command == "show":
+        assert plain == verified == 0
+        assert plain_out.count("conversation ") < verified_out.count("conversation ")
+    else:
+        assert (plain, verified) == (0, 1)
+
+
 def test_summary_of_several_files_is_keyed_by_file_and_the_table_has_a_row_each(capsys):
     files = [str(LAB / f"{name}.pcapng") for name in ("udp-lab", "tcp-broken-server")]
     assert main(["summary", "--json", *files]) == 0
