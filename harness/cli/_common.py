@@ -82,7 +82,9 @@ def unreadable(analysis: Analysis) -> bool:
 
 def nothing_to_show(analysis: Analysis, filtered: str = "") -> str:
     before = " before the damage" if analysis.damage is not None else ""
-    return f"{analysis.path}: no TCP or UDP conversations{filtered}{before} in its {analysis.contents()}"
+    kinds = "TCP or UDP" if not filtered.startswith((" TCP", " UDP")) else filtered[1:4]
+    filtered = filtered[4:] if kinds != "TCP or UDP" else filtered
+    return f"{analysis.path}: no {kinds} conversations{filtered}{before} in its {analysis.contents()}"
 
 
 def expectation(spec: str) -> Expectation:

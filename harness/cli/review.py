@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Optional
 
 from harness.analysis.diagnose import diagnose
-from harness.analysis.expect import builtin_names
+from harness.analysis.expect import builtin_names, write_expectation
 from harness.analysis.pipeline import analyse, stream_summaries
 from harness.analysis.summary import table
 from harness.cli._common import (MISMATCH, OK, UNUSABLE, Unusable, choose, damaged, describe_filter, expectation,
@@ -52,6 +52,14 @@ def add_parsers(commands) -> None:
                        help="write the capture to OUT (pcapng) with each packet's verdict as a packet comment")
     check.add_argument("--svg", type=Path, metavar="OUT", help="draw the checked conversation with verdicts as SVG")
     check.set_defaults(run=run_check)
+
+    written = commands.add_parser("expect-from", help="write an expectation from a conversation known to be good")
+    written.add_argument("file", type=Path)
+    written.add_argument("--conversation", type=int, metavar="N",
+                         help="which conversation (default: the first, after --port and --proto)")
+    _filters(written)
+    written.add_argument("-o", "--output", type=Path, metavar="OUT", help="write it to OUT instead of stdout")
+    written.set_defaults(run=run_expect_from)
 
 
 def run_summary(args) -> int:
@@ -185,3 +193,19 @@ def _annotate(args, notes, verdict: str, problems) -> None:
         annotate(args.file, args.annotate, notes, [f"harness check: {verdict}", *map(str, problems)])
     except (OSError, CaptureFormatError) as error:
         raise Unusable(f"cannot write {args.annotate}: {error}") from None
+
+
+def run_expect_from(args) -> int:
+    analysis = reading(args.file, lambda: analyse(args.file, verify_checksums=args.zeek_checksums))
+    if analysis.damage is not None:
+        raise Unusable(f"{analysis.damage}; a damaged capture is no known-good conversation to write from")
+    chosen = choose(analysis, args.conversation, args.port, args.proto)
+    if not chosen:
+        raise Unusable(f"{nothing_to_show(analysis, describe_filter(args.port, args.proto))}: nothing to write from")
+    text = write_expectation(chosen[0], str(args.file))
+    if args.output:
+        write_text(args.output, text)
+        print(f"wrote {args.output} from conversation {chosen[0].index} ({chosen[0].describe()})")
+    else:
+        sys.stdout.write(text)
+    return OK

@@ -47,8 +47,9 @@ Rules:
 * Malformed headers (IHL or data offset < 5, lengths past the packet, headers cut off by
   the capture) raise PacketDecodeError(frame, message); non-first IP fragments, which
   carry no ports, raise its subclass NonFirstFragment. Callers decide to skip and warn.
-* TCP options are parsed only on SYN segments, and only MSS and window scale; malformed
-  options just end the parse, since they are not what the conversation model checks.
+* Every TCP segment keeps its options' bytes as captured (Packet.options, read by
+  harness.wire.tcp_options); MSS and window scale are also decoded into their fields on SYN
+  segments. Malformed options just end that parse, since they are not what the conversation model checks.
   Options cut off by the capture are not an error either: a snaplen of 68 (tcpdump's old
   default) cuts every SYN's options, and the fixed 20-byte header is what a conversation needs.
 * verify_checksums=True checks checksums as Zeek does unless run with -C (harness.wire.checksum):
@@ -533,7 +534,8 @@ def decode(record, frame: int, verify_checksums: bool = False) -> Optional[Packe
                 mss, wscale = _syn_options(data, 54, min(payload_start, len(data)))
             return _new_packet(Packet, (frame, time_ns, src, dst, TCP, sport, dport, payload_len,
                                         data[payload_start:payload_start + payload_len],
-                                        seq, ack, flags, window, mss, wscale, total_length))
+                                        seq, ack, flags, window, mss, wscale, total_length,
+                                        data[54:payload_start] if header_len > 20 else b""))
     return _decode_layers(linktype, time_ns, origlen, data, frame, verify_checksums)
 
 
@@ -684,7 +686,8 @@ def _tcp(data: bytes, start: int, length: int, frame: int, time_ns: int, src: st
     payload_len = length - header_len
     packet = _new_packet(Packet, (frame, time_ns, src, dst, TCP, sport, dport, payload_len,
                                   data[payload_start:payload_start + payload_len],
-                                  seq, ack, flags, window, mss, wscale, ip_len))
+                                  seq, ack, flags, window, mss, wscale, ip_len,
+                                  data[start + 20:payload_start] if header_len > 20 else b""))
     if addresses is not None and len(data) >= start + length:
         _check_transport(TCP, addresses, data[start:start + length], 16, frame, packet)
     return packet
@@ -742,7 +745,7 @@ def _udp(data: bytes, start: int, length: int, frame: int, time_ns: int, src: st
     payload_len = udp_len - 8
     payload_end = start + 8 + min(payload_len, length - 8)
     packet = _new_packet(Packet, (frame, time_ns, src, dst, UDP, sport, dport, payload_len,
-                                  data[start + 8:payload_end], 0, 0, 0, 0, None, None, ip_len))
+                                  data[start + 8:payload_end], 0, 0, 0, 0, None, None, ip_len, b""))
     if addresses is not None and frame_whole and len(data) >= start + length:
         segment = data[start:start + length]
         vxlan_unchecked = (segment[6] == 0 and segment[7] == 0 and dport in VXLAN_PORTS and length > 8 + 8 + 14

@@ -67,3 +67,4 @@ class Packet(NamedTuple):
     mss: Optional[int] = None  # MSS option, decoded on SYN segments only
     wscale: Optional[int] = None  # window-scale option, decoded on SYN segments only
     ip_len: int = 0            # the IP header's length field as Zeek reads it: IPv4 total length, IPv6 payload + 40
+    options: bytes = b""       # the TCP options as captured (harness.wire.tcp_options reads them)

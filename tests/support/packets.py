@@ -19,8 +19,9 @@ def tcp(steps: Sequence[Tuple], client=CLIENT, server=SERVER, isn=(1000, 900000)
     """steps: (direction 'C' or 'S', flag letters like 'PA', payload bytes[, overrides dict]).
 
     Each side's seq advances by payload, SYN and FIN; ACK numbers acknowledge all the peer sent.
-    Overrides (seq=, ack=, mss=, window=, time_ns=) replace the computed values for one segment;
-    by default segment n is sent at START_NS + n ms.
+    Overrides (seq=, ack=, mss=, wscale=, window=, options=, time_ns=) replace the computed values
+    for one segment; by default segment n is sent at START_NS + n ms, and a SYN carries the options
+    Linux sends (syn_options()).
     """
     next_seq = {"C": isn[0], "S": isn[1]}
     packets = []
@@ -35,15 +36,33 @@ def tcp(steps: Sequence[Tuple], client=CLIENT, server=SERVER, isn=(1000, 900000)
         seq = overrides.get("seq", next_seq[direction])
         ack = overrides.get("ack", next_seq[peer] if flags & ACK else 0)
         mss = overrides.get("mss", 65495 if flags & SYN else None)
+        wscale = overrides.get("wscale", 7 if flags & SYN else None)
         time_ns = overrides.get("time_ns", START_NS + number * MILLISECOND)
+        options = overrides.get("options", syn_options(mss, wscale, ts_val=number + 1, ts_ecr=0 if not flags & ACK else 1)
+                                if flags & SYN else b"")
         packets.append(Packet(first_frame + number, time_ns, src[0], dst[0], TCP,
                               src[1], dst[1], len(payload), payload, seq, ack, flags,
-                              overrides.get("window", 65483), mss, 7 if flags & SYN else None,
-                              overrides.get("ip_len", 40 + len(payload) + (12 if flags & SYN else 0))))
+                              overrides.get("window", 65483), mss, wscale,
+                              overrides.get("ip_len", 40 + len(payload) + (12 if flags & SYN else 0)), options))
         consumed = len(payload) + bool(flags & SYN) + bool(flags & FIN)
         if "seq" not in overrides or seq + consumed > next_seq[direction]:
             next_seq[direction] = seq + consumed
     return packets
+
+
+def syn_options(mss: Optional[int] = 65495, wscale: Optional[int] = 7, sack_permitted: bool = True,
+                ts_val: Optional[int] = 1, ts_ecr: int = 0) -> bytes:
+    """TCP option bytes in the order Linux sends them on a SYN: mss, sackOK, TS, nop, wscale."""
+    raw = b""
+    if mss is not None:
+        raw += bytes([2, 4]) + mss.to_bytes(2, "big")
+    if sack_permitted:
+        raw += bytes([4, 2])
+    if ts_val is not None:
+        raw += bytes([8, 10]) + ts_val.to_bytes(4, "big") + ts_ecr.to_bytes(4, "big")
+    if wscale is not None:
+        raw += bytes([1, 3, 3, wscale])
+    return raw
 
 
 HANDSHAKE = [("C", "S", b""), ("S", "SA", b""), ("C", "A", b"")]

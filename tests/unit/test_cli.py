@@ -53,11 +53,11 @@ def test_unusable_input_is_one_line_and_exit_2(argv, message, capsys):
     assert message in err and err.count("\n") == 1
 
 
-def test_a_bad_spec_names_file_and_line(tmp_path, capsys):
+def test_a_bad_spec_names_file_line_and_column(tmp_path, capsys):
     spec = tmp_path / "bad.txt"
     spec.write_text("C>S SYN\nC>S SYN,NOPE\n")
     assert main(["check", str(LAB / "tcp-lab.pcapng"), "--expect", str(spec)]) == 2
-    assert capsys.readouterr().err == f"harness check: {spec}:2: unknown TCP flag 'NOPE'; known: SYN, FIN, RST, PSH, ACK, URG, ECE, CWR\n"
+    assert capsys.readouterr().err == f"harness check: {spec}:2:9: unknown TCP flag 'NOPE'; known: SYN, FIN, RST, PSH, ACK, URG, ECE, CWR\n"
 
 
 def test_a_truncated_capture_shows_what_came_before_and_exits_2(tmp_path, capsys):

@@ -109,13 +109,21 @@ def test_psh_is_compared_only_when_named():
 
 
 @pytest.mark.parametrize("text, message", [
-    ("X>Y SYN", "<string>:1: a step starts with C>S or S>C, not 'X>Y'"),
-    ("C>S SYN,FOO", "<string>:1: unknown TCP flag 'FOO'"),
-    ("C>S SYN len=two", "<string>:1: len must be a whole number, got 'two'"),
-    ("\n\nC>S ACK data=\"unterminated", "<string>:3: data must be a quoted string"),
-    ("C>S UDP ack=3", "<string>:1: a UDP step has no seq or ack"),
-    ("check nonsense", "<string>:1: unknown check 'nonsense'"),
-    ("C>S ACK window=3", "<string>:1: expected len=, seq=, ack= or data=, got 'window=3'"),
+    ("X>Y SYN", "<string>:1:1: a step starts with C>S or S>C, not 'X>Y'"),
+    ("C>S SYN,FOO", "<string>:1:9: unknown TCP flag 'FOO'"),
+    ("C>S SYN|RST,ACK,BAD", "<string>:1:17: unknown TCP flag 'BAD'"),
+    ("C>S SYN len=two", "<string>:1:13: len must be a whole number, got 'two'"),
+    ("\n\nC>S ACK data=\"unterminated", "<string>:3:14: data must be a quoted string"),
+    ("C>S UDP ack=3", "<string>:1:9: a UDP step has no ack"),
+    ("check nonsense", "<string>:1:7: unknown check 'nonsense'"),
+    ("C>S ACK window=3", "<string>:1:9: expected len=, seq=, ack=, data=, win=, mss=, wscale=, sackOK, TS, "
+                         "<options> or after..., got 'window=3'"),
+    ("  C>S SYN win=x", "<string>:1:15: win must be a whole number, got 'x'"),
+    ("C>S SYN <mss 1460,bogus 3>", "<string>:1:19: unknown TCP option 'bogus 3'"),
+    ("C>S SYN <mss 1460", "<string>:1:9: an option list ends with `>`"),
+    ("C>S ACK after<=50", "<string>:1:9: a time is after<=N"),
+    ("C>S ACK after=40ms", "<string>:1:9: after= needs a tolerance"),
+    ("S>C UDP sackOK", "<string>:1:9: a UDP step has no sackOK"),
 ])
 def test_spec_errors_name_the_line(text, message):
     with pytest.raises(SpecError) as error:

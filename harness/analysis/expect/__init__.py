@@ -36,12 +36,13 @@ from harness.analysis.conversation import Conversation
 from harness.analysis.expect._checks import CHECKS
 from harness.analysis.expect._grammar import ANY_SEGMENTS, parse_lines
 from harness.analysis.expect._match import match_path, match_steps
-from harness.analysis.expect._model import Problem, SpecError, Step
+from harness.analysis.expect._model import Problem, SpecError, Step, contexts
+from harness.analysis.expect._write import write_expectation
 
 BUILTIN_DIR = Path(__file__).parent / "builtin"
 
 __all__ = ["ANY_SEGMENTS", "BUILTIN_DIR", "CHECKS", "Expectation", "Problem", "SpecError", "Step",
-           "builtin_names", "load_expectation"]
+           "builtin_names", "load_expectation", "write_expectation"]
 
 
 @dataclass
@@ -90,8 +91,8 @@ class Expectation:
                 notes.setdefault(segment.packet.frame, []).append(
                     f"ok: step {index + 1} `{step.describe()}`" if step else "ok: within `...`")
         elif all(step is not None and not step.optional for step in self.steps):
-            for segment, step in zip(conversation.segments, self.steps):
-                if not step.mismatches(segment, conversation.proto):
+            for segment, step, context in zip(conversation.segments, self.steps, contexts(conversation)):
+                if not step.mismatches(segment, conversation.proto, context):
                     notes.setdefault(segment.packet.frame, []).append(f"ok: `{step.describe()}`")
         for problem in reversed(self.problems(conversation)):
             if problem.frame is not None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from harness.analysis.conversation import Conversation, Segment, describe_segment
-from harness.analysis.expect._model import Problem, Step
+from harness.analysis.expect._model import Context, Problem, Step, contexts
 
 
 def match_path(steps: Sequence[Optional[Step]], conversation: Conversation) -> Optional[List[Optional[int]]]:
@@ -14,6 +14,7 @@ def match_path(steps: Sequence[Optional[Step]], conversation: Conversation) -> O
     time and memory in proportion to its segments, never recursion depth.
     """
     segments, proto = conversation.segments, conversation.proto
+    context = contexts(conversation)
 
     def closure(positions: Dict[int, object]) -> Dict[int, object]:
         # `...` and optional steps may also be passed by without consuming a segment.
@@ -26,7 +27,7 @@ def match_path(steps: Sequence[Optional[Step]], conversation: Conversation) -> O
     start = object()
     frontier = closure({0: start})
     history: List[Dict[int, Tuple[int, Optional[int]]]] = []
-    for segment in segments:
+    for index, segment in enumerate(segments):
         arrived: Dict[int, Tuple[int, Optional[int]]] = {}
         for position in frontier:
             if position == len(steps):
@@ -34,7 +35,7 @@ def match_path(steps: Sequence[Optional[Step]], conversation: Conversation) -> O
             step = steps[position]
             if step is None:
                 arrived.setdefault(position, (position, None))
-            elif not step.mismatches(segment, proto):
+            elif not step.mismatches(segment, proto, context[index]):
                 arrived.setdefault(position + 1, (position, position))
         if not arrived:
             return None
@@ -57,14 +58,15 @@ def match_steps(steps: Sequence[Optional[Step]], conversation: Conversation) -> 
     if match_path(steps, conversation) is not None:
         return []
     if all(step is not None and not step.optional for step in steps):
-        return _positional_differences(steps, conversation.segments, conversation.proto)
-    return [_first_unmatched(steps, conversation.segments, conversation.proto)]
+        return _positional_differences(steps, conversation.segments, conversation.proto, contexts(conversation))
+    return [_first_unmatched(steps, conversation.segments, conversation.proto, contexts(conversation))]
 
 
-def _positional_differences(steps: Sequence[Step], segments: Sequence[Segment], proto: int) -> List[Problem]:
+def _positional_differences(steps: Sequence[Step], segments: Sequence[Segment], proto: int,
+                            context: Sequence[Context]) -> List[Problem]:
     diffs = []
     for position, (step, segment) in enumerate(zip(steps, segments), 1):
-        fields = step.mismatches(segment, proto)
+        fields = step.mismatches(segment, proto, context[position - 1])
         if fields:
             diffs.append(Problem(f"segment {position} (frame {segment.packet.frame}): expected `{step.describe()}`, "
                                  f"wire `{describe_segment(segment, proto, direction=True)}`\n"
@@ -79,7 +81,8 @@ def _positional_differences(steps: Sequence[Step], segments: Sequence[Segment], 
     return diffs
 
 
-def _first_unmatched(steps: Sequence[Optional[Step]], segments: Sequence[Segment], proto: int) -> Problem:
+def _first_unmatched(steps: Sequence[Optional[Step]], segments: Sequence[Segment], proto: int,
+                     context: Sequence[Context]) -> Problem:
     """Where the wire first leaves the expectation, walking both in order: a step must match the
     next segment unless a `...` comes before it; optional steps are taken when they match. A hint
     for the reader (the first dead end of one walk), not a proof that no other alignment exists."""
@@ -89,21 +92,23 @@ def _first_unmatched(steps: Sequence[Optional[Step]], segments: Sequence[Segment
         if step is None:
             may_skip = True
             continue
+        skipped_from = j
         if may_skip:
-            while j < len(segments) and step.mismatches(segments[j], proto):
+            while j < len(segments) and step.mismatches(segments[j], proto, context[j]):
                 j += 1
-        if j < len(segments) and not step.mismatches(segments[j], proto):
+        if j < len(segments) and not step.mismatches(segments[j], proto, context[j]):
             j += 1
             may_skip = False
             continue
         if step.optional:
+            j = skipped_from
             continue
         if j == len(segments):
-            return Problem(f"no segment left for step `{step.describe()}` (line {step.line})")
+            return _nothing_left(step, segments[skipped_from:], proto, context[skipped_from:], skipped_from)
         segment = segments[j]
         return Problem(f"segment {j + 1} (frame {segment.packet.frame}): expected `{step.describe()}` "
                        f"(line {step.line}), wire `{describe_segment(segment, proto, direction=True)}`\n"
-                       + "\n".join(f"    {field}" for field in step.mismatches(segment, proto)),
+                       + "\n".join(f"    {field}" for field in step.mismatches(segment, proto, context[j])),
                        segment.packet.frame)
     if j < len(segments) and not may_skip:
         return Problem(f"{len(segments) - j} segment(s) after the last step, from frame {segments[j].packet.frame}",
@@ -111,3 +116,20 @@ def _first_unmatched(steps: Sequence[Optional[Step]], segments: Sequence[Segment
     return Problem("the wire matches each step in turn but not the expectation as a whole "
                    "(an optional step or `...` is taken where another alignment was needed)")
 
+
+
+_SHAPE = ("direction:", "protocol:", "flags:")
+
+
+def _nothing_left(step: Step, passed: Sequence[Segment], proto: int, context: Sequence[Context],
+                  first_index: int) -> Problem:
+    """No segment met the step: name the first one of its direction and flags that `...` passed
+    over, and what differed, since that is usually the one the writer meant."""
+    text = f"no segment left for step `{step.describe()}` (line {step.line})"
+    for offset, (segment, segment_context) in enumerate(zip(passed, context)):
+        fields = step.mismatches(segment, proto, segment_context)
+        if fields and not any(field.startswith(_SHAPE) for field in fields):
+            return Problem(f"{text}; the nearest, segment {first_index + offset + 1} (frame {segment.packet.frame}) "
+                           f"`{describe_segment(segment, proto, direction=True)}`, differs:\n"
+                           + "\n".join(f"    {field}" for field in fields), segment.packet.frame)
+    return Problem(text)
