@@ -39,7 +39,9 @@ _PUBLIC = {
     "summarize": "harness.analysis.summary", "Expectation": "harness.analysis.expect",
     "load_expectation": "harness.analysis.expect", "Problem": "harness.analysis.expect",
     "SpecError": "harness.analysis.expect", "CHECKS": "harness.analysis.expect",
-    "diagnose": "harness.analysis.diagnose",
+    "diagnose": "harness.analysis.diagnose", "write_expectation": "harness.analysis.expect",
+    "stream_of": "harness.analysis.expect", "parse_tcp_options": "harness.wire.tcp_options",
+    "dissect": "harness.run.dissect",
     # testing your own server
     "serve": "harness.testing", "serve_program": "harness.testing", "serve_callable": "harness.testing",
     "Served": "harness.testing", "WireCapture": "harness.testing", "ConversationCheck": "harness.testing",

@@ -147,8 +147,10 @@ def serve(server: Union[Sequence[str], Callable], **options) -> Served:
 class ConversationCheck:
     """One conversation of a capture, and assertions on it that fail with the cause first."""
 
-    def __init__(self, conversation: Conversation, pcap: Optional[Path] = None) -> None:
-        self.conversation, self.pcap = conversation, pcap
+    def __init__(self, conversation: Conversation, pcap: Optional[Path] = None,
+                 capture: Optional[Sequence[Conversation]] = None) -> None:
+        """`capture`: every conversation of the capture, for an expectation's capture rules."""
+        self.conversation, self.pcap, self.capture = conversation, pcap, capture
 
     def __repr__(self) -> str:
         return f"<ConversationCheck {self.conversation.describe()}>"
@@ -184,7 +186,14 @@ class ConversationCheck:
         """The conversation matches an expectation: a built-in one's name, a file, an Expectation,
         or the expectation's text itself (anything with a newline or starting with C>S, S>C, check)."""
         expectation = _expectation(spec)
-        return self._hold(expectation.problems(self.conversation), expectation.source)
+        problems = expectation.problems(self.conversation, _dissection(expectation, self.pcap, [self.conversation]))
+        if expectation.capture:
+            if self.capture is None:
+                problems.append(Problem("capture rules (`conversations ...`, `capture ...`) need the whole capture: "
+                                        "hold it with WireCapture.should_match"))
+            else:
+                problems += expectation.capture_problems(self.capture)
+        return self._hold(problems, expectation.source)
 
     def should_close_gracefully(self) -> "ConversationCheck":
         """Both sides sent FIN, each FIN was acknowledged, nobody reset."""
@@ -232,11 +241,19 @@ class ConversationCheck:
         return self
 
 
+def _dissection(expectation: Expectation, pcap: Optional[Path], conversations: Sequence[Conversation]):
+    """tshark's verdicts on the expectation's display filters, when it has any and there is a pcap."""
+    if not expectation.filter_expressions or pcap is None:
+        return None
+    from harness.run.dissect import dissect_many   # tshark runs only for display filters
+    return dissect_many(pcap, conversations, expectation.filter_expressions)
+
+
 def _expectation(spec: Union[str, Path, Expectation]) -> Expectation:
     if isinstance(spec, Expectation):
         return spec
     text = str(spec)
-    if "\n" in text or text.lstrip().startswith(("C>S", "S>C", "check ", "...", "?")):
+    if "\n" in text or text.lstrip().startswith(("C>S", "S>C", "check ", "...", "?", "conversations ", "capture ")):
         return Expectation.parse(text, "inline expectation", "<inline>")
     return load_expectation(text)
 
@@ -276,8 +293,26 @@ class WireCapture:
         """The conversations captured, as checks (those on `port` and of `proto`, when given)."""
         if self.analysis is None:
             raise RuntimeError("the capture is analysed once its `with` block has ended")
-        return [ConversationCheck(c, self.result.path) for c in self.analysis.conversations
+        return [ConversationCheck(c, self.result.path, self.analysis.conversations) for c in self.analysis.conversations
                 if (proto is None or c.proto_name == proto) and (port is None or port in (c.orig.port, c.resp.port))]
+
+    def should_match(self, spec: Union[str, Path, Expectation]) -> "WireCapture":
+        """The whole capture matches an expectation: its capture rules over every conversation, and
+        what it says of one conversation over the first (as `harness check` takes it)."""
+        if self.analysis is None:
+            raise RuntimeError("the capture is analysed once its `with` block has ended")
+        expectation = _expectation(spec)
+        conversations = self.analysis.conversations
+        if expectation.about_a_conversation:
+            if not conversations:
+                raise ExpectationFailed(f"the wire has no conversation ({self.analysis.contents()})",
+                                        [Problem("no conversation")], None, self.result.path, expectation.source)
+            self.conversation().should_match(expectation)
+            return self
+        problems = expectation.capture_problems(conversations)
+        if problems:
+            raise ExpectationFailed(str(problems[0]), problems, None, self.result.path, expectation.source)
+        return self
 
     def conversation(self, index: int = 0, port: Optional[int] = None,
                      proto: Optional[str] = None) -> ConversationCheck:

@@ -142,10 +142,12 @@ def run_show(args) -> int:
 def run_check(args) -> int:
     wanted = expectation(args.expect)
     analysis = reading(args.file, lambda: analyse(args.file, verify_checksums=args.zeek_checksums))
-    if not analysis.conversations:
+    if not analysis.conversations and wanted.about_a_conversation:
         if damaged(analysis, "check"):
             return UNUSABLE     # the damage is the one line to print, not its consequence
         raise Unusable(f"{nothing_to_show(analysis)}: nothing to check")
+    if not wanted.about_a_conversation:
+        return _check_capture(args, wanted, analysis)
     proto = args.proto
     picked_by_protocol = args.conversation is None and proto is None and wanted.proto is not None
     if picked_by_protocol:
@@ -164,8 +166,12 @@ def run_check(args) -> int:
     if picked_by_protocol and not matches(analysis.conversations[0], args.port, proto):
         print(f"harness check: note: checking conversation {conversation.index} ({conversation.describe()}), the first "
               f"{proto.upper()} one{describe_filter(args.port, None)}", file=sys.stderr)
-    problems = wanted.problems(conversation)
-    notes = wanted.frame_notes(conversation)
+    dissection = None
+    if wanted.filter_expressions:
+        from harness.run.dissect import dissect   # tshark runs only for an expectation with display filters
+        dissection = dissect(args.file, conversation, wanted.filter_expressions)
+    problems = wanted.problems(conversation, dissection) + wanted.capture_problems(analysis.conversations)
+    notes = wanted.frame_notes(conversation, dissection)
     if problems:
         verdict = (f"FAIL {args.file}: {diagnose(conversation, problems)} "
                    f"(conversation {conversation.index} against {wanted.source})")
@@ -181,6 +187,27 @@ def run_check(args) -> int:
     if problems:
         print("\n".join(f"  - {p}" for p in problems))
         print(ladder.render(conversation, str(args.file), notes))
+        return MISMATCH
+    return OK
+
+
+def _check_capture(args, wanted, analysis) -> int:
+    """An expectation of capture rules only: the verdict is the whole capture's."""
+    problems = wanted.capture_problems(analysis.conversations)
+    if problems:
+        verdict = f"FAIL {args.file}: {diagnose(None, problems)} (the capture against {wanted.source})"
+    else:
+        verdict = f"PASS {args.file}: the capture matches {wanted.source}"
+    notes = {p.frame: f"FAIL: {p}" for p in reversed(problems) if p.frame is not None}
+    _annotate(args, notes, verdict, problems)
+    if args.svg:
+        from harness.render import svg
+        write_text(args.svg, svg.render_svg_all(analysis.conversations, str(args.file), notes))
+    if damaged(analysis, "check"):
+        return UNUSABLE
+    print(verdict)
+    if problems:
+        print("\n".join(f"  - {p}" for p in problems))
         return MISMATCH
     return OK
 

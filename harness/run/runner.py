@@ -191,8 +191,13 @@ def _judge(scenario: Scenario, expectation: Expectation, analysis, port: int, ho
         if conversation.resp.port != port:
             problems.append(Problem(f"the conversation on the wire is to port {conversation.resp.port}, "
                                     f"not the server's {port}"))
-        problems += expectation.problems(conversation)
-        notes = expectation.frame_notes(conversation)
+        dissection = None
+        if expectation.filter_expressions:
+            from harness.run.dissect import dissect    # tshark runs only for display filters
+            dissection = dissect(analysis.path, conversation, expectation.filter_expressions)
+        problems += expectation.problems(conversation, dissection)
+        notes = expectation.frame_notes(conversation, dissection)
+    problems += expectation.capture_problems(analysis.conversations)
     return problems, notes
 
 

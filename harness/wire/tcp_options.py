@@ -79,6 +79,7 @@ _SIZES = {MSS: 4, WSCALE: 3, SACK_PERMITTED: 2, TIMESTAMPS: 10}
 
 
 def parse_tcp_options(raw: bytes) -> TcpOptions:
+    """The options in `raw` (a Packet's `options`), by the rules above."""
     items: List[TcpOption] = []
     pos, end = 0, len(raw)
     while pos < end:

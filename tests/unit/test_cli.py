@@ -43,7 +43,7 @@ def test_show_draws_every_conversation(capsys):
     (["show", "/nonexistent.pcap"], "harness show: /nonexistent.pcap: no such file"),
     (["show", str(LAB / "tcp-lab.pcapng"), "--conversation", "2"], "tcp-lab.pcapng has no conversation 2: it has 1 conversation (see `harness summary`)"),
     (["check", str(LAB / "tcp-lab.pcapng"), "--expect", "/nonexistent.txt"],
-     "harness check: no expectation '/nonexistent.txt': not a file, nor a built-in one (tcp_broken_server, "
+     "harness check: no expectation '/nonexistent.txt': not a file, nor a built-in one (http_request_reply, tcp_broken_server, "
      "tcp_bulk_lossy, tcp_graceful, tcp_lab, udp_lab)"),
     (["lab", "no-such-scenario"], "harness lab: unknown scenario no-such-scenario; choose from tcp-lab"),
 ])
@@ -191,7 +191,7 @@ def test_a_misspelt_built_in_expectation_names_the_built_in_ones(capsys):
     assert main(["check", str(LAB / "tcp-lab.pcapng"), "--expect", "tcp_labb"]) == 2
     err = capsys.readouterr().err
     assert err == ("harness check: no expectation 'tcp_labb': not a file, nor a built-in one "
-                   "(tcp_broken_server, tcp_bulk_lossy, tcp_graceful, tcp_lab, udp_lab)\n")
+                   "(http_request_reply, tcp_broken_server, tcp_bulk_lossy, tcp_graceful, tcp_lab, udp_lab)\n")
 
 
 def test_a_built_in_expectation_may_be_named_with_its_txt(capsys):

@@ -15,49 +15,62 @@ Rules:
 - C is the originator (the client), S the responder (the server).
 - TCP flags are compared exactly on SYN, FIN, RST and ACK; PSH, URG, ECE and CWR only when the step
   names them. A step without flags, or with `UDP`, expects a UDP datagram.
-- `len`, `seq`, `ack` (relative numbers) and `data` (a quoted string, Python escapes) are checked
-  only when given.
+- `len`, `seq`, `ack` (relative numbers), `data` (a quoted string, Python escapes), `win` (scaled
+  as Wireshark scales it), `mss`, `wscale`, `sackOK`, `TS`, `<option list>`, `after<=T` (time since
+  the segment before) and `where "FILTER"` (a display filter) are checked only when given.
 - Without `...` lines the wire must show exactly the steps, one segment each, nothing more.
-- `check NAME` adds a semantic check from CHECKS; every one that fails is reported.
+- `check NAME` adds a semantic check from CHECKS, `check filter "FILTER"` a display filter every
+  frame matches; `C>S stream OP "TEXT"` holds a side's reassembled stream; `conversations ...`
+  and `capture ...` lines hold the whole capture (_rules). Every one that fails is reported.
+- Display filters are evaluated at the edge (harness.run.dissect) and handed in as a Dissection.
+
+The grammar, with an example of each construct: docs/expectations.rst.
 
 Built-in expectations live in builtin/ beside this package; `load_expectation(spec)` is the one
 way to find one: a file's path, or a built-in's name with or without `.txt`.
 
-Modules: _model (Step, Problem, SpecError), _grammar (text to steps), _match (segments against
-steps), _checks (the named checks). Pure code: nothing here captures or runs anything.
+Modules: _model (Step, Problem, SpecError), _grammar (text to steps and rules), _match (segments
+against steps), _checks (the named checks), _rules (streams, display filters' verdicts, capture
+rules), _write (an expectation from a conversation). Pure code: nothing here captures or runs anything.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Union
+from typing import Dict, List, Optional, Sequence, Union
 
 from harness.analysis.conversation import Conversation
 from harness.analysis.expect._checks import CHECKS
 from harness.analysis.expect._grammar import ANY_SEGMENTS, parse_lines
 from harness.analysis.expect._match import match_path, match_steps
 from harness.analysis.expect._model import Problem, SpecError, Step, contexts
+from harness.analysis.expect._rules import CaptureRule, Dissection, FilterOutcome, FilterRule, StreamRule, stream_of
 from harness.analysis.expect._write import write_expectation
 
 BUILTIN_DIR = Path(__file__).parent / "builtin"
 
-__all__ = ["ANY_SEGMENTS", "BUILTIN_DIR", "CHECKS", "Expectation", "Problem", "SpecError", "Step",
-           "builtin_names", "load_expectation", "write_expectation"]
+__all__ = ["ANY_SEGMENTS", "BUILTIN_DIR", "CHECKS", "CaptureRule", "Dissection", "Expectation", "FilterOutcome",
+           "FilterRule", "Problem", "SpecError", "Step", "StreamRule", "builtin_names", "load_expectation",
+           "stream_of", "write_expectation"]
 
 
 @dataclass
 class Expectation:
-    """Steps (None for each `...`) and named checks, from `source` (a file, or "<string>")."""
+    """Steps (None for each `...`), named checks, stream and filter rules about the conversation,
+    and rules about the whole capture, from `source` (a file, or "<string>")."""
 
     name: str
     steps: List[Optional[Step]]
     checks: List[str] = field(default_factory=list)
     source: str = "<string>"
+    streams: List[StreamRule] = field(default_factory=list)
+    filters: List[FilterRule] = field(default_factory=list)
+    capture: List[CaptureRule] = field(default_factory=list)
 
     @classmethod
     def parse(cls, text: str, name: str = "expectation", source: str = "<string>") -> "Expectation":
-        steps, checks = parse_lines(text, source, CHECKS)
-        return cls(name, steps, checks, source)
+        parsed = parse_lines(text, source, CHECKS, load_expectation)
+        return cls(name, parsed.steps, parsed.checks, source, parsed.streams, parsed.filters, parsed.capture)
 
     @classmethod
     def load(cls, path: Union[str, Path]) -> "Expectation":
@@ -74,27 +87,48 @@ class Expectation:
             return "tcp"      # every named check is about TCP
         return None
 
-    def problems(self, conversation: Conversation) -> List[Problem]:
-        """Everything about the conversation that the expectation does not allow, in order."""
-        found = match_steps(self.steps, conversation)
+    @property
+    def about_a_conversation(self) -> bool:
+        """Whether it says anything of one conversation (else only of the whole capture)."""
+        return bool(self.steps or self.checks or self.streams or self.filters)
+
+    @property
+    def filter_expressions(self) -> List[str]:
+        """The display filters it asks tshark about, each once, in order of appearance."""
+        found = [step.where for step in self.steps if step is not None and step.where is not None]
+        found += [rule.expression for rule in self.filters]
+        return list(dict.fromkeys(found))
+
+    def problems(self, conversation: Conversation, dissection: Optional[Dissection] = None) -> List[Problem]:
+        """Everything about the conversation that the expectation does not allow, in order;
+        `dissection` holds tshark's verdicts on its display filters (harness.run.dissect)."""
+        found = match_steps(self.steps, conversation, dissection) if self.steps else []
         for check in self.checks:
             found += [problem.prefixed(f"{check}: ") for problem in CHECKS[check](conversation)]
+        for stream in self.streams:
+            found += stream.problems(conversation)
+        for rule in self.filters:
+            found += rule.problems(conversation, dissection)
         return found
 
-    def frame_notes(self, conversation: Conversation) -> Dict[int, str]:
+    def capture_problems(self, conversations: Sequence[Conversation]) -> List[Problem]:
+        """What the capture's conversations, taken together, do not allow (its capture rules)."""
+        return [problem for rule in self.capture for problem in rule.problems(conversations)]
+
+    def frame_notes(self, conversation: Conversation, dissection: Optional[Dissection] = None) -> Dict[int, str]:
         """A verdict per frame, for annotating the capture: which step it met, or what was wrong with it."""
         notes: Dict[int, List[str]] = {}
-        path = match_path(self.steps, conversation)
+        path = match_path(self.steps, conversation, dissection)
         if path is not None:
             for segment, index in zip(conversation.segments, path):
                 step = self.steps[index] if index is not None else None
                 notes.setdefault(segment.packet.frame, []).append(
                     f"ok: step {index + 1} `{step.describe()}`" if step else "ok: within `...`")
         elif all(step is not None and not step.optional for step in self.steps):
-            for segment, step, context in zip(conversation.segments, self.steps, contexts(conversation)):
+            for segment, step, context in zip(conversation.segments, self.steps, contexts(conversation, dissection)):
                 if not step.mismatches(segment, conversation.proto, context):
                     notes.setdefault(segment.packet.frame, []).append(f"ok: `{step.describe()}`")
-        for problem in reversed(self.problems(conversation)):
+        for problem in reversed(self.problems(conversation, dissection)):
             if problem.frame is not None:
                 notes.setdefault(problem.frame, []).insert(0, f"FAIL: {problem}")
         return {frame: "; ".join(texts) for frame, texts in notes.items()}

@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import ast
 import re
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, NamedTuple, Optional, Tuple
 
 from harness.analysis.expect._model import ANY_VALUE, SpecError, Step, Timing
+from harness.analysis.expect._rules import STREAM_OPS, CaptureRule, FilterRule, StreamRule, parse_capture_rule
 from harness.wire.packet import FLAG_BITS
 
 ANY_SEGMENTS = "..."
-_WORD = re.compile(r'<[^>]*>?|\S+?="(?:[^"\\]|\\.)*"|\S+')
+_WORD = re.compile(r'<[^>]*>?|\S+?="(?:[^"\\]|\\.)*"|"(?:[^"\\]|\\.)*"|\S+')
 _NUMBER_FIELDS = {"len": "length", "seq": "seq", "ack": "ack", "win": "window", "mss": "mss", "wscale": "wscale"}
 _TIMING = re.compile(r"after(<=|>=|<|>|=)(\d+(?:\.\d+)?)(ns|us|ms|s)(?:~(\d+(?:\.\d+)?)(ns|us|ms|s))?$")
 _UNITS = {"ns": 1, "us": 10**3, "ms": 10**6, "s": 10**9}
@@ -17,30 +18,68 @@ _OPTION_ITEM = re.compile(r"(mss|wscale) (\d+|\*)|sackOK|nop|eol|TS val (\d+|\*)
                           r"|sack( (\d+|\*):(\d+|\*))+")
 
 
-def parse_lines(text: str, source: str, known_checks) -> Tuple[List[Optional[Step]], List[str]]:
-    """(steps, with None for each `...`; check names) of an expectation's text."""
-    steps: List[Optional[Step]] = []
-    checks: List[str] = []
+class Parsed(NamedTuple):
+    steps: List[Optional[Step]]          # None for each `...`
+    checks: List[str]
+    streams: List[StreamRule]
+    filters: List[FilterRule]
+    capture: List[CaptureRule]
+
+
+def parse_lines(text: str, source: str, known_checks, load=None) -> Parsed:
+    """An expectation's text, line by line; `load` finds the expectation an `each=` names."""
+    parsed = Parsed([], [], [], [], [])
     for number, raw in enumerate(text.splitlines(), 1):
         line = _strip_comment(raw)
         if not line:
             continue
         indent = len(raw) - len(raw.lstrip())
         try:
+            words = [(match.start(), match.group()) for match in _WORD.finditer(line)]
             if line == ANY_SEGMENTS:
-                steps.append(None)
+                parsed.steps.append(None)
+            elif words[0][1] == "check" and len(words) > 1 and words[1][1] == "filter":
+                parsed.filters.append(FilterRule(_quoted(words[2:], words[1][0], "check filter"), number))
             elif line.startswith("check "):
                 check = line[len("check "):].strip()
                 if check not in known_checks:
-                    raise _At(len("check "), f"unknown check {check!r}; known: {', '.join(sorted(known_checks))}")
-                checks.append(check)
+                    raise _At(len("check "), f"unknown check {check!r}; known: {', '.join(sorted(known_checks))}"
+                                             f", or filter \"EXPR\"")
+                parsed.checks.append(check)
+            elif words[0][1] in ("conversations", "capture"):
+                try:
+                    parsed.capture.append(parse_capture_rule(words, number, line, load))
+                except ValueError as error:
+                    if isinstance(error.args[0], tuple):
+                        raise _At(*error.args[0]) from None
+                    raise
+            elif len(words) > 1 and words[1][1] == "stream" and words[0][1] in ("C>S", "S>C"):
+                parsed.streams.append(_parse_stream(words, number))
             else:
-                steps.append(_parse_step(line, number))
+                parsed.steps.append(_parse_step(line, number))
         except _At as error:
             raise SpecError(f"{source}:{number}:{indent + error.column + 1}: {error.message}") from None
         except SpecError as error:
             raise SpecError(f"{source}:{number}: {error}") from None
-    return steps, checks
+    return parsed
+
+
+def _quoted(words, after_column: int, what: str) -> str:
+    """The one quoted string that must follow `what`."""
+    if len(words) != 1 or not (words[0][1].startswith('"') and words[0][1].endswith('"') and len(words[0][1]) > 1):
+        raise _At(words[0][0] if words else after_column, f"{what} takes one quoted string, as in {what} \"tcp.len > 0\"")
+    try:
+        return ast.literal_eval(words[0][1])
+    except (ValueError, SyntaxError):
+        raise _At(words[0][0], f"{what} takes one quoted string") from None
+
+
+def _parse_stream(words, number: int) -> StreamRule:
+    if len(words) < 3 or words[2][1] not in STREAM_OPS:
+        raise _At(words[2][0] if len(words) > 2 else words[1][0],
+                  f"a stream rule is `C>S stream OP \"TEXT\"` with OP one of {', '.join(STREAM_OPS)}")
+    text = _quoted(words[3:], words[2][0], f"stream {words[2][1]}")
+    return StreamRule(words[0][1] == "C>S", words[2][1], text.encode("utf-8"), number)
 
 
 def _strip_comment(raw: str) -> str:
@@ -78,7 +117,10 @@ def _parse_step(line: str, number: int) -> Step:
             flag_choices = tuple(_parse_flags(choice, column + start)
                                  for choice, start in _pieces(token, "|"))
     fields: Dict[str, object] = {}
-    for column, word in rest:
+    for position, (column, word) in enumerate(rest):
+        if word == "where":
+            fields["where"] = _quoted(rest[position + 1:], column, "where")
+            break
         parsed = _parse_field(column, word)
         name = next(iter(parsed))
         if flag_choices is None and name in _TCP_ONLY:

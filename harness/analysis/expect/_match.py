@@ -7,14 +7,15 @@ from harness.analysis.conversation import Conversation, Segment, describe_segmen
 from harness.analysis.expect._model import Context, Problem, Step, contexts
 
 
-def match_path(steps: Sequence[Optional[Step]], conversation: Conversation) -> Optional[List[Optional[int]]]:
+def match_path(steps: Sequence[Optional[Step]], conversation: Conversation,
+               dissection=None) -> Optional[List[Optional[int]]]:
     """For each segment, the index of the step it matched (None inside a `...`), if the whole matches.
 
     A forward simulation over step positions, one segment at a time, so a long conversation costs
     time and memory in proportion to its segments, never recursion depth.
     """
     segments, proto = conversation.segments, conversation.proto
-    context = contexts(conversation)
+    context = contexts(conversation, dissection)
 
     def closure(positions: Dict[int, object]) -> Dict[int, object]:
         # `...` and optional steps may also be passed by without consuming a segment.
@@ -54,12 +55,13 @@ def match_path(steps: Sequence[Optional[Step]], conversation: Conversation) -> O
     return path[::-1]
 
 
-def match_steps(steps: Sequence[Optional[Step]], conversation: Conversation) -> List[Problem]:
-    if match_path(steps, conversation) is not None:
+def match_steps(steps: Sequence[Optional[Step]], conversation: Conversation, dissection=None) -> List[Problem]:
+    if match_path(steps, conversation, dissection) is not None:
         return []
+    context = contexts(conversation, dissection)
     if all(step is not None and not step.optional for step in steps):
-        return _positional_differences(steps, conversation.segments, conversation.proto, contexts(conversation))
-    return [_first_unmatched(steps, conversation.segments, conversation.proto, contexts(conversation))]
+        return _positional_differences(steps, conversation.segments, conversation.proto, context)
+    return [_first_unmatched(steps, conversation.segments, conversation.proto, context)]
 
 
 def _positional_differences(steps: Sequence[Step], segments: Sequence[Segment], proto: int,
@@ -123,13 +125,18 @@ _SHAPE = ("direction:", "protocol:", "flags:")
 
 def _nothing_left(step: Step, passed: Sequence[Segment], proto: int, context: Sequence[Context],
                   first_index: int) -> Problem:
-    """No segment met the step: name the first one of its direction and flags that `...` passed
-    over, and what differed, since that is usually the one the writer meant."""
+    """No segment met the step: name the one of its direction and flags that `...` passed over
+    with the fewest fields differing (the first of those), since that is usually the one meant."""
     text = f"no segment left for step `{step.describe()}` (line {step.line})"
+    nearest = None
     for offset, (segment, segment_context) in enumerate(zip(passed, context)):
         fields = step.mismatches(segment, proto, segment_context)
-        if fields and not any(field.startswith(_SHAPE) for field in fields):
-            return Problem(f"{text}; the nearest, segment {first_index + offset + 1} (frame {segment.packet.frame}) "
-                           f"`{describe_segment(segment, proto, direction=True)}`, differs:\n"
-                           + "\n".join(f"    {field}" for field in fields), segment.packet.frame)
-    return Problem(text)
+        if fields and not any(field.startswith(_SHAPE) for field in fields) and (
+                nearest is None or len(fields) < len(nearest[2])):
+            nearest = (offset, segment, fields)
+    if nearest is None:
+        return Problem(text)
+    offset, segment, fields = nearest
+    return Problem(f"{text}; the nearest, segment {first_index + offset + 1} (frame {segment.packet.frame}) "
+                   f"`{describe_segment(segment, proto, direction=True)}`, differs:\n"
+                   + "\n".join(f"    {field}" for field in fields), segment.packet.frame)

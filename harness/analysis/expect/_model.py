@@ -32,16 +32,18 @@ class SpecError(InputError, ValueError):
 
 class Context(NamedTuple):
     """What a step may ask of a segment beyond the segment itself: its window as Wireshark
-    calculates it (tcp.window_size), and the time since the conversation's segment before it."""
+    calculates it (tcp.window_size), the time since the conversation's segment before it, and
+    tshark's verdicts on the expectation's display filters (a _rules.Dissection, if one was made)."""
     window: int
     gap_ns: Optional[int]
+    dissection: Optional[object] = None
 
 
 ANY_VALUE = -1            # mss=* or wscale=*: the option is there, whatever its value
 _MAX_WINDOW_SHIFT = 14    # RFC 7323 2.3; Wireshark clamps a larger one to it
 
 
-def contexts(conversation: Conversation) -> List[Context]:
+def contexts(conversation: Conversation, dissection: Optional[object] = None) -> List[Context]:
     """A Context per segment. The window is scaled as Wireshark scales it: by the sender's window
     scale when both SYNs were captured and both carried the option, never on a SYN itself."""
     shifts = {}
@@ -54,7 +56,7 @@ def contexts(conversation: Conversation) -> List[Context]:
         window = segment.packet.window
         if scaled and not segment.flags & SYN:
             window <<= min(shifts[segment.is_orig], _MAX_WINDOW_SHIFT)
-        found.append(Context(window, None if previous is None else segment.packet.time_ns - previous))
+        found.append(Context(window, None if previous is None else segment.packet.time_ns - previous, dissection))
         previous = segment.packet.time_ns
     return found
 
@@ -94,6 +96,7 @@ class Step(NamedTuple):
     timestamps: bool = False                  # TS: the option is present
     options: Optional[Tuple[str, ...]] = None  # <...>: the whole list, in order; `*` matches any number
     after: Optional[Timing] = None
+    where: Optional[str] = None               # where "EXPR": a display filter the segment matches (tshark)
 
     def describe(self) -> str:
         parts = ["?"] if self.optional else []
@@ -120,6 +123,8 @@ class Step(NamedTuple):
             parts.append("<" + ",".join(self.options) + ">")
         if self.after is not None:
             parts.append(self.after.text)
+        if self.where is not None:
+            parts.append(f"where {_quote(self.where.encode('utf-8'))}")
         return " ".join(parts)
 
     def mismatches(self, segment: Segment, proto: int, context: Optional[Context] = None) -> List[str]:
@@ -143,6 +148,11 @@ class Step(NamedTuple):
             diffs.append(f"data: expected {_quote(self.data)}, wire {_quote(segment.payload)}")
         if self.flag_choices is not None:
             diffs += self._tcp_mismatches(segment, context)
+        if self.where is not None:
+            from harness.analysis.expect._rules import filter_verdict   # _rules imports this module
+            why = filter_verdict(self.where, segment.packet.frame, context.dissection if context else None)
+            if why is not None:
+                diffs.append(f"where: {why}")
         if self.after is not None and context is not None:
             if context.gap_ns is None:
                 diffs.append(f"time: expected {self.after.text}, but it is the conversation's first segment")
@@ -190,9 +200,23 @@ def _duration(ns: int) -> str:
     return f"{ns / 10**3:.1f} us"
 
 
+_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
 def _quote(data: bytes) -> str:
-    text = data.decode("utf-8", "backslashreplace")
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    """The bytes as a quoted string on one line, with Python's escapes (control characters and bytes
+    that are not UTF-8 as \\xNN), so a problem about them stays one line."""
+    out = []
+    for char in data.decode("utf-8", "surrogateescape"):
+        if char in _ESCAPES:
+            out.append(_ESCAPES[char])
+        elif "\udc80" <= char <= "\udcff":
+            out.append(f"\\x{ord(char) - 0xdc00:02x}")
+        elif char < " " or char == "\x7f":
+            out.append(f"\\x{ord(char):02x}")
+        else:
+            out.append(char)
+    return '"' + "".join(out) + '"'
 
 
 def _flags_match(wanted: int, actual: int) -> bool:

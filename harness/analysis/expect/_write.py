@@ -27,6 +27,8 @@ DATA_LIMIT = 64
 
 
 def write_expectation(conversation: Conversation, source: str = "") -> str:
+    """The expectation's text for the conversation, by the rules above (`source` names the capture
+    in its first comment)."""
     lines = [f"# Written by `harness expect-from` from conversation {conversation.index}"
              + (f" of {source}" if source else "") + f": {conversation.describe()}.",
              "# What the wire showed; trim what need not hold (data=, win=, options, whole steps as `...`)."]
