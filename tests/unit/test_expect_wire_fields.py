@@ -109,3 +109,15 @@ def test_scaled_windows_agree_with_tsharks_calculated_window_size():
                 if conversation.proto == 6 and str(segment.packet.frame) in theirs:
                     assert (path.name, segment.packet.frame, context.window) == \
                         (path.name, segment.packet.frame, int(theirs[str(segment.packet.frame)]))
+
+
+def test_max_gap_bounds_every_pause_of_the_conversation():
+    steps = HANDSHAKE + [("C", "PA", b"yp", {"time_ns": START_NS + 2 * MILLISECOND}),
+                         ("S", "PA", b"ok", {"time_ns": START_NS + 1502 * MILLISECOND})]
+    conversation = conv_of(tcp(steps))
+    assert problems("check max-gap=2s", conversation) == []
+    assert problems("check max-gap=1s", conversation) == [
+        "max-gap: 1.500 s passed between frame 4 and frame 5, more than 1 s"]
+    assert Expectation.parse("C>S UDP\ncheck max-gap=500ms").proto == "udp"
+    with pytest.raises(SpecError, match=r"<string>:1:7: max-gap takes a time with its unit"):
+        Expectation.parse("check max-gap=1")

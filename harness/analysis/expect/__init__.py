@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Union
 
 from harness.analysis.conversation import Conversation
-from harness.analysis.expect._checks import CHECKS
+from harness.analysis.expect._checks import CHECKS, named_check
 from harness.analysis.expect._grammar import ANY_SEGMENTS, parse_lines
 from harness.analysis.expect._match import match_path, match_steps
 from harness.analysis.expect._model import Problem, SpecError, Step, contexts
@@ -81,10 +81,11 @@ class Expectation:
     def proto(self) -> Optional[str]:
         """"tcp" or "udp", the protocol its steps and checks are of; None when they do not say."""
         udp = {step.flag_choices is None for step in self.steps if step is not None}
-        if udp == {True} and not self.checks:
+        tcp_checks = [check for check in self.checks if not check.startswith("max-gap=")]
+        if udp == {True} and not tcp_checks:
             return "udp"
-        if udp <= {False} and (udp or self.checks):
-            return "tcp"      # every named check is about TCP
+        if udp <= {False} and (udp or tcp_checks):
+            return "tcp"      # every named check but max-gap is about TCP
         return None
 
     @property
@@ -104,7 +105,8 @@ class Expectation:
         `dissection` holds tshark's verdicts on its display filters (harness.run.dissect)."""
         found = match_steps(self.steps, conversation, dissection) if self.steps else []
         for check in self.checks:
-            found += [problem.prefixed(f"{check}: ") for problem in CHECKS[check](conversation)]
+            label = check if not check.startswith("max-gap=") else "max-gap"
+            found += [problem.prefixed(f"{label}: ") for problem in named_check(check)(conversation)]
         for stream in self.streams:
             found += stream.problems(conversation)
         for rule in self.filters:

@@ -86,6 +86,26 @@ def check_no_data_from_server(conversation: Conversation) -> List[Problem]:
             for s in conversation.segments if not s.is_orig and s.length]
 
 
+def check_max_gap(conversation: Conversation, limit_ns: int) -> List[Problem]:
+    """No two consecutive segments of the conversation further apart than limit_ns."""
+    segments = conversation.segments
+    problems = []
+    for before, after in zip(segments, segments[1:]):
+        gap = after.packet.time_ns - before.packet.time_ns
+        if gap > limit_ns:
+            problems.append(Problem(f"{gap / 1e9:.3f} s passed between frame {before.packet.frame} and frame "
+                                    f"{after.packet.frame}, more than {limit_ns / 1e9:g} s", after.packet.frame))
+    return problems
+
+
+def named_check(name: str) -> Callable[[Conversation], List[Problem]]:
+    """The check a `check NAME` line names (max-gap=NS carries its limit, in nanoseconds)."""
+    if name.startswith("max-gap="):
+        limit = int(name[len("max-gap="):])
+        return lambda conversation: check_max_gap(conversation, limit)
+    return CHECKS[name]
+
+
 def _side(is_orig: bool) -> str:
     return "client" if is_orig else "server"
 

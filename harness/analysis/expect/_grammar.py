@@ -40,6 +40,11 @@ def parse_lines(text: str, source: str, known_checks, load=None) -> Parsed:
                 parsed.steps.append(None)
             elif words[0][1] == "check" and len(words) > 1 and words[1][1] == "filter":
                 parsed.filters.append(FilterRule(_quoted(words[2:], words[1][0], "check filter"), number))
+            elif line.startswith("check max-gap"):
+                gap = re.fullmatch(r"max-gap=(\d+(?:\.\d+)?)(ns|us|ms|s)", line[len("check "):].strip())
+                if gap is None:
+                    raise _At(len("check "), "max-gap takes a time with its unit, as in check max-gap=1s")
+                parsed.checks.append(f"max-gap={round(float(gap.group(1)) * _UNITS[gap.group(2)])}")
             elif line.startswith("check "):
                 check = line[len("check "):].strip()
                 if check not in known_checks:
