@@ -9,14 +9,38 @@ from support.packets import HANDSHAKE, START_NS, hole_filled_after, renumber, tc
 from support import REPO
 
 CAPTURES = REPO / "captures"
-# The Zeek conformance corpus is held to tshark by its own test, below.
 REFERENCE = sorted(p for p in CAPTURES.rglob("*") if p.suffix in (".pcap", ".pcapng", ".gz")
-                   and "runs" not in p.parts and "zeek" not in p.parts)
+                   and "runs" not in p.parts)
+# Zeek's traces where tshark's rules, not harness's, make the two differ: harness follows Zeek there
+# (and agrees with Zeek's own conn.log on each: tests/unit/test_zeek_conformance.py).
+TSHARK_DIFFERS = {
+    "zeek/traces/llc.pcap": "1333 identical RSTs a minute apart: a connection each in Zeek, one tcp.stream in tshark",
+    "zeek/traces/pop3/pop3.pcap": "SYNs reusing the ISN after a RST start new connections in Zeek (IsReuse); "
+                                  "tshark calls them retransmissions",
+    "zeek/traces/modbus/modbus-and-non-modbus-p502.pcap": "a SYN 15.6 s after a RST: a new connection in Zeek",
+    "zeek/traces/ssh/ssh.client-side-half-duplex.pcap": "unanswered SYNs expire after tcp_attempt_delay (5 s) in "
+                                                        "Zeek; tshark has no timers",
+    "zeek/traces/tcp/retransmit-timeout.pcapng": "300 s of silence passes Zeek's inactivity timeout",
+    "zeek/traces/tunnels/Teredo.pcap": "packets more than tcp_close_delay after a FIN or RST start new connections",
+    "zeek/traces/pppoe-over-qinq.pcap": "six frames whose PPPoE length says 42 and IP length 46: tshark trusts "
+                                        "PPPoE and sees no payload, Zeek and harness read the IP length",
+    "zeek/traces/cisco-fabric-path.pcap": "tshark's FabricPath dissector takes each frame's last 4 bytes for a "
+                                          "checksum trailer these frames lack, and cuts the packet inside",
+}
 
 
 @pytest.mark.parametrize("path", REFERENCE, ids=[str(p.relative_to(CAPTURES)) for p in REFERENCE])
 def test_summary_agrees_with_tshark(path):
+    name = str(path.relative_to(CAPTURES))
+    if name in TSHARK_DIFFERS:
+        with pytest.raises(AssertionError):     # it still differs, for the reason given
+            assert_summary_agrees_with_tshark(path)
+        return
     assert_summary_agrees_with_tshark(path)
+
+
+def test_every_trace_tshark_differs_on_is_in_the_corpus():
+    assert all((CAPTURES / name).is_file() for name in TSHARK_DIFFERS)
 
 
 # Built packet by packet: each sits on a line that tshark draws to the nanosecond or by the order
