@@ -14,6 +14,7 @@ from harness.analysis.summary import table
 from harness.cli._common import (MISMATCH, OK, UNUSABLE, Unusable, choose, damaged, describe_filter, expectation,
                                  matches, note_slow_path_once, nothing_to_show, reading, unreadable, write_text)
 from harness.render import ladder
+from harness.render.i18n import LANGUAGES, default_language
 from harness.wire.reader import CaptureFormatError
 
 
@@ -52,6 +53,15 @@ def add_parsers(commands) -> None:
                        help="write the capture to OUT (pcapng) with each packet's verdict as a packet comment")
     check.add_argument("--svg", type=Path, metavar="OUT", help="draw the checked conversation with verdicts as SVG")
     check.set_defaults(run=run_check)
+
+    explained = commands.add_parser("explain", help="walk through a conversation packet by packet, in words")
+    explained.add_argument("file", type=Path)
+    explained.add_argument("--conversation", type=int, metavar="N",
+                           help="which conversation (default: every one, after --port and --proto)")
+    _filters(explained)
+    explained.add_argument("--lang", choices=LANGUAGES, default=None,
+                           help="the language (default: the locale's, if harness has it, else en)")
+    explained.set_defaults(run=run_explain)
 
     written = commands.add_parser("expect-from", help="write an expectation from a conversation known to be good")
     written.add_argument("file", type=Path)
@@ -236,3 +246,15 @@ def run_expect_from(args) -> int:
     else:
         sys.stdout.write(text)
     return OK
+
+
+def run_explain(args) -> int:
+    from harness.render.explain import explain
+    analysis = reading(args.file, lambda: analyse(args.file, verify_checksums=args.zeek_checksums))
+    chosen = choose(analysis, args.conversation, args.port, args.proto)
+    if chosen:
+        language = args.lang or default_language()
+        print("\n".join(explain(conversation, language) for conversation in chosen), end="")
+    elif not unreadable(analysis):
+        print(nothing_to_show(analysis, describe_filter(args.port, args.proto)))
+    return damaged(analysis, "explain")

@@ -1,0 +1,94 @@
+"""Each side's TCP state (RFC 9293, section 3.3.2) along a conversation, as the wire shows it. Pure code.
+
+Rules, applied to each segment in capture order (the capture sees a loopback segment sent and
+received at once, so the sender's and the receiver's transitions happen at the same segment):
+
+1. Start: the client (the originator) is CLOSED and the server LISTEN when the capture holds the
+   client's SYN; otherwise both are ESTABLISHED, as far as the capture can tell (it began
+   mid-connection).
+2. The sender, by what it sends: a SYN without ACK, CLOSED -> SYN_SENT; a SYN-ACK, LISTEN ->
+   SYN_RECEIVED; a FIN, ESTABLISHED or SYN_RECEIVED -> FIN_WAIT_1, CLOSE_WAIT -> LAST_ACK; a RST,
+   CLOSED.
+3. The receiver, by what it gets, the acknowledgment before the FIN: a SYN-ACK, SYN_SENT ->
+   ESTABLISHED; an ACK in SYN_RECEIVED, ESTABLISHED; an ACK of its FIN, FIN_WAIT_1 -> FIN_WAIT_2,
+   CLOSING -> TIME_WAIT, LAST_ACK -> CLOSED; a FIN, ESTABLISHED -> CLOSE_WAIT, FIN_WAIT_1 -> CLOSING,
+   FIN_WAIT_2 -> TIME_WAIT; a RST, CLOSED.
+4. A segment that changes nothing leaves the states as they were (retransmissions, duplicate ACKs).
+"""
+from __future__ import annotations
+
+from typing import Dict, List, NamedTuple, Tuple
+
+from harness.analysis.conversation import Conversation, Segment
+from harness.wire.packet import ACK, FIN, RST, SEQ_MODULO, SYN, TCP, seq_ge
+
+__all__ = ["Transition", "tcp_states"]
+
+CLOSED, LISTEN, SYN_SENT, SYN_RECEIVED, ESTABLISHED = "CLOSED", "LISTEN", "SYN_SENT", "SYN_RECEIVED", "ESTABLISHED"
+FIN_WAIT_1, FIN_WAIT_2, CLOSE_WAIT, CLOSING, LAST_ACK, TIME_WAIT = (
+    "FIN_WAIT_1", "FIN_WAIT_2", "CLOSE_WAIT", "CLOSING", "LAST_ACK", "TIME_WAIT")
+
+
+class Transition(NamedTuple):
+    is_orig: bool          # the side that changed: True for the client
+    before: str
+    after: str
+
+
+class StatesAfter(NamedTuple):
+    client: str
+    server: str
+    transitions: Tuple[Transition, ...]
+
+
+def tcp_states(conversation: Conversation) -> List[StatesAfter]:
+    """The two sides' states after each segment, and what changed at it (empty for UDP)."""
+    if conversation.proto != TCP:
+        return []
+    segments = conversation.segments
+    opened = bool(segments) and segments[0].is_orig and segments[0].flags & (SYN | ACK) == SYN
+    state: Dict[bool, str] = {True: CLOSED, False: LISTEN} if opened else {True: ESTABLISHED, False: ESTABLISHED}
+    fin_end: Dict[bool, int] = {}           # one past each side's FIN, relative
+    found = []
+    for segment in segments:
+        before = dict(state)
+        _sent(state, segment, fin_end)
+        _received(state, segment, fin_end)
+        changes = tuple(Transition(side, before[side], state[side]) for side in (True, False)
+                        if before[side] != state[side])
+        found.append(StatesAfter(state[True], state[False], changes))
+    return found
+
+
+def _sent(state: Dict[bool, str], segment: Segment, fin_end: Dict[bool, int]) -> None:
+    side, flags = segment.is_orig, segment.flags
+    if flags & RST:
+        state[side] = CLOSED
+    elif flags & SYN and not flags & ACK and state[side] == CLOSED:
+        state[side] = SYN_SENT
+    elif flags & SYN and flags & ACK and state[side] == LISTEN:
+        state[side] = SYN_RECEIVED
+    if flags & FIN:
+        fin_end.setdefault(side, (segment.rel_seq + segment.length + 1) % SEQ_MODULO)
+        if state[side] in (ESTABLISHED, SYN_RECEIVED):
+            state[side] = FIN_WAIT_1
+        elif state[side] == CLOSE_WAIT:
+            state[side] = LAST_ACK
+
+
+def _received(state: Dict[bool, str], segment: Segment, fin_end: Dict[bool, int]) -> None:
+    receiver, flags = not segment.is_orig, segment.flags
+    if flags & RST:
+        state[receiver] = CLOSED
+        return
+    if flags & SYN and flags & ACK and state[receiver] == SYN_SENT:
+        state[receiver] = ESTABLISHED
+    elif flags & ACK and not flags & SYN and state[receiver] == SYN_RECEIVED:
+        state[receiver] = ESTABLISHED
+    own_fin = fin_end.get(receiver)
+    if flags & ACK and own_fin is not None and segment.rel_ack is not None and seq_ge(segment.rel_ack, own_fin):
+        state[receiver] = {FIN_WAIT_1: FIN_WAIT_2, CLOSING: TIME_WAIT, LAST_ACK: CLOSED}.get(state[receiver],
+                                                                                           state[receiver])
+    if flags & FIN:
+        state[receiver] = {ESTABLISHED: CLOSE_WAIT, SYN_RECEIVED: CLOSE_WAIT, FIN_WAIT_1: CLOSING,
+                           FIN_WAIT_2: TIME_WAIT}.get(state[receiver], state[receiver])
