@@ -130,9 +130,12 @@ class Expectation:
             for segment, step, context in zip(conversation.segments, self.steps, contexts(conversation, dissection)):
                 if not step.mismatches(segment, conversation.proto, context):
                     notes.setdefault(segment.packet.frame, []).append(f"ok: `{step.describe()}`")
-        for problem in reversed(self.problems(conversation, dissection)):
+        failed: Dict[int, List[str]] = {}
+        for problem in self.problems(conversation, dissection):
             if problem.frame is not None:
-                notes.setdefault(problem.frame, []).insert(0, f"FAIL: {problem}")
+                failed.setdefault(problem.frame, []).append(f"FAIL: {problem}")
+        # A frame that fails anything says only that: never "ok" and "FAIL" at once.
+        notes.update(failed)
         return {frame: "; ".join(texts) for frame, texts in notes.items()}
 
 
