@@ -1,4 +1,5 @@
-"""A conversation drawn as a ladder in text: one row per packet, time flowing down.
+"""A conversation drawn as a ladder in text: one row per packet, time flowing down; every arrow is
+as long as the longest row needs, and payloads are elided to PAYLOAD_SHOWN characters.
 
     frame      time  client 127.0.0.1:40312          server 127.0.0.1:8080
         1  0.000000  ---- SYN          seq=0 ack=-  len=0 --->
@@ -11,12 +12,16 @@ from typing import Dict, Optional
 from harness.analysis.conversation import SECOND, Conversation, Segment, describe_segment
 
 
+PAYLOAD_SHOWN = 16      # characters of a payload's repr a row shows; longer ones end in "..."
+
+
 def segment_label(segment: Segment, proto: int) -> str:
     text = describe_segment(segment, proto, padded=True)
     if segment.retransmitted:
         text += " [retransmission]"
-    if segment.payload and segment.length <= 24:
-        text += f" {segment.payload[:24]!r}"
+    if segment.payload:
+        shown = repr(segment.payload)
+        text += " " + (shown if len(shown) <= PAYLOAD_SHOWN else shown[:PAYLOAD_SHOWN - 3] + "...")
     return text
 
 
@@ -29,10 +34,12 @@ def render(conversation: Conversation, pcap: Optional[str] = None,
     if pcap:
         lines.append(f"pcap: {pcap}")
     lines.append(f"conversation {conversation.index}: {conversation.describe()}")
-    client, server = f"client {conversation.orig}", f"server {conversation.resp}"
-    lines.append(f"{'frame':>6} {'time':>9}  {client:<{width - len(server) + 8}}{server}")
     rows = [(s.packet.frame, s.packet.time_ns, s.is_orig, segment_label(s, conversation.proto)) for s in conversation.segments]
     rows += [(frame, time_ns, False, "ICMP port unreachable") for frame, time_ns in conversation.unreachable]
+    # Every arrow as long as the longest label needs, so the rows stay aligned whatever they carry.
+    width = max([width] + [len(label) + 3 for _, _, _, label in rows])
+    client, server = f"client {conversation.orig}", f"server {conversation.resp}"
+    lines.append(f"{'frame':>6} {'time':>9}  {client:<{width - len(server) + 8}}{server}")
     for frame, time_ns, is_orig, label in sorted(rows):
         body = f" {label} "
         arrow = f"----{body:-<{width}}-->" if is_orig else f"<---{body:-<{width}}---"
