@@ -14,6 +14,9 @@ received at once, so the sender's and the receiver's transitions happen at the s
    CLOSING -> TIME_WAIT, LAST_ACK -> CLOSED; a FIN, ESTABLISHED -> CLOSE_WAIT, FIN_WAIT_1 -> CLOSING,
    FIN_WAIT_2 -> TIME_WAIT; a RST, CLOSED.
 4. A segment that changes nothing leaves the states as they were (retransmissions, duplicate ACKs).
+5. Phases: the handshake runs from the SYN to the segment after which both sides are ESTABLISHED;
+   the teardown from the first FIN or RST to the end; the data is what lies between (all of a
+   capture that began mid-connection, up to its teardown).
 """
 from __future__ import annotations
 
@@ -22,7 +25,7 @@ from typing import Dict, List, NamedTuple, Tuple
 from harness.analysis.conversation import Conversation, Segment
 from harness.wire.packet import ACK, FIN, RST, SEQ_MODULO, SYN, TCP, seq_ge
 
-__all__ = ["Transition", "tcp_states"]
+__all__ = ["Phase", "Transition", "initial_states", "phases", "tcp_states"]
 
 CLOSED, LISTEN, SYN_SENT, SYN_RECEIVED, ESTABLISHED = "CLOSED", "LISTEN", "SYN_SENT", "SYN_RECEIVED", "ESTABLISHED"
 FIN_WAIT_1, FIN_WAIT_2, CLOSE_WAIT, CLOSING, LAST_ACK, TIME_WAIT = (
@@ -45,9 +48,9 @@ def tcp_states(conversation: Conversation) -> List[StatesAfter]:
     """The two sides' states after each segment, and what changed at it (empty for UDP)."""
     if conversation.proto != TCP:
         return []
+    client, server = initial_states(conversation)
+    state: Dict[bool, str] = {True: client, False: server}
     segments = conversation.segments
-    opened = bool(segments) and segments[0].is_orig and segments[0].flags & (SYN | ACK) == SYN
-    state: Dict[bool, str] = {True: CLOSED, False: LISTEN} if opened else {True: ESTABLISHED, False: ESTABLISHED}
     fin_end: Dict[bool, int] = {}           # one past each side's FIN, relative
     found = []
     for segment in segments:
@@ -58,6 +61,13 @@ def tcp_states(conversation: Conversation) -> List[StatesAfter]:
                         if before[side] != state[side])
         found.append(StatesAfter(state[True], state[False], changes))
     return found
+
+
+def initial_states(conversation: Conversation) -> Tuple[str, str]:
+    """(the client's, the server's) state before the first segment (rule 1)."""
+    segments = conversation.segments
+    opened = bool(segments) and segments[0].is_orig and segments[0].flags & (SYN | ACK) == SYN
+    return (CLOSED, LISTEN) if opened else (ESTABLISHED, ESTABLISHED)
 
 
 def _sent(state: Dict[bool, str], segment: Segment, fin_end: Dict[bool, int]) -> None:
@@ -92,3 +102,31 @@ def _received(state: Dict[bool, str], segment: Segment, fin_end: Dict[bool, int]
     if flags & FIN:
         state[receiver] = {ESTABLISHED: CLOSE_WAIT, SYN_RECEIVED: CLOSE_WAIT, FIN_WAIT_1: CLOSING,
                            FIN_WAIT_2: TIME_WAIT}.get(state[receiver], state[receiver])
+
+
+class Phase(NamedTuple):
+    name: str              # "handshake", "data" or "teardown"
+    first: int             # index of its first segment in conversation.segments
+    last: int              # index of its last
+
+
+def phases(conversation: Conversation) -> List[Phase]:
+    """The conversation's phases, in order (rule 5); none for UDP or an empty conversation."""
+    segments = conversation.segments
+    if conversation.proto != TCP or not segments:
+        return []
+    states = tcp_states(conversation)
+    teardown = next((i for i, s in enumerate(segments) if s.flags & (FIN | RST)), len(segments))
+    found = []
+    data_from = 0
+    if states[0].client == SYN_SENT:
+        established = next((i for i, after in enumerate(states) if after.client == after.server == ESTABLISHED),
+                           len(segments) - 1)
+        end = min(established, teardown - 1) if teardown > 0 else 0
+        found.append(Phase("handshake", 0, max(end, 0)))
+        data_from = max(end, 0) + 1
+    if data_from < teardown:
+        found.append(Phase("data", data_from, teardown - 1))
+    if teardown < len(segments):
+        found.append(Phase("teardown", max(teardown, data_from), len(segments) - 1))
+    return found

@@ -21,7 +21,7 @@ from __future__ import annotations
 from typing import Callable, Dict, List, Optional
 
 from harness.analysis.conversation import Conversation, Segment
-from harness.analysis.tcp_states import ESTABLISHED, TIME_WAIT, tcp_states
+from harness.analysis.tcp_states import ESTABLISHED, TIME_WAIT, Phase, phases, tcp_states
 from harness.analysis.tshark import TsharkState
 from harness.render.i18n import catalogue
 from harness.wire.packet import ACK, FIN, PSH, RST, SEQ_MODULO, SYN, TCP
@@ -119,41 +119,24 @@ class _Tcp:
         if not opened:
             out.append(self.say(_("The capture began mid-connection: it holds no handshake, so each side's "
                                   "numbers count from 1 at its first segment seen.")))
-        phase = "handshake" if opened else "data"
+        starts = {phase.first: phase for phase in phases(conversation)}
         for index, segment in enumerate(segments):
-            new_phase = phase
-            if segment.flags & (FIN | RST) and phase != "teardown":
-                new_phase = "teardown"
-            elif phase == "handshake" and index > 0 and self.states[index - 1].client == ESTABLISHED \
-                    and self.states[index - 1].server == ESTABLISHED:
-                new_phase = "data"
-            if index == 0 or new_phase != phase:
-                out.append(self._heading(new_phase, index))
-            phase = new_phase
+            if index in starts:
+                out.append(self._heading(starts[index]))
             out.append(self._segment(index, segment))
         return out
 
-    def _heading(self, phase: str, start: int) -> str:
+    def _heading(self, phase: Phase) -> str:
         segments = self.conversation.segments
-        end = start
-        if phase == "handshake":
-            while end + 1 < len(segments) and not (self.states[end].client == ESTABLISHED
-                                                    and self.states[end].server == ESTABLISHED):
-                end += 1
-        elif phase == "data":
-            while end + 1 < len(segments) and not segments[end + 1].flags & (FIN | RST):
-                end += 1
-        else:
-            end = len(segments) - 1
-        first, last = segments[start].packet.frame, segments[end].packet.frame
+        first, last = segments[phase.first].packet.frame, segments[phase.last].packet.frame
         if first == last:
             title = {"handshake": _("Handshake, frame {first}: the connection is set up."),
                      "data": _("Data, frame {first}: the two sides exchange bytes and acknowledge them."),
-                     "teardown": _("Teardown, frame {first}: the connection is closed.")}[phase]
+                     "teardown": _("Teardown, frame {first}: the connection is closed.")}[phase.name]
             return "## " + self.say(title, first=first)
         title = {"handshake": _("Handshake, frames {first} to {last}: the connection is set up."),
                  "data": _("Data, frames {first} to {last}: the two sides exchange bytes and acknowledge them."),
-                 "teardown": _("Teardown, frames {first} to {last}: the connection is closed.")}[phase]
+                 "teardown": _("Teardown, frames {first} to {last}: the connection is closed.")}[phase.name]
         return "## " + self.say(title, first=first, last=last)
 
     def _segment(self, index: int, segment: Segment) -> str:

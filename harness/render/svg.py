@@ -7,7 +7,11 @@ number and relative time in a left column, verdicts at the right end of their ro
     render_svg(conversation, pcap="run.pcapng", notes={4: "ok: ...", 6: "FAIL: ..."})
     render_svg_all(trace.conversations, pcap)      # all of them stacked in one document
 
-Arrow labels are the ladder's labels, character for character. Retransmissions are dashed,
+Arrow labels are the ladder's labels, character for character (payloads elided to fit). Each TCP
+phase (handshake, data, teardown) has a bracket left of its rows (<g class="phase" data-phase=...>);
+each side's TCP state is written beside its lifeline where it changes (class "state client" or
+"state server", the initial ones "state initial"); a legend (<g class="legend">) below the diagrams
+says what the flags, the arrows, the relative numbers and the states mean. Retransmissions are dashed,
 ICMP port unreachable rows are a dotted orange arrow with a hollow head. Each arrow is a
 <g class="segment"> (or "segment retransmitted", "unreachable") with data-frame="N", so a
 test or a stylesheet can find it. Everything is plain text built here: no dependencies.
@@ -23,14 +27,19 @@ from typing import Dict, Iterable, List, NamedTuple, Optional, Tuple
 from xml.sax.saxutils import escape, quoteattr
 
 from harness.analysis.conversation import SECOND, Conversation
+from harness.analysis.tcp_states import initial_states, phases, tcp_states
 from harness.render.ladder import segment_label
+from harness.wire.packet import TCP
 
 ROW_HEIGHT = 22
 MIN_WIDTH = 900
 MARGIN = 10
 FRAME_RIGHT = 48            # frame numbers are right-aligned here
 TIME_RIGHT = 128            # relative times likewise
-MIN_CLIENT_X = 260
+MIN_CLIENT_X = 360         # room on the left for the phase brackets and the client's states
+PHASE_X = 144               # the phase brackets' vertical line
+STATE_GAP = 8               # a side's state is written this far from its lifeline
+STATE_COLUMN = 104          # the width a state name takes beside the server's lifeline (SYN_RECEIVED)
 MIN_LIFELINE_GAP = 440      # widened when a label needs more room: labels are never cut
 MIN_BOX_WIDTH = 210
 FONT_SIZE = 11
@@ -49,6 +58,8 @@ COLOURS = {
     "lifeline": "#8c959f",
     "text": "#1f2328",
     "muted": "#57606a",
+    "state": "#0a3069",
+    "phase": "#9a6700",
 }
 
 # Characters XML 1.0 forbids even as character references; shown as \xNN instead.
@@ -124,9 +135,9 @@ def _layout(conversations: List[Conversation], notes: Dict[int, str]) -> _Layout
     label_x = client_x + 16
     server_x = max(client_x + MIN_LIFELINE_GAP, client_x + box_width + 20,
                    int(label_x + longest_label * CHAR_WIDTH + 24))
-    note_x = server_x + 14
+    note_x = server_x + STATE_GAP + STATE_COLUMN
     width = max(MIN_WIDTH, int(note_x + longest_note * CHAR_WIDTH + 2 * MARGIN),
-                server_x + box_width // 2 + MARGIN)
+                server_x + box_width // 2 + MARGIN, _legend_width())
     return _Layout(box_width, client_x, label_x, server_x, note_x, width)
 
 
@@ -188,6 +199,11 @@ def _conversation(conversation: Conversation, pcap: Optional[str], notes: Dict[i
                                    "(no segments kept for this conversation)", anchor="middle",
                                    fill=COLOURS["muted"]))
 
+    parts += _phase_brackets(conversation, rows, first_row)
+    changes = _state_changes(conversation)
+    if conversation.proto == TCP and conversation.segments:
+        parts += _states(*initial_states(conversation), first_row - 2, layout, "state initial")
+
     start = _start_time(conversation)
     for number, row in enumerate(rows):
         row_top = first_row + number * ROW_HEIGHT
@@ -207,10 +223,83 @@ def _conversation(conversation: Conversation, pcap: Optional[str], notes: Dict[i
                                    fill=COLOURS["unreachable"] if row.kind == "unreachable" else COLOURS["text"]))
         if note is not None:
             group.append(_text_element(layout.note_x, arrow_y - 1, note, fill=colour, css_class=css_class))
+        if row.kind != "unreachable" and row.frame in changes:
+            client_state, server_state = changes[row.frame]
+            group += _states(client_state, server_state, arrow_y + 3, layout, "state")
         group.append("</g>")
         parts.extend(group)
     parts.append("</g>")
     return parts, bottom - top
+
+
+def _state_changes(conversation: Conversation) -> Dict[int, Tuple[Optional[str], Optional[str]]]:
+    """frame -> (the client's new state or None, the server's new state or None), where they change."""
+    found = {}
+    for segment, after in zip(conversation.segments, tcp_states(conversation)):
+        if after.transitions:
+            changed = {t.is_orig: t.after for t in after.transitions}
+            found[segment.packet.frame] = (changed.get(True), changed.get(False))
+    return found
+
+
+def _states(client: Optional[str], server: Optional[str], y: float, layout: _Layout, css_class: str) -> List[str]:
+    """Each side's state written beside its lifeline: the client's to its left, the server's to its right."""
+    out = []
+    if client:
+        out.append(_text_element(layout.client_x - STATE_GAP, y, client, anchor="end", fill=COLOURS["state"],
+                                 css_class=css_class + " client"))
+    if server:
+        out.append(_text_element(layout.server_x + STATE_GAP, y, server, fill=COLOURS["state"],
+                                 css_class=css_class + " server"))
+    return out
+
+
+def _phase_brackets(conversation: Conversation, rows: List[_Row], first_row: float) -> List[str]:
+    """A bracket left of the rows for each phase (handshake, data, teardown), named along it."""
+    position = {row.frame: number for number, row in enumerate(rows)}
+    out = []
+    for phase in phases(conversation):
+        top = first_row + position[conversation.segments[phase.first].packet.frame] * ROW_HEIGHT + 3
+        bottom = first_row + (position[conversation.segments[phase.last].packet.frame] + 1) * ROW_HEIGHT - 3
+        middle = (top + bottom) / 2
+        out += [f'<g class="phase" data-phase="{phase.name}">',
+                f'<path d="M{PHASE_X + 6},{top:g} H{PHASE_X} V{bottom:g} H{PHASE_X + 6}" fill="none" '
+                f'stroke="{COLOURS["phase"]}" stroke-width="1.5"/>',
+                f'<text x="{PHASE_X - 4}" y="{middle:g}" text-anchor="middle" fill="{COLOURS["phase"]}" '
+                f'transform="rotate(-90 {PHASE_X - 4} {middle:g})" class="phase-name">{_text(phase.name)}</text>',
+                "</g>"]
+    return out
+
+
+LEGEND = (("SYN", "synchronize: open a connection (takes one sequence number)"),
+          ("ACK", "acknowledge: ack=N is the next byte expected from the other side"),
+          ("PSH", "push: hand the data to the program at once"),
+          ("FIN", "finish: no more data from this side (takes one sequence number)"),
+          ("RST", "reset: abort the connection at once"))
+LEGEND_NOTES = ("seq and ack are relative, as Wireshark shows them: each side counts from 0 at its SYN",
+                "blue: client to server; purple: server to client; dashed: a retransmission; "
+                "dotted orange: ICMP port unreachable",
+                "CAPITALS beside a lifeline: that side's TCP state (RFC 9293) from that segment on")
+LEGEND_LINE = 15
+
+
+def _legend_width() -> int:
+    longest = max([len(f"{flag}  {meaning}") for flag, meaning in LEGEND] + [len(note) for note in LEGEND_NOTES])
+    return int(MARGIN * 2 + longest * CHAR_WIDTH + 16)
+
+
+def _legend(top: float) -> Tuple[List[str], float]:
+    """What the picture's words and marks mean, below the diagrams."""
+    parts = ['<g class="legend">', _text_element(MARGIN, top + 14, "legend", weight="bold", css_class="legend-title")]
+    y = top + 14
+    for flag, meaning in LEGEND:
+        y += LEGEND_LINE
+        parts.append(_text_element(MARGIN, y, f"{flag}  {meaning}", css_class="legend-flag"))
+    for note in LEGEND_NOTES:
+        y += LEGEND_LINE
+        parts.append(_text_element(MARGIN, y, note, fill=COLOURS["muted"], css_class="legend-note"))
+    parts.append("</g>")
+    return parts, y - top + 8
 
 
 def _document(body: List[str], width: int, height: float, title: Optional[str]) -> str:
@@ -259,4 +348,8 @@ def render_svg_all(conversations: Iterable[Conversation], pcap: Optional[str] = 
     if not conversations:
         body.append(_text_element(MARGIN, height + 16, "no TCP or UDP conversations", fill=COLOURS["muted"]))
         height += 24
+    else:
+        legend, used = _legend(height + CONVERSATION_GAP / 2)
+        body += legend
+        height += CONVERSATION_GAP / 2 + used
     return _document(body, layout.width, height + MARGIN, title)

@@ -134,7 +134,8 @@ def test_all_conversations_stack_in_one_document():
     udp_conversation, tcp_conversation = lab_conversation("udp-lab"), lab_conversation()
     root = parse(render_svg_all([udp_conversation, tcp_conversation], "two captures",
                                 notes={3: "ok: frame 3 of each"}))
-    assert root.get("width") == "900" and 400 < float(root.get("height")) < 700
+    # The states' column beside the server's lifeline and the note widen it; the legend adds its lines.
+    assert 900 < float(root.get("width")) < 1100 and 500 < float(root.get("height")) < 800
     diagrams = groups(root, "conversation")
     assert [len(groups(d, "segment")) for d in diagrams] == [4, 11]
     headings = [float(t.get("y")) for t in root.iter(f"{SVG}text") if t.get("class") == "heading"]
@@ -148,3 +149,31 @@ def test_conversation_without_kept_segments_and_empty_list_still_render():
     root = parse(render_svg(summary_only))
     assert not groups(root, "segment") and len(groups(root, "conversation")) == 1
     parse(render_svg_all([]))
+
+
+def test_phases_states_and_the_legend_explain_the_picture():
+    conversation = lab_conversation()
+    root = parse(render_svg(conversation))
+    assert [(g.get("data-phase"), texts(g, "phase-name")) for g in groups(root, "phase")] == [
+        ("handshake", ["handshake"]), ("data", ["data"]), ("teardown", ["teardown"])]
+    by_frame = {int(g.get("data-frame")): g for g in groups(root, "segment")}
+    client = {frame: texts(g, "client") for frame, g in by_frame.items() if texts(g, "client")}
+    server = {frame: texts(g, "server") for frame, g in by_frame.items() if texts(g, "server")}
+    assert client == {1: ["SYN_SENT"], 2: ["ESTABLISHED"], 8: ["CLOSE_WAIT"], 10: ["LAST_ACK"], 11: ["CLOSED"]}
+    assert server == {2: ["SYN_RECEIVED"], 3: ["ESTABLISHED"], 8: ["FIN_WAIT_1"], 9: ["FIN_WAIT_2"],
+                      10: ["TIME_WAIT"]}
+    assert texts(root, "initial") == ["CLOSED", "LISTEN"]
+    (legend,) = groups(root, "legend")
+    flags = [text.split()[0] for text in texts(legend, "legend-flag")]
+    assert flags == ["SYN", "ACK", "PSH", "FIN", "RST"]
+    assert any("relative" in text for text in texts(legend, "legend-note"))
+    # Client states sit left of its lifeline, server states right of theirs, notes beyond them.
+    client_x = float(next(root.iter(f"{SVG}line")).get("x1"))
+    for text in root.iter(f"{SVG}text"):
+        if "client" in text.get("class", "").split() and "state" in text.get("class", ""):
+            assert float(text.get("x")) < client_x and text.get("text-anchor") == "end"
+
+
+def test_udp_has_no_phases_nor_states_but_the_legend():
+    root = parse(render_svg(lab_conversation("udp-lab")))
+    assert not groups(root, "phase") and not texts(root, "state") and len(groups(root, "legend")) == 1
