@@ -1,6 +1,8 @@
 """`harness lab` and `harness run`: programs run under capture, and judged."""
 from __future__ import annotations
 
+import dataclasses
+
 import shlex
 import time
 from pathlib import Path
@@ -24,6 +26,9 @@ def add_parsers(commands) -> None:
     lab.add_argument("--pcap-dir", type=Path, default=DEFAULT_PCAP_DIR,
                      help="where to save the pcaps (default: captures/runs)")
     lab.add_argument("--quiet", action="store_true", help="verdict lines only, no ladders for passes")
+    lab.add_argument("--seed-ports", action="store_true",
+                     help="run on the lab report's own ports (TCP 8080, UDP 8081, on 127.0.0.1), so that its "
+                          "Wireshark filters tcp.port==8080 and udp.port==8081 work on the saved pcaps")
     lab.set_defaults(run=run_lab)
 
     run = commands.add_parser(
@@ -53,6 +58,10 @@ def add_parsers(commands) -> None:
     run.set_defaults(run=run_run)
 
 
+# The lab report's ports: its TCP server binds ('localhost', 8080), its UDP server ('127.0.0.1', 8081).
+SEED_PORTS = {"tcp": 8080, "udp": 8081}
+
+
 def run_lab(args) -> int:
     from harness.run.runner import run_scenario    # running programs: its imports are for this command only
     unknown = [name for name in args.scenarios if name not in LAB_SCENARIOS]
@@ -60,8 +69,15 @@ def run_lab(args) -> int:
         raise Unusable(f"unknown scenario {', '.join(unknown)}; choose from {', '.join(LAB_SCENARIOS)}")
     writable_directory(args.pcap_dir, "--pcap-dir")
     status = OK
-    for name in args.scenarios or list(LAB_SCENARIOS):
+    names = args.scenarios or list(LAB_SCENARIOS)
+    if args.seed_ports and not args.scenarios:
+        # On a fixed port the TCP lab leaves its server's side in TIME_WAIT for a minute, which the next
+        # run on that port waits out: the broken server, which resets and leaves none, goes first.
+        names = sorted(names, key=lambda name: name != "tcp-broken-server")
+    for name in names:
         scenario = LAB_SCENARIOS[name]
+        if args.seed_ports:
+            scenario = dataclasses.replace(scenario, port=SEED_PORTS[scenario.proto])
         try:
             result = run_scenario(scenario, args.pcap_dir / f"{name}.pcapng", backend=args.backend)
         except HarnessError as error:

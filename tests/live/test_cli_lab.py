@@ -18,3 +18,29 @@ def test_lab_without_dumpcap_is_one_line_exit_2(monkeypatch, tmp_path, capsys):
     assert capsys.readouterr().err == ("harness lab: tcp-lab: HARNESS_DUMPCAP=/nonexistent/dumpcap is not an "
                                        "executable dumpcap: fix the variable or unset it\n")
     assert not list(tmp_path.iterdir()), "a capture that never started leaves no file behind"
+
+
+@pytest.mark.capture
+def test_seed_ports_runs_the_lab_where_the_reports_filters_find_it(capture_backend, tmp_path, capsys):
+    import subprocess
+    from support import needs
+    assert main(["lab", "--quiet", "--seed-ports", "--backend", capture_backend, "--pcap-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert [line.split(":")[0] for line in out] == ["PASS tcp-broken-server", "PASS tcp-lab", "PASS udp-lab"]
+    for name, report_filter, frames in (("tcp-lab", "tcp.port==8080", 11), ("udp-lab", "udp.port==8081", 4),
+                                        ("tcp-broken-server", "tcp.port==8080", 6)):
+        done = subprocess.run([needs.tool("tshark"), "-n", "-r", str(tmp_path / f"{name}.pcapng"), "-Y", report_filter,
+                               "-T", "fields", "-e", "frame.number"], capture_output=True, text=True, timeout=60,
+                              check=True)
+        assert len(done.stdout.split()) == frames, (name, report_filter, done.stdout)
+
+
+def test_seed_ports_taken_is_one_line_naming_the_process(tmp_path, capsys):
+    import os
+    import socket
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as holder:
+        holder.bind(("127.0.0.1", 8081))
+        assert main(["lab", "udp-lab", "--seed-ports", "--pcap-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("harness lab: udp-lab: port 8081 (udp) is already in use by ")
+    assert str(os.getpid()) in err
