@@ -13,6 +13,7 @@ from harness.cli._common import MISMATCH, OK, Unusable, expectation, write_text,
 from harness.errors import HarnessError
 from harness.lab.scenarios import LAB_SCENARIOS
 from harness.run import BACKENDS
+from harness.render.i18n import LANGUAGES, default_language
 from harness.run.scenario import LOOPBACK, Scenario, Timeouts
 
 DEFAULT_PCAP_DIR = Path("captures/runs")
@@ -26,6 +27,9 @@ def add_parsers(commands) -> None:
     lab.add_argument("--pcap-dir", type=Path, default=DEFAULT_PCAP_DIR,
                      help="where to save the pcaps (default: captures/runs)")
     lab.add_argument("--quiet", action="store_true", help="verdict lines only, no ladders for passes")
+    lab.add_argument("--html", type=Path, metavar="OUT",
+                     help="also write one self-contained page: verdicts, SVG ladders, walk-throughs, pcap links")
+    lab.add_argument("--lang", choices=LANGUAGES, help="the walk-through's language (default: the locale's)")
     lab.add_argument("--seed-ports", action="store_true",
                      help="run on the lab report's own ports (TCP 8080, UDP 8081, on 127.0.0.1), so that its "
                           "Wireshark filters tcp.port==8080 and udp.port==8081 work on the saved pcaps")
@@ -52,6 +56,9 @@ def add_parsers(commands) -> None:
     run.add_argument("--pcap", type=Path, metavar="FILE", help="where to save the capture "
                      "(default: captures/runs/run-TIME.pcapng)")
     run.add_argument("--svg", type=Path, metavar="FILE", help="also draw the conversation as an SVG ladder")
+    run.add_argument("--html", type=Path, metavar="OUT",
+                     help="also write one self-contained page: the verdict, the SVG ladder, the walk-through")
+    run.add_argument("--lang", choices=LANGUAGES, help="the walk-through's language (default: the locale's)")
     run.add_argument("--backend", choices=BACKENDS, default="dumpcap", help="capture engine (default: dumpcap)")
     run.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS",
                      help="for the server to be ready, and for the client to finish (default: 10)")
@@ -74,6 +81,7 @@ def run_lab(args) -> int:
         # On a fixed port the TCP lab leaves its server's side in TIME_WAIT for a minute, which the next
         # run on that port waits out: the broken server, which resets and leaves none, goes first.
         names = sorted(names, key=lambda name: name != "tcp-broken-server")
+    results = []
     for name in names:
         scenario = LAB_SCENARIOS[name]
         if args.seed_ports:
@@ -82,6 +90,7 @@ def run_lab(args) -> int:
             result = run_scenario(scenario, args.pcap_dir / f"{name}.pcapng", backend=args.backend)
         except HarnessError as error:
             raise Unusable(f"{name}: {error}") from None
+        results.append(result)
         if result.ok and args.quiet:
             print(result.verdict())
         else:
@@ -89,7 +98,16 @@ def run_lab(args) -> int:
             print()
         if not result.ok:
             status = MISMATCH
+    if args.html:
+        _write_page(args.html, "harness lab", results, args.lang)
     return status
+
+
+def _write_page(path: Path, title: str, results, language: Optional[str]) -> None:
+    from harness.render.page import run_page    # drawing is for this option only
+    writable_directory(path.parent, "--html")
+    write_text(path, run_page(title, results, language or default_language(), base=str(path.parent)))
+    print(f"html: {path}")
 
 
 def words(command: str, option: str) -> list:
@@ -139,4 +157,6 @@ def run_run(args) -> int:
         write_text(args.svg, svg.render_svg_all(result.analysis.conversations, str(result.capture.path), notes,
                                                 title=result.verdict()))
         print(f"svg: {args.svg}")
+    if args.html:
+        _write_page(args.html, "harness run", [result], args.lang)
     return OK if result.ok else MISMATCH

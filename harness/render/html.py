@@ -1,5 +1,5 @@
 """Verdicts as one self-contained HTML page: a table of every run, then each run's cause, problems,
-the programs' output and its ladder drawn in SVG. No script, no style sheet or font from elsewhere:
+the programs' output, its ladder drawn in SVG and its walk-through in words. No script, no style sheet or font from elsewhere:
 the file opens the same from a mail attachment as from a CI artifact. Pure code."""
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ table.verdicts { border-collapse: collapse; } table.verdicts td, table.verdicts 
 pre { background: #f6f8fa; padding: 0.6em; overflow-x: auto; font-size: 0.85em; }
 .ladder { overflow-x: auto; border: 1px solid #d0d7de; }
 .cause { font-size: 1.05em; }
+.walkthrough { max-width: 60em; line-height: 1.45; } .walkthrough h3 { font-size: 1em; margin-bottom: 0.2em; }
 """
 
 
@@ -31,6 +32,7 @@ class Entry(NamedTuple):
     pcap: Optional[str] = None
     svg: Optional[str] = None       # an SVG document (harness.render.svg), drawn inline
     seconds: float = 0.0
+    walkthrough: str = ""           # harness.render.explain's text: paragraphs, "## " headings
 
 
 def _anchor(name: str) -> str:
@@ -44,7 +46,19 @@ def _link(pcap: Optional[str], base: Optional[str]) -> str:
     return f"<a href={quoteattr(href)}>{escape(pcap)}</a>"
 
 
-def html_page(title: str, entries: Sequence[Entry], summary: str = "", base: Optional[str] = None) -> str:
+def _walkthrough(text: str) -> str:
+    parts = ["<div class='walkthrough'>"]
+    for paragraph in text.strip().split("\n\n"):
+        if paragraph.startswith("## "):
+            parts.append(f"<h3>{escape(paragraph[3:])}</h3>")
+        else:
+            parts.append(f"<p>{escape(paragraph)}</p>")
+    parts.append("</div>")
+    return "\n".join(parts)
+
+
+def html_page(title: str, entries: Sequence[Entry], summary: str = "", base: Optional[str] = None,
+              language: str = "en") -> str:
     """The page; `base` is the folder the page is written to, so pcap links are relative to it."""
     rows = []
     for entry in entries:
@@ -64,10 +78,12 @@ def html_page(title: str, entries: Sequence[Entry], summary: str = "", base: Opt
         if entry.svg:
             svg = entry.svg.split("?>", 1)[-1] if entry.svg.startswith("<?xml") else entry.svg
             parts.append(f"<div class='ladder'>{svg}</div>")
+        if entry.walkthrough:
+            parts.append(_walkthrough(entry.walkthrough))
         if entry.pcap:
             parts.append(f"<p>pcap: {_link(entry.pcap, base)}</p>")
         sections.append("\n".join(parts))
-    return (f"<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'><title>{escape(title)}</title>"
+    return (f"<!DOCTYPE html>\n<html lang={quoteattr(language)}><head><meta charset='utf-8'><title>{escape(title)}</title>"
             f"<style>{STYLE}</style></head><body>\n<h1>{escape(title)}</h1>\n"
             + (f"<p class='summary'>{escape(summary)}</p>\n" if summary else "")
             + "<table class='verdicts'><tr><th>who</th><th>verdict</th><th>cause</th><th>pcap</th><th>time</th></tr>\n"

@@ -39,7 +39,8 @@ TIME_RIGHT = 128            # relative times likewise
 MIN_CLIENT_X = 360         # room on the left for the phase brackets and the client's states
 PHASE_X = 144               # the phase brackets' vertical line
 STATE_GAP = 8               # a side's state is written this far from its lifeline
-STATE_COLUMN = 104          # the width a state name takes beside the server's lifeline (SYN_RECEIVED)
+STATE_COLUMN = 104
+INITIAL_STATE_ROOM = 12          # the width a state name takes beside the server's lifeline (SYN_RECEIVED)
 MIN_LIFELINE_GAP = 440      # widened when a label needs more room: labels are never cut
 MIN_BOX_WIDTH = 210
 FONT_SIZE = 11
@@ -172,8 +173,10 @@ def _conversation(conversation: Conversation, pcap: Optional[str], notes: Dict[i
     """The elements of one conversation's diagram starting at `top`, and the height they take."""
     parts: List[str] = [f'<g class="conversation" data-index="{conversation.index}">']
     y = top + 14
-    parts.append(_text_element(MARGIN, y, f"conversation {conversation.index}: {conversation.describe()}",
-                               weight="bold", css_class="heading"))
+    opener = "first seen" if conversation.began_mid_stream else "opened it"
+    parts.append(_text_element(MARGIN, y, f"conversation {conversation.index}: {conversation.proto_name.upper()} "
+                                          f"between client {conversation.orig} ({opener}) and server "
+                                          f"{conversation.resp}", weight="bold", css_class="heading"))
     if pcap:
         y += 16
         parts.append(_text_element(MARGIN, y, f"pcap: {pcap}", fill=COLOURS["muted"], css_class="pcap"))
@@ -190,6 +193,8 @@ def _conversation(conversation: Conversation, pcap: Optional[str], notes: Dict[i
 
     rows = _rows(conversation)
     first_row = box_top + HEADER_BOX_HEIGHT + 6
+    if conversation.proto == TCP and conversation.segments:
+        first_row += INITIAL_STATE_ROOM      # each side's state before the first segment goes here
     bottom = first_row + max(len(rows), 1) * ROW_HEIGHT + 4
     for x in (client_x, server_x):
         parts.append(f'<line x1="{x}" y1="{box_top + HEADER_BOX_HEIGHT:g}" x2="{x}" y2="{bottom:g}" '
@@ -202,7 +207,7 @@ def _conversation(conversation: Conversation, pcap: Optional[str], notes: Dict[i
     parts += _phase_brackets(conversation, rows, first_row)
     changes = _state_changes(conversation)
     if conversation.proto == TCP and conversation.segments:
-        parts += _states(*initial_states(conversation), first_row - 2, layout, "state initial")
+        parts += _states(*initial_states(conversation), first_row - 4, layout, "state initial")
 
     start = _start_time(conversation)
     for number, row in enumerate(rows):

@@ -120,3 +120,14 @@ def test_a_folder_of_submissions_is_graded_in_parallel_with_junit_and_html(names
     assert "http" not in page.replace("http://www.w3.org/2000/svg", ""), "the page loads nothing from elsewhere"
     for student in kinds:
         assert (tmp_path / "pcaps" / f"{student}.pcapng").exists()
+
+
+def test_run_writes_one_page_with_the_verdict_ladder_and_walk_through(capsys, tmp_path):
+    page = tmp_path / "run.html"
+    server = f"{sys.executable} -m harness.lab.tcp_server --host {{host}} --port {{port}} --count 1"
+    status, out, err = run(capsys, tmp_path, "--server", server, "--client", LAB_CLIENT, "--expect", "tcp_lab",
+                           "--html", str(page), "--lang", "zh")
+    assert status == 0 and out.splitlines()[-1] == f"html: {page}", out + err
+    text = page.read_text(encoding="utf-8")
+    assert "<html lang=\"zh\">" in text and text.count("<svg") == 1
+    assert "第 1 帧：客户端生成一个 SYN 为 1 的 TCP 包" in text and "PASS" in text
