@@ -1,5 +1,7 @@
 """A conversation drawn as a ladder in text: one row per packet, time flowing down; every arrow is
-as long as the longest row needs, and payloads are elided to PAYLOAD_SHOWN characters.
+as long as the longest row needs, and payloads are elided to PAYLOAD_SHOWN characters. For TCP, a
+key line says what the marks mean, a line opens each phase (handshake, data, teardown), and a row
+ends with each side's new TCP state where it changes (harness.analysis.tcp_states).
 
     frame      time  client 127.0.0.1:40312          server 127.0.0.1:8080
         1  0.000000  ---- SYN          seq=0 ack=-  len=0 --->
@@ -10,8 +12,12 @@ from __future__ import annotations
 from typing import Dict, Optional
 
 from harness.analysis.conversation import SECOND, Conversation, Segment, describe_segment
+from harness.analysis.tcp_states import phases, tcp_states
+from harness.wire.packet import TCP
 
 
+KEY = ("seq/ack are relative, as Wireshark shows them; -- phase --: handshake, data, teardown; "
+       "[side STATE]: that side's TCP state from that segment on")
 PAYLOAD_SHOWN = 16      # characters of a payload's repr a row shows; longer ones end in "..."
 
 
@@ -39,12 +45,25 @@ def render(conversation: Conversation, pcap: Optional[str] = None,
     # Every arrow as long as the longest label needs, so the rows stay aligned whatever they carry.
     width = max([width] + [len(label) + 3 for _, _, _, label in rows])
     client, server = f"client {conversation.orig}", f"server {conversation.resp}"
+    if conversation.proto == TCP and conversation.segments:
+        lines.append(KEY)
     lines.append(f"{'frame':>6} {'time':>9}  {client:<{width - len(server) + 8}}{server}")
+    segments = conversation.segments
+    phase_at = {segments[phase.first].packet.frame: phase for phase in phases(conversation)}
+    changes = {segment.packet.frame: after.transitions for segment, after in zip(segments, tcp_states(conversation))
+               if after.transitions}
     for frame, time_ns, is_orig, label in sorted(rows):
+        if frame in phase_at and label != "ICMP port unreachable":
+            phase = phase_at.pop(frame)
+            last = segments[phase.last].packet.frame
+            span = f"frame {frame}" if last == frame else f"frames {frame}-{last}"
+            lines.append(f"{'':>6} {'':>9}  -- {phase.name} ({span}) --")
         body = f" {label} "
         arrow = f"----{body:-<{width}}-->" if is_orig else f"<---{body:-<{width}}---"
-        note = notes.get(frame)
         row = f"{frame:>6} {(time_ns - start) / SECOND:>9.6f}  {arrow}"
+        if frame in changes and label != "ICMP port unreachable":
+            row += "  " + " ".join(f"[{'client' if t.is_orig else 'server'} {t.after}]" for t in changes[frame])
+        note = notes.get(frame)
         lines.append(f"{row}  << {note}" if note else row)
     return "\n".join(lines)
 
