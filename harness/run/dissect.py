@@ -12,8 +12,11 @@ each filter's outcome is the one line saying so, and only the steps that use it 
 """
 from __future__ import annotations
 
+import asyncio
 import re
 import subprocess
+import threading
+import warnings
 from pathlib import Path
 from typing import Dict, Iterable, List, Mapping, Sequence, Tuple, Union
 
@@ -87,12 +90,31 @@ def _outcomes(path: Path, frames: Tuple[int, ...], expressions: List[str]) -> Di
 
 
 def _packets(pyshark, tshark: str, path: Path, display_filter: str) -> List[object]:
-    capture = pyshark.FileCapture(str(path), display_filter=display_filter, keep_packets=False,
-                                  tshark_path=tshark, custom_parameters=["-2"])
+    """The packets tshark shows through the filter, the process left as it was found: in the main
+    thread pyshark installs asyncio's SafeChildWatcher, a SIGCHLD handler and a signal wakeup fd for
+    the whole process, which would outlive it and garble every later subprocess's exit
+    (BlockingIOError on the wakeup fd); its event loop is one of ours, closed after."""
+    policy = asyncio.get_event_loop_policy()
+    previous = getattr(getattr(policy, "_local", None), "_loop", None)
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    capture = None
     try:
+        capture = pyshark.FileCapture(str(path), display_filter=display_filter, keep_packets=False,
+                                      tshark_path=tshark, custom_parameters=["-2"])
         return list(capture)
     finally:
-        capture.close()
+        try:
+            if capture is not None:
+                capture.close()
+        finally:
+            if threading.current_thread() is threading.main_thread():
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", DeprecationWarning)   # the child watcher API, 3.12+
+                    asyncio.get_child_watcher().close()
+                    asyncio.set_child_watcher(None)
+            loop.close()
+            asyncio.set_event_loop(previous)
 
 
 def _values(packet, fields: Sequence[str]) -> Mapping[str, str]:

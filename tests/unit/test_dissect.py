@@ -90,3 +90,16 @@ def test_a_check_without_filters_never_starts_tshark_nor_imports_pyshark():
             "print(status, 'harness.run.dissect' in sys.modules, 'pyshark' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert done.stdout.splitlines()[-1] == "0 False False"
+
+
+def test_the_process_is_left_as_pyshark_found_it():
+    import signal
+    conversation = analyse(LAB).conversations[0]
+    before = signal.getsignal(signal.SIGCHLD)
+    dissect(LAB, conversation, ["tcp.len > 0"])
+    assert signal.getsignal(signal.SIGCHLD) == before
+    previous = signal.set_wakeup_fd(-1)
+    signal.set_wakeup_fd(previous)
+    assert previous == -1, "no signal wakeup fd may be left behind"
+    for _ in range(20):      # exits are reaped as usual, with no BlockingIOError on a stale wakeup fd
+        assert subprocess.run(["true"], timeout=10).returncode == 0
