@@ -102,4 +102,4 @@ def test_the_process_is_left_as_pyshark_found_it():
     signal.set_wakeup_fd(previous)
     assert previous == -1, "no signal wakeup fd may be left behind"
     for _ in range(20):      # exits are reaped as usual, with no BlockingIOError on a stale wakeup fd
-        assert subprocess.run(["true"], timeout=10).returncode == 0
+        assert subprocess.run([sys.executable, "-c", "pass"], timeout=10).returncode == 0
