@@ -129,6 +129,17 @@ class _Tcp:
     def _heading(self, phase: Phase) -> str:
         segments = self.conversation.segments
         first, last = segments[phase.first].packet.frame, segments[phase.last].packet.frame
+        established = any(after.client == after.server == ESTABLISHED for after in self.states)
+        if phase.name == "handshake" and not established:
+            title = (_("Handshake, frame {first}: the client asks for a connection, which is never set up.")
+                     if first == last else
+                     _("Handshake, frames {first} to {last}: the client asks for a connection, which is never "
+                       "set up."))
+            return "## " + self.say(title, first=first, last=last)
+        if phase.name == "teardown" and segments[phase.first].flags & RST:
+            title = (_("Reset, frame {first}: the connection is aborted, not closed.") if first == last else
+                     _("Reset, frames {first} to {last}: the connection is aborted, not closed."))
+            return "## " + self.say(title, first=first, last=last)
         if first == last:
             title = {"handshake": _("Handshake, frame {first}: the connection is set up."),
                      "data": _("Data, frame {first}: the two sides exchange bytes and acknowledge them."),
@@ -266,6 +277,11 @@ class _Tcp:
                         side=side)
         if segment.is_orig:
             return text
+        index = self.conversation.segments.index(segment)
+        if index and self.states[index - 1].client == "SYN_SENT" and self.states[index - 1].server == "LISTEN":
+            return self.say(_("Frame {frame}: the server's host answers the SYN with RST (RST=1): the connection is "
+                              "refused, because nothing listens on port {port}."), frame=segment.packet.frame,
+                            port=self.conversation.resp.port)
         zeek = self.conversation.zeek
         if zeek.orig.payload_bytes and not zeek.resp.payload_bytes:
             text = _join([text, self.say(_("It came after {bytes} bytes from the client and no reply: the server's "
@@ -275,6 +291,8 @@ class _Tcp:
 
     def _transitions(self, index: int) -> List[str]:
         changed = self.states[index].transitions
+        # Refused: nothing listened, so there is no server whose state to tell.
+        changed = tuple(t for t in changed if not (not t.is_orig and t.before == "LISTEN" and t.after == "CLOSED"))
         if not changed:
             return []
         now = self.states[index]
@@ -310,6 +328,6 @@ def _udp(conversation: Conversation, words: Callable[[str], str]) -> List[str]:
         out.append(_say(words, _("Frame {frame}: an ICMP port unreachable comes back: nothing listened on port "
                                  "{port}, so the datagram was dropped."), frame=frame, port=conversation.resp.port))
     sent = sum(1 for s in conversation.segments if s.is_orig)
-    out.append(_say(words, _("In all: {sent} datagrams from the client, {replies} from the server."),
+    out.append(_say(words, _("Datagrams in all: {sent} from the client, {replies} from the server."),
                     sent=sent, replies=len(conversation.segments) - sent))
     return out

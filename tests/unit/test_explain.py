@@ -45,7 +45,7 @@ def allowed_numbers(conversation, index):
     if index:
         previous = conversation.segments[index - 1]
         allowed |= {previous.length, previous.rel_seq or 0, (previous.rel_seq or 0) + previous.length}
-    allowed |= {conversation.zeek.orig.payload_bytes}
+    allowed |= {conversation.zeek.orig.payload_bytes, conversation.resp.port}
     return allowed
 
 
@@ -104,11 +104,12 @@ def test_the_lab_walk_through_says_what_the_report_says():
 def test_the_broken_server_the_udp_lab_and_a_mid_connection_capture():
     broken = explain(analyse(LAB / "tcp-broken-server.pcapng").conversations[0], "en")
     assert "Frame 6: the server resets the connection (RST=1)" in broken
+    assert "## Reset, frame 6: the connection is aborted, not closed." in broken
     assert "It came after 2 bytes from the client and no reply" in broken
     udp = explain(analyse(LAB / "udp-lab.pcapng").conversations[0], "en")
     assert "UDP sets up no connection: no handshake, no acknowledgments, no teardown" in udp
     assert 'Frame 3: the client sends a datagram of 5 bytes ("nihao").' in udp
-    assert udp.rstrip().endswith("In all: 2 datagrams from the client, 2 from the server.")
+    assert udp.rstrip().endswith("Datagrams in all: 2 from the client, 2 from the server.")
     from harness.analysis.tracker import conversations
     from support.packets import LAB_DATA, tcp
     (mid,) = conversations(tcp(LAB_DATA))
@@ -164,3 +165,13 @@ def test_the_command(capsys, monkeypatch):
     assert capsys.readouterr().out.startswith("会话 1：客户端 127.0.0.1:")
     assert main(["explain", str(LAB / "udp-lab.pcapng"), "--lang", "en"]) == 0
     assert capsys.readouterr().out.startswith("Conversation 1: UDP between the client 127.0.0.1:")
+
+
+def test_a_refused_connection_is_said_to_be_refused_not_set_up():
+    conversation = analyse(CORPUS / "closed-port.pcapng").conversations[0]
+    text = explain(conversation, "en")
+    port = conversation.resp.port
+    assert "## Handshake, frame 1: the client asks for a connection, which is never set up." in text
+    assert (f"Frame 2: the server's host answers the SYN with RST (RST=1): the connection is refused, because "
+            f"nothing listens on port {port}. The client is now CLOSED.") in text
+    assert "server is now" not in text and "set up." not in text.replace("never set up.", "")
