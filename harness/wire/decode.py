@@ -565,6 +565,23 @@ def _decode_layers(linktype: int, time_ns: int, origlen: int, data: bytes, frame
 def _ipv4(data: bytes, offset: int, wire_len: int, frame: int, verify_checksums: bool = False):
     """(proto, src, dst, transport offset, transport length, is first fragment, raw addresses, IP length
     field) or None."""
+    header_len, total_length, fragment, proto, ip_len = _ipv4_header(data, offset, wire_len, frame, verify_checksums)
+    if proto != TCP and proto != UDP:
+        return None
+    if fragment & 0x1FFF:
+        raise NonFirstFragment(frame, f"IPv4 fragment at offset {(fragment & 0x1FFF) * 8} has no "
+                                      f"{'TCP' if proto == TCP else 'UDP'} header (not decodable)")
+    if len(data) < offset + header_len:
+        raise PacketDecodeError(frame, "IPv4 options cut off by the capture")
+    addresses = data[offset + 12:offset + 20]
+    src, dst = _address_pairs.get(addresses) or _address_pair(addresses)
+    return (proto, src, dst, offset + header_len, total_length - header_len, fragment & 0x2000 != 0, addresses,
+            ip_len)
+
+
+def _ipv4_header(data: bytes, offset: int, wire_len: int, frame: int, verify_checksums: bool):
+    """The IPv4 header's checks, for _ipv4 and _ipv4_layer alike: (header length, total length as
+    read, fragment field, protocol, total length as the header says it)."""
     if len(data) < offset + 20:
         raise PacketDecodeError(frame, f"captured only {len(data) - offset} bytes of the IPv4 header")
     version_ihl, total_length, fragment, proto = _IPV4_FIXED(data, offset)
@@ -586,28 +603,12 @@ def _ipv4(data: bytes, offset: int, wire_len: int, frame: int, verify_checksums:
                                        f"the frame has after its link header")
     if verify_checksums and len(data) >= offset + header_len:
         _check_ipv4_header(data, offset, header_len, frame)
-    if proto != TCP and proto != UDP:
-        return None
-    if fragment & 0x1FFF:
-        raise NonFirstFragment(frame, f"IPv4 fragment at offset {(fragment & 0x1FFF) * 8} has no "
-                                      f"{'TCP' if proto == TCP else 'UDP'} header (not decodable)")
-    if len(data) < offset + header_len:
-        raise PacketDecodeError(frame, "IPv4 options cut off by the capture")
-    addresses = data[offset + 12:offset + 20]
-    src, dst = _address_pairs.get(addresses) or _address_pair(addresses)
-    return (proto, src, dst, offset + header_len, total_length - header_len, fragment & 0x2000 != 0, addresses,
-            ip_len)
+    return header_len, total_length, fragment, proto, ip_len
 
 
-def _check_ipv4_header(data: bytes, offset: int, header_len: int, frame: int) -> None:
-    header = data[offset:offset + header_len]
-    if not ipv4_header_valid(header):
-        expected = internet_checksum(header[:10], b"\x00\x00", header[12:])
-        raise BadIPChecksum(frame, f"bad IPv4 header checksum 0x{_U16(header, 10)[0]:04x} "
-                                   f"(0x{expected:04x} expected)")
-
-
-def _ipv6(data: bytes, offset: int, wire_len: int, frame: int):
+def _ipv6_header(data: bytes, offset: int, wire_len: int, frame: int):
+    """The IPv6 fixed header's checks, for _ipv6 and _ipv6_layer alike: (payload length as read,
+    next header, payload length + 40 as the header says it)."""
     if len(data) < offset + 40:
         raise PacketDecodeError(frame, f"captured only {len(data) - offset} bytes of the IPv6 header")
     if data[offset] >> 4 != 6:
@@ -619,6 +620,19 @@ def _ipv6(data: bytes, offset: int, wire_len: int, frame: int):
     if 40 + payload_len > wire_len:
         raise PacketDecodeError(frame, f"IPv6 payload length {payload_len} exceeds the {wire_len - 40} bytes "
                                        f"the frame has after the IPv6 header")
+    return payload_len, next_header, ip_len
+
+
+def _check_ipv4_header(data: bytes, offset: int, header_len: int, frame: int) -> None:
+    header = data[offset:offset + header_len]
+    if not ipv4_header_valid(header):
+        expected = internet_checksum(header[:10], b"\x00\x00", header[12:])
+        raise BadIPChecksum(frame, f"bad IPv4 header checksum 0x{_U16(header, 10)[0]:04x} "
+                                   f"(0x{expected:04x} expected)")
+
+
+def _ipv6(data: bytes, offset: int, wire_len: int, frame: int):
+    payload_len, next_header, ip_len = _ipv6_header(data, offset, wire_len, frame)
     start = offset + 40
     end = start + payload_len
     first_fragment = False
@@ -966,27 +980,7 @@ def _ipv4_layer(data: bytes, offset: int, wire_len: int, frame: int, verify: boo
     """_ipv4 for unwrap(): every check and message of _ipv4, for TCP, UDP, tunnels and (reassembling)
     every fragment: (proto, src, dst, raw addresses, transport offset, transport length, is an unreassembled
     first fragment, fragment to reassemble or None, IP length field), or None for what is read no further."""
-    if len(data) < offset + 20:
-        raise PacketDecodeError(frame, f"captured only {len(data) - offset} bytes of the IPv4 header")
-    version_ihl, total_length, fragment, proto = _IPV4_FIXED(data, offset)
-    ip_len = total_length
-    if version_ihl >> 4 != 4:
-        raise PacketDecodeError(frame, f"IPv4 packet with IP version {version_ihl >> 4}")
-    header_len = (version_ihl & 0x0F) * 4
-    if header_len < 20:
-        raise PacketDecodeError(frame, f"IPv4 header length {header_len} is less than 20")
-    if total_length == 0:
-        if verify:
-            raise BadIPChecksum(frame, "IPv4 total length 0 (segmentation offload): its checksums cannot hold, "
-                                       "and Zeek drops it when it verifies them")
-        total_length = wire_len
-    if total_length < header_len:
-        raise PacketDecodeError(frame, f"IPv4 total length {total_length} is less than its header length {header_len}")
-    if total_length > wire_len:
-        raise PacketDecodeError(frame, f"IPv4 total length {total_length} exceeds the {wire_len} bytes "
-                                       f"the frame has after its link header")
-    if verify and len(data) >= offset + header_len:
-        _check_ipv4_header(data, offset, header_len, frame)
+    header_len, total_length, fragment, proto, ip_len = _ipv4_header(data, offset, wire_len, frame, verify)
     fragment_offset = (fragment & 0x1FFF) * 8
     is_fragment = fragment & 0x3FFF != 0
     # Zeek reassembles only fragments captured whole (incompletely_captured_fragment).
@@ -1012,17 +1006,7 @@ def _ipv4_layer(data: bytes, offset: int, wire_len: int, frame: int, verify: boo
 
 def _ipv6_layer(data: bytes, offset: int, wire_len: int, frame: int, reassembling: bool):
     """_ipv6 for unwrap(), as _ipv4_layer is _ipv4's."""
-    if len(data) < offset + 40:
-        raise PacketDecodeError(frame, f"captured only {len(data) - offset} bytes of the IPv6 header")
-    if data[offset] >> 4 != 6:
-        raise PacketDecodeError(frame, f"IPv6 packet with IP version {data[offset] >> 4}")
-    payload_len, next_header = _IPV6_FIXED(data, offset)
-    ip_len = payload_len + 40
-    if payload_len == 0:
-        payload_len = wire_len - 40
-    if 40 + payload_len > wire_len:
-        raise PacketDecodeError(frame, f"IPv6 payload length {payload_len} exceeds the {wire_len - 40} bytes "
-                                       f"the frame has after the IPv6 header")
+    payload_len, next_header, ip_len = _ipv6_header(data, offset, wire_len, frame)
     start = offset + 40
     end = start + payload_len
     naming = offset + 6           # the byte that names the header at `start`
