@@ -1,8 +1,9 @@
 """The data of an expectation: its steps, and the problems found when a conversation is held to it."""
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass
-from typing import List, NamedTuple, Optional, Tuple
+from typing import List, Mapping, NamedTuple, Optional, Tuple, Union
 
 from harness.analysis.conversation import Conversation, Segment
 from harness.errors import InputError
@@ -30,10 +31,34 @@ class SpecError(InputError, ValueError):
     """A malformed expectation; str() is one line naming the source and the line."""
 
 
+class FilterOutcome(NamedTuple):
+    """tshark's verdict on one display filter over a conversation's frames."""
+    passing: frozenset                        # frame numbers that match it
+    values: Mapping[int, Mapping[str, str]]   # per frame (at least those that fail), the filter's fields as tshark shows them
+
+
+# An outcome per expression, or the one line saying why tshark could not give one.
+Dissection = Mapping[str, Union[FilterOutcome, str]]
+
+
+def filter_verdict(expression: str, frame: int, dissection: Optional[Dissection]) -> Optional[str]:
+    """None if the frame matches; else why not, in words."""
+    outcome = None if dissection is None else dissection.get(expression)
+    if outcome is None:
+        return f"filter \"{expression}\" was not evaluated (no tshark dissection was run)"
+    if isinstance(outcome, str):
+        return f"filter \"{expression}\" could not be evaluated: {outcome}"
+    if frame in outcome.passing:
+        return None
+    values = outcome.values.get(frame, {})
+    shown = ", ".join(f"{name}={value}" for name, value in values.items()) or "none of its fields present"
+    return f"tshark says frame {frame} does not match \"{expression}\" ({shown})"
+
+
 class Context(NamedTuple):
     """What a step may ask of a segment beyond the segment itself: its window as Wireshark
     calculates it (tcp.window_size), the time since the conversation's segment before it, and
-    tshark's verdicts on the expectation's display filters (a _rules.Dissection, if one was made)."""
+    tshark's verdicts on the expectation's display filters (a Dissection, if one was made)."""
     window: int
     gap_ns: Optional[int]
     dissection: Optional[object] = None
@@ -69,15 +94,12 @@ class Timing(NamedTuple):
     text: str = ""
 
     def holds(self, gap_ns: int) -> bool:
-        if self.op == "<=":
-            return gap_ns <= self.ns
-        if self.op == "<":
-            return gap_ns < self.ns
-        if self.op == ">=":
-            return gap_ns >= self.ns
-        if self.op == ">":
-            return gap_ns > self.ns
-        return abs(gap_ns - self.ns) <= self.tolerance_ns
+        if self.op == "=":
+            return abs(gap_ns - self.ns) <= self.tolerance_ns
+        return _COMPARISONS[self.op](gap_ns, self.ns)
+
+
+_COMPARISONS = {"<=": operator.le, "<": operator.lt, ">=": operator.ge, ">": operator.gt}
 
 
 class Step(NamedTuple):
@@ -149,7 +171,6 @@ class Step(NamedTuple):
         if self.flag_choices is not None:
             diffs += self._tcp_mismatches(segment, context)
         if self.where is not None:
-            from harness.analysis.expect._rules import filter_verdict   # _rules imports this module
             why = filter_verdict(self.where, segment.packet.frame, context.dissection if context else None)
             if why is not None:
                 diffs.append(f"where: {why}")

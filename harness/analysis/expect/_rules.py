@@ -16,10 +16,10 @@ Rules:
 """
 from __future__ import annotations
 
-from typing import Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from harness.analysis.conversation import Conversation
-from harness.analysis.expect._model import Problem, _quote
+from harness.analysis.expect._model import Dissection, FilterOutcome, Problem, _quote, filter_verdict
 from harness.wire.packet import RST, SYN, TCP, UDP
 
 
@@ -80,30 +80,6 @@ class StreamRule(NamedTuple):
 
 
 # -- display filters (rule 2) -------------------------------------------------------------------
-
-class FilterOutcome(NamedTuple):
-    """tshark's verdict on one display filter over a conversation's frames."""
-    passing: frozenset                        # frame numbers that match it
-    values: Mapping[int, Mapping[str, str]]   # per frame (at least those that fail), the filter's fields as tshark shows them
-
-
-# An outcome per expression, or the one line saying why tshark could not give one.
-Dissection = Mapping[str, Union[FilterOutcome, str]]
-
-
-def filter_verdict(expression: str, frame: int, dissection: Optional[Dissection]) -> Optional[str]:
-    """None if the frame matches; else why not, in words."""
-    outcome = None if dissection is None else dissection.get(expression)
-    if outcome is None:
-        return f"filter \"{expression}\" was not evaluated (no tshark dissection was run)"
-    if isinstance(outcome, str):
-        return f"filter \"{expression}\" could not be evaluated: {outcome}"
-    if frame in outcome.passing:
-        return None
-    values = outcome.values.get(frame, {})
-    shown = ", ".join(f"{name}={value}" for name, value in values.items()) or "none of its fields present"
-    return f"tshark says frame {frame} does not match \"{expression}\" ({shown})"
-
 
 class FilterRule(NamedTuple):
     expression: str

@@ -14,12 +14,11 @@ Fed back to `check`, the expectation matches the conversation it was written fro
 """
 from __future__ import annotations
 
-import json
 from typing import List, Optional
 
 from harness.analysis.conversation import Conversation, Segment
 from harness.analysis.expect._checks import CHECKS
-from harness.analysis.expect._model import contexts
+from harness.analysis.expect._model import _quote, contexts
 from harness.wire.packet import FLAG_BITS, SYN, TCP
 from harness.wire.tcp_options import TIMESTAMPS, parse_tcp_options
 
@@ -66,7 +65,7 @@ def _literal(segment: Segment) -> Optional[str]:
     if not segment.length or len(payload) != segment.length or segment.length > DATA_LIMIT:
         return None
     try:
-        text = payload.decode("utf-8")
+        payload.decode("utf-8")
     except UnicodeDecodeError:
         return None
-    return json.dumps(text, ensure_ascii=False)    # JSON's escapes are a subset of Python's
+    return _quote(payload)      # the grammar reads _quote's escapes back as they were
