@@ -25,7 +25,7 @@ from typing import Dict, List, NamedTuple, Tuple
 from harness.analysis.conversation import Conversation, Segment
 from harness.wire.packet import ACK, FIN, RST, SEQ_MODULO, SYN, TCP, seq_ge
 
-__all__ = ["Phase", "Transition", "initial_states", "phases", "tcp_states"]
+__all__ = ["Phase", "Transition", "initial_states", "phases", "state_changes", "tcp_states"]
 
 CLOSED, LISTEN, SYN_SENT, SYN_RECEIVED, ESTABLISHED = "CLOSED", "LISTEN", "SYN_SENT", "SYN_RECEIVED", "ESTABLISHED"
 FIN_WAIT_1, FIN_WAIT_2, CLOSE_WAIT, CLOSING, LAST_ACK, TIME_WAIT = (
@@ -61,6 +61,12 @@ def tcp_states(conversation: Conversation) -> List[StatesAfter]:
                         if before[side] != state[side])
         found.append(StatesAfter(state[True], state[False], changes))
     return found
+
+
+def state_changes(conversation: Conversation) -> Dict[int, Tuple[Transition, ...]]:
+    """frame -> what changed at it, for the segments at which a side's state changes."""
+    return {segment.packet.frame: after.transitions
+            for segment, after in zip(conversation.segments, tcp_states(conversation)) if after.transitions}
 
 
 def initial_states(conversation: Conversation) -> Tuple[str, str]:

@@ -165,7 +165,7 @@ class _Tcp:
                                         "bytes that come later in its stream."), frame=frame, side=side,
                                       seq=segment.rel_seq))
         elif flags & RST:
-            sentences.append(self._reset(segment, side, peer))
+            sentences.append(self._reset(index, segment, side))
         elif flags & SYN and not flags & ACK:
             sentences.append(self._syn(segment, side))
         elif flags & SYN:
@@ -226,7 +226,7 @@ class _Tcp:
                                 frame=frame, side=side, peer=peer, seq=(segment.rel_seq + segment.length) % SEQ_MODULO,
                                 next=(segment.rel_seq + segment.length + 1) % SEQ_MODULO))
         if flags & ACK and segment.rel_ack is not None:
-            out.append(self._acknowledges(segment, previous, side, peer, bool(segment.length or flags & FIN)))
+            out.append(self._acknowledges(index, segment, previous, side, peer, bool(segment.length or flags & FIN)))
         blocks = _sack_blocks(segment)
         if blocks:
             out.append(self.say(_("Its SACK option says {peer}'s bytes {blocks} arrived past a gap: the bytes "
@@ -237,7 +237,8 @@ class _Tcp:
                                 before=(segment.rel_ack - 1) % SEQ_MODULO))
         return out
 
-    def _acknowledges(self, segment: Segment, previous: Optional[Segment], side: str, peer: str, more: bool) -> str:
+    def _acknowledges(self, index: int, segment: Segment, previous: Optional[Segment], side: str, peer: str,
+                      more: bool) -> str:
         ack, frame = segment.rel_ack, segment.packet.frame
         if previous is not None and previous.is_orig != segment.is_orig and previous.rel_seq is not None:
             if previous.flags & FIN and ack == (previous.rel_seq + previous.length + 1) % SEQ_MODULO:
@@ -258,7 +259,7 @@ class _Tcp:
                                 peer=peer)
             return self.say(_("ACK={ack}: {side} has received {peer}'s bytes up to {before}."), side=side, peer=peer,
                             ack=ack, before=(ack - 1) % SEQ_MODULO)
-        if segment.flags & (SYN | FIN | RST) == 0 and self._completes_handshake(segment):
+        if segment.flags & (SYN | FIN | RST) == 0 and self._completes_handshake(index):
             return self.say(_("Frame {frame}: {side} acknowledges {peer}'s SYN with ACK={ack}. The three-way "
                               "handshake is complete."), frame=frame, side=side, peer=peer, ack=ack)
         if ack == 1:
@@ -267,17 +268,15 @@ class _Tcp:
         return self.say(_("Frame {frame}: {side} sends an ACK with ACK={ack}: it has received {peer}'s bytes up to "
                           "{before}."), frame=frame, side=side, peer=peer, ack=ack, before=(ack - 1) % SEQ_MODULO)
 
-    def _completes_handshake(self, segment: Segment) -> bool:
-        index = self.conversation.segments.index(segment)
+    def _completes_handshake(self, index: int) -> bool:
         return index > 0 and self.states[index - 1].server != ESTABLISHED and self.states[index].server == ESTABLISHED
 
-    def _reset(self, segment: Segment, side: str, peer: str) -> str:
+    def _reset(self, index: int, segment: Segment, side: str) -> str:
         text = self.say(_("Frame {frame}: {side} resets the connection (RST=1): it aborts at once instead of "
                           "closing, and data not yet delivered is thrown away."), frame=segment.packet.frame,
                         side=side)
         if segment.is_orig:
             return text
-        index = self.conversation.segments.index(segment)
         if index and self.states[index - 1].client == "SYN_SENT" and self.states[index - 1].server == "LISTEN":
             return self.say(_("Frame {frame}: the server's host answers the SYN with RST (RST=1): the connection is "
                               "refused, because nothing listens on port {port}."), frame=segment.packet.frame,

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Dict, Optional
 
 from harness.analysis.conversation import SECOND, Conversation, Segment, describe_segment
-from harness.analysis.tcp_states import phases, tcp_states
+from harness.analysis.tcp_states import phases, state_changes
 from harness.wire.packet import TCP
 
 
@@ -50,8 +50,7 @@ def render(conversation: Conversation, pcap: Optional[str] = None,
     lines.append(f"{'frame':>6} {'time':>9}  {client:<{width - len(server) + 8}}{server}")
     segments = conversation.segments
     phase_at = {segments[phase.first].packet.frame: phase for phase in phases(conversation)}
-    changes = {segment.packet.frame: after.transitions for segment, after in zip(segments, tcp_states(conversation))
-               if after.transitions}
+    changes = state_changes(conversation)
     for frame, time_ns, is_orig, label in sorted(rows):
         if frame in phase_at and label != "ICMP port unreachable":
             phase = phase_at.pop(frame)

@@ -27,7 +27,7 @@ from typing import Dict, Iterable, List, NamedTuple, Optional, Tuple
 from xml.sax.saxutils import escape, quoteattr
 
 from harness.analysis.conversation import SECOND, Conversation
-from harness.analysis.tcp_states import initial_states, phases, tcp_states
+from harness.analysis.tcp_states import initial_states, phases, state_changes
 from harness.render.ladder import segment_label
 from harness.wire.packet import TCP
 
@@ -205,7 +205,7 @@ def _conversation(conversation: Conversation, pcap: Optional[str], notes: Dict[i
                                    fill=COLOURS["muted"]))
 
     parts += _phase_brackets(conversation, rows, first_row)
-    changes = _state_changes(conversation)
+    changes = state_changes(conversation)
     if conversation.proto == TCP and conversation.segments:
         parts += _states(*initial_states(conversation), first_row - 4, layout, "state initial")
 
@@ -229,22 +229,12 @@ def _conversation(conversation: Conversation, pcap: Optional[str], notes: Dict[i
         if note is not None:
             group.append(_text_element(layout.note_x, arrow_y - 1, note, fill=colour, css_class=css_class))
         if row.kind != "unreachable" and row.frame in changes:
-            client_state, server_state = changes[row.frame]
-            group += _states(client_state, server_state, arrow_y + 3, layout, "state")
+            changed = {t.is_orig: t.after for t in changes[row.frame]}
+            group += _states(changed.get(True), changed.get(False), arrow_y + 3, layout, "state")
         group.append("</g>")
         parts.extend(group)
     parts.append("</g>")
     return parts, bottom - top
-
-
-def _state_changes(conversation: Conversation) -> Dict[int, Tuple[Optional[str], Optional[str]]]:
-    """frame -> (the client's new state or None, the server's new state or None), where they change."""
-    found = {}
-    for segment, after in zip(conversation.segments, tcp_states(conversation)):
-        if after.transitions:
-            changed = {t.is_orig: t.after for t in after.transitions}
-            found[segment.packet.frame] = (changed.get(True), changed.get(False))
-    return found
 
 
 def _states(client: Optional[str], server: Optional[str], y: float, layout: _Layout, css_class: str) -> List[str]:
