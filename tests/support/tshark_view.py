@@ -25,7 +25,7 @@ FIELDS = ("frame.number", "frame.time_relative", "tcp.stream", "udp.stream", "ip
 # Zeek recognises Teredo on any UDP port; tshark does only when asked. tshark's FTP dissector
 # sets up each passive-mode data connection before its SYN, and tcp.completeness then never gets
 # the SYN bit; the TCP counters do not depend on it, so it is left out.
-TUNNELS_AS_ZEEK = ("-o", "teredo.heuristic_teredo:TRUE", "--disable-protocol", "ftp")
+DISSECT_AS_COMPARED = ("-o", "teredo.heuristic_teredo:TRUE", "--disable-protocol", "ftp")
 
 # tcp.completeness bits as tshark sets them.
 SYN, SYN_ACK, ACK, DATA, FIN, RST = 1, 2, 4, 8, 16, 32
@@ -35,7 +35,7 @@ def tshark_streams(path):
     """tshark's streams, by (protocol, stream number). A frame may hold several TCP/UDP layers (a tunnel's
     outer datagram and what it carries): each counts in its own stream, sent by the source of the IP
     layer before it; what follows an ICMP header is the datagram it quotes, not part of any stream."""
-    done = subprocess.run([needs.tool("tshark"), "-2", "-n", "-r", str(path), *TUNNELS_AS_ZEEK, "-T", "fields",
+    done = subprocess.run([needs.tool("tshark"), "-2", "-n", "-r", str(path), *DISSECT_AS_COMPARED, "-T", "fields",
                            "-E", "separator=|", "-E", "occurrence=a", "-E", "aggregator=,", "-e", "frame.protocols",
                            *[a for f in FIELDS for a in ("-e", f)]],
                           capture_output=True, text=True, timeout=300, check=True)
