@@ -128,6 +128,7 @@ typedef struct Conv {
     uint64_t hash;
     /* conversation */
     Py_ssize_t index;
+    Py_ssize_t first_frame, end_frame; /* its first packet's frame; the frame it ended at (0: the capture's end) */
     unsigned char orig_addr[16], resp_addr[16];
     int orig_port, resp_port;
     PyObject *orig_host, *resp_host;   /* str, or NULL until needed */
@@ -168,6 +169,7 @@ typedef struct {
     Py_ssize_t started;
     Py_ssize_t packets;
     Py_ssize_t frame;
+    int finishing;                     /* inside finish(): what ends now ends with the capture */
     PyObject *decode_slow;             /* borrowed, while feed_records runs */
     int has_network_time;
     nstime network_time;
@@ -1122,6 +1124,13 @@ static PyObject *payload_list(const Side *side) {
     return list;
 }
 
+/* A frame number, or None for 0 (a new reference, for Py_BuildValue's N). */
+static PyObject *frame_or_none(Py_ssize_t frame) {
+    if (frame) return PyLong_FromSsize_t(frame);
+    Py_INCREF(Py_None);
+    return Py_None;
+}
+
 /* The facts, keyed as harness.analysis.summary.FACTS names them. */
 static PyObject *conv_facts(Conv *c) {
     if (!c->orig_host && !(c->orig_host = host_string(c->orig_addr, c->family_len))) return NULL;
@@ -1132,7 +1141,7 @@ static PyObject *conv_facts(Conv *c) {
     if (history && orig_payloads && resp_payloads) {
         int tcp = c->proto == TCP;
         facts = Py_BuildValue(
-            "{s:n,s:i,s:O,s:i,s:O,s:i,s:L,s:L,s:s,s:O,s:L,s:L,s:K,s:K,s:L,s:L,s:O,s:O,s:L,s:L,s:L,s:K,s:n}",
+            "{s:n,s:i,s:O,s:i,s:O,s:i,s:L,s:L,s:s,s:O,s:L,s:L,s:K,s:K,s:L,s:L,s:O,s:O,s:L,s:L,s:L,s:K,s:n,s:n,s:N}",
             "index", c->index, "proto", c->proto, "orig_h", c->orig_host, "orig_p", c->orig_port,
             "resp_h", c->resp_host, "resp_p", c->resp_port, "first_time_ns", (long long)c->start_time,
             "last_time_ns", (long long)c->last_time, "conn_state", conn_state(c), "history", history,
@@ -1145,7 +1154,9 @@ static PyObject *conv_facts(Conv *c) {
             "out_of_order", tcp ? (long long)(c->orig->out_of_order + c->resp->out_of_order) : 0LL,
             "duplicate_acks", tcp ? (long long)(c->orig->duplicate_acks + c->resp->duplicate_acks) : 0LL,
             "missed_bytes", (unsigned long long)(c->orig->missed_bytes + c->resp->missed_bytes),
-            "icmp_unreachable", c->unreachable ? PyList_GET_SIZE(c->unreachable) : (Py_ssize_t)0);
+            "icmp_unreachable", c->unreachable ? PyList_GET_SIZE(c->unreachable) : (Py_ssize_t)0,
+            "first_frame", c->first_frame,
+            "end_frame", frame_or_none(c->end_frame));
     }
     Py_XDECREF(history);
     Py_XDECREF(orig_payloads);
@@ -1157,6 +1168,7 @@ static PyObject *conv_facts(Conv *c) {
 static int end_conv(Scanner *s, Conv *c) {
     unlink_conv(s, c);
     c->ended = 1;
+    c->end_frame = s->finishing ? 0 : s->frame;
     PyObject *facts = conv_facts(c);
     release_conv(c);
     if (!c->timer_refs) PyMem_Free(c);
@@ -1234,6 +1246,7 @@ static Conv *conv_for(Scanner *s, const PacketFields *p) {
     Py_XINCREF(c->orig_host);
     Py_XINCREF(c->resp_host);
     c->index = ++s->started;
+    c->first_frame = s->frame;
     c->orig = &c->sides[0];
     c->resp = &c->sides[1];
     init_side(c->orig, 1, c->resp);
@@ -1604,6 +1617,7 @@ static void clear_timers(Scanner *s) {
 
 static PyObject *Scanner_finish(Scanner *s, PyObject *unused) {
     current_scanner = s;
+    s->finishing = 1;
     while (s->first)
         if (end_conv(s, s->first) < 0) return NULL;
     clear_timers(s);

@@ -67,7 +67,8 @@ class Conversation:
 
     # Slots: a long capture makes one of these per conversation, and every packet touches one.
     __slots__ = ("index", "proto", "orig", "resp", "began_mid_stream", "keep_segments", "segments", "zeek", "tshark",
-                 "unreachable", "first_time_ns", "last_time_ns", "key", "_seq_base", "_ended")
+                 "unreachable", "first_time_ns", "last_time_ns", "first_frame", "end_frame", "key", "_seq_base",
+                 "_ended")
 
     def __init__(self, index: int, proto: int, orig: Endpoint, resp: Endpoint, began_mid_stream: bool = False,
                  keep_segments: bool = True, zeek: Optional[ZeekState] = None) -> None:
@@ -84,6 +85,8 @@ class Conversation:
         self.first_time_ns = 0
         self.last_time_ns = 0               # the last packet's time (conn.log's duration is Zeek's: zeek.last_time)
         self.key: Tuple = ()                # the tracker's
+        self.first_frame = 0                # the tracker's: its first packet's frame
+        self.end_frame: Optional[int] = None    # the tracker's: the frame that ended it (None: the capture's end)
         # Per direction (True: from the originator) base for relative numbers.
         self._seq_base: Dict[bool, int] = {}
         self._ended = False

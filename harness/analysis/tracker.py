@@ -18,7 +18,9 @@ src/packet_analysis/protocol/ip/IPBasedAnalyzer.cc):
    as history C.
 6. A tracker given `on_finished` hands each ended conversation over and forgets it, so its memory
    follows the open conversations, not the packets; the rest are handed over, in order of first
-   packet, by `finish()`.
+   packet, by `finish()`. A conversation's packets are those of its key from its `first_frame` up
+   to, not including, its `end_frame` (the frame whose packet ended it; None: the capture's end),
+   which is how a second pass finds them again (pipeline.replay).
 7. An ICMP port unreachable belongs to the conversation of the UDP datagram it quotes.
 """
 from __future__ import annotations
@@ -74,6 +76,7 @@ class ConversationTracker:
         self._current: Dict[Key, Conversation] = {}
         self._timers: List[Tuple[int, int, Conversation, str, int]] = []   # (time, order, conv, kind, generation)
         self._timer_order = 0
+        self._frame: Optional[int] = None    # the frame being fed: what ends now ends at it
 
     def feed(self, packet: Packet) -> Conversation:
         conv = self._lookup(packet)
@@ -90,6 +93,7 @@ class ConversationTracker:
 
     def _lookup(self, packet: Packet) -> Conversation:
         now = packet.time_ns
+        self._frame = packet.frame
         if self.network_time is None or now > self.network_time:
             self.network_time = now
         if self._timers and self._timers[0][0] <= self.network_time:
@@ -132,6 +136,7 @@ class ConversationTracker:
 
     def finish(self) -> None:
         """The capture is over: hand over every conversation still open, in order of first packet."""
+        self._frame = None
         for key, conv in list(self._current.items()):
             self._end(key, conv)
         self._timers.clear()
@@ -140,6 +145,7 @@ class ConversationTracker:
         if self._current.get(key) is conv:
             del self._current[key]
         conv._ended = True
+        conv.end_frame = self._frame
         if self.on_finished is not None:
             self.on_finished(conv)
 
@@ -162,6 +168,7 @@ class ConversationTracker:
             zeek.mark_flipped()
         conv = Conversation(self.started, packet.proto, src, dst, began_mid_stream, self.keep_segments, zeek)
         conv.first_time_ns = packet.time_ns
+        conv.first_frame = packet.frame
         if self.on_finished is None:
             self.conversations.append(conv)
         return conv
