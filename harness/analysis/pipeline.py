@@ -24,17 +24,18 @@ told (scanner_limits' verify_checksums), and then takes no record on its fast pa
 """
 from __future__ import annotations
 
+import heapq
 import os
 from pathlib import Path
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Callable, Dict, Iterator, List, NamedTuple, Optional, Tuple
 
 from harness.analysis.conversation import Conversation
-from harness.analysis.tracker import ConversationTracker
+from harness.analysis.tracker import ConversationTracker, Replay, Target, _key
 from harness.wire.decode import (BadIPChecksum, BadTransportChecksum, Other, PacketDecodeError, UnreachableQuote,
                                  check_linktype, decode_icmp_unreachable, unwrap)
 from harness.wire.fragments import Reassembler
-from harness.wire.packet import TCP, Packet
+from harness.wire.packet import TCP, UDP, Packet
 from harness.wire.tunnel import TunnelSessions
 from harness.wire.reader import CaptureFormatError, open_capture
 from harness.analysis.summary import record, summarize
@@ -84,9 +85,12 @@ def read_packets(path, warnings: Optional[List[str]] = None,
     decoder.finish()
 
 
-def _decoded(path, decode_record: "_RecordDecoder") -> Iterator[Packet]:
+def _decoded(path, decode_record: "_RecordDecoder", stop_at: Optional[int] = None) -> Iterator[Packet]:
+    """The packets of every record, or of those before frame `stop_at`."""
     with open_capture(path) as capture:
         for frame, raw in enumerate(capture, 1):
+            if frame == stop_at:
+                return
             decode_record.frames = frame
             found = decode_record(raw, frame)
             if type(found) is list:
@@ -203,6 +207,12 @@ class Analysis:
     damage: Optional[CaptureFormatError] = None   # set when the file ended in damage
     frames: int = 0                               # every record read, TCP/UDP or not
     others: Dict[str, int] = field(default_factory=dict)   # the frames that are not TCP/UDP, by kind
+    started: Optional[int] = None    # conversations in the capture, where `conversations` holds only some
+
+    @property
+    def conversation_count(self) -> int:
+        """How many conversations the capture has (numbered 1 to this), whether they are held or not."""
+        return len(self.conversations) if self.started is None else self.started
 
     def contents(self) -> str:
         """What was read, in words: '12 packets (8 ARP, 4 ICMP)'."""
@@ -297,3 +307,124 @@ def stream_conversations(path, on_finished: Callable[[Conversation], None],
     analysis = _scan(path, tracker, verify_checksums)
     tracker.finish()
     return analysis
+
+
+class Wanted(NamedTuple):
+    """The conversations a command asks for: number N, and/or those with `port` at either end, of
+    `proto` ("tcp" or "udp"), each when given; with `first`, only the first (lowest number) of them."""
+    number: Optional[int] = None
+    port: Optional[int] = None
+    proto: Optional[str] = None
+    first: bool = False
+
+    @property
+    def everything(self) -> bool:
+        return self.number is None and self.port is None and self.proto is None and not self.first
+
+    def takes(self, index: int, proto: int, ports: Tuple[int, int]) -> bool:
+        if self.number is not None and index != self.number:
+            return False
+        if self.proto is not None and proto != (TCP if self.proto == "tcp" else UDP):
+            return False
+        return self.port is None or self.port in ports
+
+
+class _InOrder:
+    """Hands conversations on in order of number although they end in any order: one that ends while a
+    lower-numbered wanted one is still open waits for it (so memory holds what ended meanwhile)."""
+
+    def __init__(self, on_conversation: Callable[[Conversation], None]) -> None:
+        self.on_conversation = on_conversation
+        self._open: List[int] = []            # numbers begun and not ended (a heap)
+        self._ended: Dict[int, Conversation] = {}
+        self._waiting: List[int] = []         # numbers ended, not handed on (a heap)
+
+    def begun(self, index: int) -> None:
+        heapq.heappush(self._open, index)
+
+    def ended(self, conversation: Conversation) -> None:
+        self._ended[conversation.index] = conversation
+        heapq.heappush(self._waiting, conversation.index)
+        while self._open and self._open[0] in self._ended:
+            heapq.heappop(self._open)
+        while self._waiting and (not self._open or self._waiting[0] < self._open[0]):
+            self.on_conversation(self._ended.pop(heapq.heappop(self._waiting)))
+
+
+def stream_analysis(path, on_conversation: Callable[[Conversation], None], wanted: Wanted = Wanted(),
+                    settings: ZeekSettings = ZeekSettings(), verify_checksums: bool = False) -> Analysis:
+    """The conversations `wanted` asks for, each with its segments, handed to `on_conversation` in order of
+    number as soon as it and every lower-numbered one asked for have ended; the Analysis returned holds
+    none (its conversation_count says how many the capture has). Nothing is kept of a conversation once
+    it is handed on, so memory follows the conversations open at once, not the size of the capture.
+
+    When only some conversations are wanted and the C scanner is compiled, two passes: the scanner
+    finds which conversations are wanted and their frames (tracker rule 6), then a Replay rebuilds
+    only those, from packets decoded up to the last frame it needs. Otherwise one pass of the
+    tracker, which keeps segments only for what is wanted. Either way the conversations are those
+    analyse() holds (tests/unit/test_streaming.py holds the two to that)."""
+    if not wanted.everything and _speedups is not None and not os.environ.get(PURE_PYTHON_ENV):
+        return _two_passes(path, on_conversation, wanted, settings, verify_checksums)
+    in_order = _InOrder(on_conversation)
+    first_taken: List[int] = []
+
+    def keeps(conversation: Conversation) -> bool:
+        ports = (conversation.orig.port, conversation.resp.port)
+        if first_taken or not wanted.takes(conversation.index, conversation.proto, ports):
+            return False
+        if wanted.first:
+            first_taken.append(conversation.index)
+        in_order.begun(conversation.index)
+        return True
+
+    def finished(conversation: Conversation) -> None:
+        if conversation.keep_segments:
+            in_order.ended(conversation)
+
+    tracker = ConversationTracker(on_finished=finished, settings=settings, keeps=keeps)
+    analysis = _scan(path, tracker, verify_checksums)
+    tracker.finish()
+    analysis.started = tracker.started
+    return analysis
+
+
+def _two_passes(path, on_conversation: Callable[[Conversation], None], wanted: Wanted, settings: ZeekSettings,
+                verify_checksums: bool) -> Analysis:
+    targets: List[Target] = []
+    started = [0]
+
+    def found(facts: Dict[str, object]) -> None:
+        started[0] += 1
+        if wanted.takes(facts["index"], facts["proto"], (facts["orig_p"], facts["resp_p"])):
+            key = _key(_Ends(facts["orig_h"], facts["orig_p"], facts["resp_h"], facts["resp_p"], facts["proto"]))
+            targets.append(Target(facts["index"], key, facts["first_frame"], facts["end_frame"]))
+
+    analysis = stream_facts(path, found, settings, verify_checksums)
+    analysis.started = started[0]
+    if wanted.first and targets:
+        targets = [min(targets, key=lambda target: target.index)]
+    if not targets:
+        return analysis
+    in_order = _InOrder(on_conversation)
+    for target in targets:
+        in_order.begun(target.index)
+    replay = Replay(targets, in_order.ended, settings)
+    last_frame = None if any(t.end_frame is None for t in targets) else max(t.end_frame for t in targets)
+    decoder = _RecordDecoder(path, None, replay.feed_unreachable, verify_checksums, replay.feed_corrupt)
+    try:
+        for packet in _decoded(path, decoder, last_frame):
+            replay.feed(packet)
+    except CaptureFormatError:
+        pass     # the first pass met the same damage at the same place, and said so
+    replay.finish()
+    return analysis
+
+
+class _Ends(NamedTuple):
+    """A conversation's endpoints as a packet's, for the tracker's key."""
+    src: str
+    sport: int
+    dst: str
+    dport: int
+    proto: int
+

@@ -26,7 +26,7 @@ src/packet_analysis/protocol/ip/IPBasedAnalyzer.cc):
 from __future__ import annotations
 
 import heapq
-from typing import Callable, Dict, Iterable, List, Optional, Tuple
+from typing import Callable, Dict, Iterable, List, NamedTuple, Optional, Tuple
 
 from harness.analysis.conversation import Conversation, Endpoint
 from harness.analysis.zeek import ZeekSettings, ZeekState
@@ -62,12 +62,15 @@ def _flips_at_start(packet: Packet, likely_server_ports) -> bool:
 
 class ConversationTracker:
     """Feed packets in capture order; read `conversations` at any time (unless `on_finished` is given,
-    in which case ended conversations are handed to it and not kept; call `finish()` at the end)."""
+    in which case ended conversations are handed to it and not kept; call `finish()` at the end).
+    With `keeps`, only the conversations it returns True for (asked as each begins) keep segments."""
 
     def __init__(self, keep_segments: bool = True,
                  on_finished: Optional[Callable[[Conversation], None]] = None,
-                 settings: ZeekSettings = ZeekSettings()) -> None:
+                 settings: ZeekSettings = ZeekSettings(),
+                 keeps: Optional[Callable[[Conversation], bool]] = None) -> None:
         self.keep_segments = keep_segments
+        self.keeps = keeps              # which conversations keep their segments (default: all, if keep_segments)
         self.on_finished = on_finished
         self.settings = settings
         self.conversations: List[Conversation] = []
@@ -157,21 +160,123 @@ class ConversationTracker:
         return conv
 
     def _start(self, packet: Packet) -> Conversation:
-        src, dst = Endpoint(packet.src, packet.sport), Endpoint(packet.dst, packet.dport)
-        flipped = _flips_at_start(packet, self.settings.likely_server_ports)
-        if flipped:
-            src, dst = dst, src
-        began_mid_stream = packet.proto == TCP and not packet.flags & SYN
         self.started += 1
-        zeek = ZeekState(packet.proto, packet.time_ns, self.settings, self.network_time)
-        if flipped:
-            zeek.mark_flipped()
-        conv = Conversation(self.started, packet.proto, src, dst, began_mid_stream, self.keep_segments, zeek)
-        conv.first_time_ns = packet.time_ns
-        conv.first_frame = packet.frame
+        conv = new_conversation(packet, self.started, self.settings, self.network_time, self.keep_segments)
+        if self.keeps is not None and not self.keeps(conv):
+            conv.keep_segments = False
         if self.on_finished is None:
             self.conversations.append(conv)
         return conv
+
+
+def new_conversation(packet: Packet, index: int, settings: ZeekSettings, network_time: Optional[int],
+                     keep_segments: bool = True) -> Conversation:
+    """Conversation number `index`, begun by `packet` (rule 4 decides who is who)."""
+    src, dst = Endpoint(packet.src, packet.sport), Endpoint(packet.dst, packet.dport)
+    flipped = _flips_at_start(packet, settings.likely_server_ports)
+    if flipped:
+        src, dst = dst, src
+    began_mid_stream = packet.proto == TCP and not packet.flags & SYN
+    zeek = ZeekState(packet.proto, packet.time_ns, settings, network_time)
+    if flipped:
+        zeek.mark_flipped()
+    conv = Conversation(index, packet.proto, src, dst, began_mid_stream, keep_segments, zeek)
+    conv.first_time_ns = packet.time_ns
+    conv.first_frame = packet.frame
+    return conv
+
+
+class Target(NamedTuple):
+    """A conversation a first pass found (rule 6): its number, key and frames."""
+    index: int
+    key: Key
+    first_frame: int
+    end_frame: Optional[int]      # None: it lasted to the capture's end
+
+    def holds(self, frame: int) -> bool:
+        return self.first_frame <= frame and (self.end_frame is None or frame < self.end_frame)
+
+
+class Replay:
+    """A second pass that rebuilds only the conversations a first pass found (`targets`), with their
+    segments, from the same capture's packets fed in the same order: every packet of a target's key
+    within its frames is its own (rule 6), so nothing else need be tracked. The state each packet
+    leaves is the same as in ConversationTracker, whose timers only ever decide when a conversation
+    ends, which the targets already say. Each rebuilt conversation goes to `on_finished` once the
+    packets have passed its end_frame (the rest at `finish()`)."""
+
+    def __init__(self, targets: Iterable[Target], on_finished: Callable[[Conversation], None],
+                 settings: ZeekSettings = ZeekSettings()) -> None:
+        self.on_finished = on_finished
+        self.settings = settings
+        self.network_time: Optional[int] = None
+        self._by_key: Dict[Key, List[Target]] = {}
+        for target in sorted(targets, key=lambda t: t.first_frame):
+            self._by_key.setdefault(target.key, []).append(target)
+        self._current: Dict[Key, Tuple[Target, Conversation]] = {}
+        self._ending: List[Tuple[int, int, Key]] = []     # (end_frame, index, key) of those begun
+
+    def feed(self, packet: Packet) -> Optional[Conversation]:
+        conv = self._lookup(packet)
+        if conv is not None:
+            conv._add(packet)
+            conv.zeek.timers.clear()
+        return conv
+
+    def feed_corrupt(self, packet: Packet) -> Optional[Conversation]:
+        conv = self._lookup(packet)
+        if conv is not None:
+            conv._add_corrupt(packet)
+            conv.zeek.timers.clear()
+        return conv
+
+    def feed_unreachable(self, quote, frame: int, time_ns: int) -> Optional[Conversation]:
+        self._end_before(frame)
+        found = self._current.get(_key(quote))
+        if found is None or not found[0].holds(frame):
+            return None
+        found[1].unreachable.append((frame, time_ns))
+        return found[1]
+
+    def finish(self) -> None:
+        for key in sorted(self._current, key=lambda k: self._current[k][1].index):
+            self._hand_over(key)
+        self._ending.clear()
+
+    def _lookup(self, packet: Packet) -> Optional[Conversation]:
+        if self.network_time is None or packet.time_ns > self.network_time:
+            self.network_time = packet.time_ns
+        frame = packet.frame
+        if self._ending and self._ending[0][0] <= frame:
+            self._end_before(frame)
+        key = _key(packet)
+        found = self._current.get(key)
+        if found is not None:
+            return found[1]
+        waiting = self._by_key.get(key)
+        if not waiting or not waiting[0].holds(frame):
+            return None
+        target = waiting.pop(0)
+        if not waiting:
+            del self._by_key[key]
+        conv = new_conversation(packet, target.index, self.settings, self.network_time)
+        conv.key, conv.end_frame = key, target.end_frame
+        conv.zeek.timers.clear()
+        self._current[key] = (target, conv)
+        if target.end_frame is not None:
+            heapq.heappush(self._ending, (target.end_frame, target.index, key))
+        return conv
+
+    def _end_before(self, frame: int) -> None:
+        """Hand over every conversation whose end_frame the packets have reached."""
+        while self._ending and self._ending[0][0] <= frame:
+            _end, _index, key = heapq.heappop(self._ending)
+            self._hand_over(key)
+
+    def _hand_over(self, key: Key) -> None:
+        _target, conv = self._current.pop(key)
+        conv._ended = True
+        self.on_finished(conv)
 
 
 def conversations(packets: Iterable[Packet], keep_segments: bool = True,
