@@ -44,7 +44,7 @@ from harness.analysis.expect._checks import CHECKS, named_check
 from harness.analysis.expect._grammar import ANY_SEGMENTS, parse_lines
 from harness.analysis.expect._match import match_path, match_steps
 from harness.analysis.expect._model import Problem, SpecError, Step, contexts
-from harness.analysis.expect._rules import CaptureRule, Dissection, FilterOutcome, FilterRule, StreamRule, stream_of
+from harness.analysis.expect._rules import CaptureRule, CaptureTally, Dissection, FilterOutcome, FilterRule, StreamRule, stream_of
 from harness.analysis.expect._write import write_expectation
 
 BUILTIN_DIR = Path(__file__).parent / "builtin"
@@ -115,7 +115,14 @@ class Expectation:
 
     def capture_problems(self, conversations: Sequence[Conversation]) -> List[Problem]:
         """What the capture's conversations, taken together, do not allow (its capture rules)."""
-        return [problem for rule in self.capture for problem in rule.problems(conversations)]
+        tally = self.capture_tally()
+        for conversation in conversations:
+            tally.take(conversation)
+        return tally.problems()
+
+    def capture_tally(self) -> CaptureTally:
+        """Its capture rules, to be given the conversations one at a time (take), in order of number."""
+        return CaptureTally(self.capture)
 
     def frame_notes(self, conversation: Conversation, dissection: Optional[Dissection] = None) -> Dict[int, str]:
         """A verdict per frame, for annotating the capture: which step it met, or what was wrong with it."""

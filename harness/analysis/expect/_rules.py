@@ -107,52 +107,86 @@ class CaptureRule(NamedTuple):
     line: int = 0
     text: str = ""
 
-    def selected(self, conversations: Sequence[Conversation]) -> List[Conversation]:
-        return [c for c in conversations if (self.proto is None or c.proto == self.proto)
-                and (self.to_port is None or c.resp.port == self.to_port)]
-
     def problems(self, conversations: Sequence[Conversation]) -> List[Problem]:
-        chosen = self.selected(conversations)
+        tally = CaptureTally([self])
+        for conversation in conversations:
+            tally.take(conversation)
+        return tally.problems()
+
+    def takes(self, conversation: Conversation) -> bool:
+        return ((self.proto is None or conversation.proto == self.proto)
+                and (self.to_port is None or conversation.resp.port == self.to_port))
+
+    def problems_of(self, conversation: Conversation) -> List[Problem]:
+        """What this rule finds wrong with one conversation it selects (its count aside)."""
         prefix = f"`{self.text}` (line {self.line}): "
         found: List[Problem] = []
         if self.kind == "no-rst":
-            for conversation in chosen:
-                for segment in conversation.segments:
-                    if conversation.proto == TCP and segment.flags & RST:
-                        side = "client" if segment.is_orig else "server"
-                        found.append(Problem(f"{prefix}conversation {conversation.index} ({conversation.describe()}): "
-                                             f"the {side} sent RST at frame {segment.packet.frame}", segment.packet.frame))
+            for segment in conversation.segments:
+                if conversation.proto == TCP and segment.flags & RST:
+                    side = "client" if segment.is_orig else "server"
+                    found.append(Problem(f"{prefix}conversation {conversation.index} ({conversation.describe()}): "
+                                         f"the {side} sent RST at frame {segment.packet.frame}", segment.packet.frame))
             return found
         if self.kind == "answered":
-            for conversation in chosen:
-                if conversation.proto != UDP:
-                    continue
-                waiting = None
-                for segment in conversation.segments:
-                    if segment.is_orig:
-                        if waiting is not None:
-                            break
-                        waiting = segment
-                    else:
-                        waiting = None
-                if waiting is not None:
-                    found.append(Problem(f"{prefix}conversation {conversation.index} ({conversation.describe()}): the "
-                                         f"datagram at frame {waiting.packet.frame} was never answered",
-                                         waiting.packet.frame))
+            if conversation.proto != UDP:
+                return found
+            waiting = None
+            for segment in conversation.segments:
+                if segment.is_orig:
+                    if waiting is not None:
+                        break
+                    waiting = segment
+                else:
+                    waiting = None
+            if waiting is not None:
+                found.append(Problem(f"{prefix}conversation {conversation.index} ({conversation.describe()}): the "
+                                     f"datagram at frame {waiting.packet.frame} was never answered",
+                                     waiting.packet.frame))
             return found
-        if self.count is not None:
-            op, wanted = self.count
-            have = len(chosen)
-            if not {"=": have == wanted, ">=": have >= wanted, "<=": have <= wanted}[op]:
-                listed = "; ".join(f"{c.index}: {c.describe()}" for c in chosen[:5])
-                found.append(Problem(f"{prefix}expected {'' if op == '=' else op}{wanted} "
-                                     f"conversation{'s' if wanted != 1 else ''}, the capture has {have}"
-                                     + (f" ({listed}{'; ...' if have > 5 else ''})" if have else "")))
         if self.each is not None:
-            for conversation in chosen:
-                for problem in self.each.problems(conversation):
-                    found.append(Problem(f"{prefix}conversation {conversation.index} ({conversation.describe()}) "
-                                         f"against {self.each_name}: {problem}", problem.frame))
+            for problem in self.each.problems(conversation):
+                found.append(Problem(f"{prefix}conversation {conversation.index} ({conversation.describe()}) "
+                                     f"against {self.each_name}: {problem}", problem.frame))
+        return found
+
+    def count_problems(self, have: int, listed: List[str]) -> List[Problem]:
+        """The count's verdict, given how many conversations it selected and the first five, described."""
+        if self.kind != "conversations" or self.count is None:
+            return []
+        op, wanted = self.count
+        if {"=": have == wanted, ">=": have >= wanted, "<=": have <= wanted}[op]:
+            return []
+        prefix = f"`{self.text}` (line {self.line}): "
+        return [Problem(f"{prefix}expected {'' if op == '=' else op}{wanted} "
+                        f"conversation{'s' if wanted != 1 else ''}, the capture has {have}"
+                        + (f" ({'; '.join(listed)}{'; ...' if have > 5 else ''})" if have else ""))]
+
+
+class CaptureTally:
+    """Capture rules judged one conversation at a time, as a capture is read (conversations are taken
+    in order of number, and dropped once taken): problems() gives each rule's problems, its count's
+    first, in the order of the rules."""
+
+    def __init__(self, rules: Sequence[CaptureRule]) -> None:
+        self.rules = list(rules)
+        self._found: List[List[Problem]] = [[] for _ in self.rules]
+        self._counts = [0] * len(self.rules)
+        self._listed: List[List[str]] = [[] for _ in self.rules]
+
+    def take(self, conversation: Conversation) -> None:
+        for number, rule in enumerate(self.rules):
+            if not rule.takes(conversation):
+                continue
+            self._counts[number] += 1
+            if len(self._listed[number]) < 5:
+                self._listed[number].append(f"{conversation.index}: {conversation.describe()}")
+            self._found[number] += rule.problems_of(conversation)
+
+    def problems(self) -> List[Problem]:
+        found: List[Problem] = []
+        for number, rule in enumerate(self.rules):
+            found += rule.count_problems(self._counts[number], self._listed[number]) + self._found[number]
         return found
 
 
