@@ -20,7 +20,7 @@ received at once, so the sender's and the receiver's transitions happen at the s
 """
 from __future__ import annotations
 
-from typing import Dict, List, NamedTuple, Tuple
+from typing import Dict, List, NamedTuple, Optional, Tuple
 
 from harness.analysis.conversation import Conversation, Segment
 from harness.wire.packet import ACK, FIN, RST, SEQ_MODULO, SYN, TCP, seq_ge
@@ -53,20 +53,31 @@ def tcp_states(conversation: Conversation) -> List[StatesAfter]:
     segments = conversation.segments
     fin_end: Dict[bool, int] = {}           # one past each side's FIN, relative
     found = []
+    unchanged = ()
     for segment in segments:
-        before = dict(state)
+        client_before, server_before = state[True], state[False]
         _sent(state, segment, fin_end)
         _received(state, segment, fin_end)
-        changes = tuple(Transition(side, before[side], state[side]) for side in (True, False)
-                        if before[side] != state[side])
-        found.append(StatesAfter(state[True], state[False], changes))
+        client, server = state[True], state[False]
+        if client == client_before and server == server_before:
+            found.append(StatesAfter(client, server, unchanged))
+            continue
+        changes = []
+        if client != client_before:
+            changes.append(Transition(True, client_before, client))
+        if server != server_before:
+            changes.append(Transition(False, server_before, server))
+        found.append(StatesAfter(client, server, tuple(changes)))
     return found
 
 
-def state_changes(conversation: Conversation) -> Dict[int, Tuple[Transition, ...]]:
-    """frame -> what changed at it, for the segments at which a side's state changes."""
+def state_changes(conversation: Conversation,
+                  states: Optional[List[StatesAfter]] = None) -> Dict[int, Tuple[Transition, ...]]:
+    """frame -> what changed at it, for the segments at which a side's state changes (`states`: the
+    conversation's tcp_states, when the caller has them already)."""
+    states = tcp_states(conversation) if states is None else states
     return {segment.packet.frame: after.transitions
-            for segment, after in zip(conversation.segments, tcp_states(conversation)) if after.transitions}
+            for segment, after in zip(conversation.segments, states) if after.transitions}
 
 
 def initial_states(conversation: Conversation) -> Tuple[str, str]:
@@ -116,12 +127,13 @@ class Phase(NamedTuple):
     last: int              # index of its last
 
 
-def phases(conversation: Conversation) -> List[Phase]:
-    """The conversation's phases, in order (rule 5); none for UDP or an empty conversation."""
+def phases(conversation: Conversation, states: Optional[List[StatesAfter]] = None) -> List[Phase]:
+    """The conversation's phases, in order (rule 5); none for UDP or an empty conversation (`states`:
+    its tcp_states, when the caller has them already)."""
     segments = conversation.segments
     if conversation.proto != TCP or not segments:
         return []
-    states = tcp_states(conversation)
+    states = tcp_states(conversation) if states is None else states
     teardown = next((i for i, s in enumerate(segments) if s.flags & (FIN | RST)), len(segments))
     found = []
     data_from = 0

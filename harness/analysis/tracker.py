@@ -77,7 +77,10 @@ class ConversationTracker:
         self.started = 0
         self.network_time: Optional[int] = None
         self._current: Dict[Key, Conversation] = {}
-        self._timers: List[Tuple[int, int, Conversation, str, int]] = []   # (time, order, conv, kind, generation)
+        # (time, order, conversation's number, kind, generation): by number, not by reference, so a
+        # conversation handed over is not kept alive by its timers still in the queue.
+        self._timers: List[Tuple[int, int, int, str, int]] = []
+        self._open_by_index: Dict[int, Conversation] = {}
         self._timer_order = 0
         self._frame: Optional[int] = None    # the frame being fed: what ends now ends at it
 
@@ -115,6 +118,7 @@ class ConversationTracker:
             conv = self._start(packet)
             conv.key = key
             self._current[key] = conv
+            self._open_by_index[conv.index] = conv
         return conv
 
     def _schedule(self, conv: Conversation) -> None:
@@ -122,15 +126,16 @@ class ConversationTracker:
         if timers:
             for when, kind, generation in timers:
                 self._timer_order += 1
-                heapq.heappush(self._timers, (when, self._timer_order, conv, kind, generation))
+                heapq.heappush(self._timers, (when, self._timer_order, conv.index, kind, generation))
             timers.clear()
 
     def _advance(self, now: int) -> None:
         """Rule 2: fire every timer due by `now`."""
         heap = self._timers
         while heap and heap[0][0] <= now:
-            _when, _order, conv, kind, generation = heapq.heappop(heap)
-            if conv._ended:
+            _when, _order, index, kind, generation = heapq.heappop(heap)
+            conv = self._open_by_index.get(index)
+            if conv is None:
                 continue
             if conv.zeek.on_timer(kind, generation, now):
                 self._end(conv.key, conv)
@@ -147,6 +152,7 @@ class ConversationTracker:
     def _end(self, key: Key, conv: Conversation) -> None:
         if self._current.get(key) is conv:
             del self._current[key]
+        self._open_by_index.pop(conv.index, None)
         conv._ended = True
         conv.end_frame = self._frame
         if self.on_finished is not None:

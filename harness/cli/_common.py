@@ -6,11 +6,11 @@ import os
 import sys
 import tempfile
 from pathlib import Path
-from typing import Callable, List, Optional
+from typing import Callable, Optional
 
 from harness.analysis.conversation import Conversation
 from harness.analysis.expect import Expectation, load_expectation
-from harness.analysis.pipeline import PURE_PYTHON_ENV, Analysis, speedups_status
+from harness.analysis.pipeline import PURE_PYTHON_ENV, Analysis, Wanted, speedups_status, stream_analysis
 from harness.errors import InputError
 
 OK, MISMATCH, UNUSABLE = 0, 1, 2
@@ -114,16 +114,28 @@ def describe_filter(port: Optional[int], proto: Optional[str]) -> str:
     return "".join(parts)
 
 
-def choose(analysis: Analysis, number: Optional[int], port: Optional[int], proto: Optional[str]) -> List[Conversation]:
-    """The conversations asked for: number N (1-based, as `summary` numbers them), and/or those on
-    `port` of `proto`; all when nothing is asked."""
-    chosen = [c for c in analysis.conversations if matches(c, port, proto)]
-    if number is None:
-        return chosen
-    by_number = [c for c in chosen if c.index == number]
-    if not by_number:
-        count = len(analysis.conversations)
-        raise Unusable(f"{analysis.path} has no conversation {number}{describe_filter(port, proto)}: "
-                       f"{'its conversations are numbered 1 to ' + str(count) if count > 1 else 'it has ' + str(count)}"
-                       f"{' conversation' if count == 1 else ''} (see `harness summary`)")
-    return by_number
+def streamed(path: Path, on_conversation: Callable[[Conversation], None], number: Optional[int] = None,
+             port: Optional[int] = None, proto: Optional[str] = None, first: bool = False,
+             verify_checksums: bool = False) -> Analysis:
+    """The conversations asked for (number N, 1-based as `summary` numbers them, and/or those on `port`
+    of `proto`; all when nothing is asked; with `first`, the first of them), handed to on_conversation
+    in order of number as the capture is read (pipeline.stream_analysis), with an unreadable file as
+    one line and a number the capture does not have as Unusable."""
+    handed = []
+
+    def take(conversation: Conversation) -> None:
+        handed.append(conversation.index)
+        on_conversation(conversation)
+
+    analysis = reading(path, lambda: stream_analysis(path, take, Wanted(number, port, proto, first),
+                                                     verify_checksums=verify_checksums))
+    if number is not None and not handed:
+        raise no_such_conversation(analysis, number, port, proto)
+    return analysis
+
+
+def no_such_conversation(analysis: Analysis, number: int, port: Optional[int], proto: Optional[str]) -> Unusable:
+    count = analysis.conversation_count
+    return Unusable(f"{analysis.path} has no conversation {number}{describe_filter(port, proto)}: "
+                    f"{'its conversations are numbered 1 to ' + str(count) if count > 1 else 'it has ' + str(count)}"
+                    f"{' conversation' if count == 1 else ''} (see `harness summary`)")

@@ -9,10 +9,10 @@ from typing import Optional
 
 from harness.analysis.diagnose import diagnose
 from harness.analysis.expect import builtin_names, write_expectation
-from harness.analysis.pipeline import analyse, stream_summaries
+from harness.analysis.pipeline import stream_summaries
 from harness.analysis.summary import table
-from harness.cli._common import (MISMATCH, OK, UNUSABLE, Unusable, choose, damaged, describe_filter, expectation,
-                                 matches, note_slow_path_once, nothing_to_show, reading, unreadable, write_text)
+from harness.cli._common import (MISMATCH, OK, UNUSABLE, Unusable, damaged, describe_filter, expectation,
+                                 matches, no_such_conversation, note_slow_path_once, nothing_to_show, reading, streamed, unreadable, write_text)
 from harness.render import ladder
 from harness.render.i18n import LANGUAGES, default_language
 from harness.wire.reader import CaptureFormatError
@@ -134,36 +134,57 @@ class _JsonArrayPrinter:
 
 def run_show(args) -> int:
     wanted = expectation(args.expect) if args.expect else None
-    analysis = reading(args.file, lambda: analyse(args.file, verify_checksums=args.zeek_checksums))
-    chosen = choose(analysis, args.conversation, args.port, args.proto)
-    notes = {}
-    for conversation in chosen if wanted else ():
-        notes.update(wanted.frame_notes(conversation))
-    if chosen:
-        print("\n\n".join(ladder.render(c, str(args.file), notes) for c in chosen))
+    drawn, drawn_notes = [], {}
+    shown = []
+
+    def show(conversation) -> None:
+        notes = wanted.frame_notes(conversation) if wanted else {}
+        # Printed as each conversation ends, so memory does not grow with the capture (--svg aside).
+        sys.stdout.write(("\n\n" if shown else "") + ladder.render(conversation, str(args.file), notes))
+        shown.append(conversation.index)
+        if args.svg:
+            drawn.append(conversation)
+            drawn_notes.update(notes)
+
+    analysis = streamed(args.file, show, args.conversation, args.port, args.proto,
+                        verify_checksums=args.zeek_checksums)
+    if shown:
+        sys.stdout.write("\n")
     elif not unreadable(analysis):
         print(nothing_to_show(analysis, describe_filter(args.port, args.proto)))
     if args.svg:
         from harness.render import svg   # drawing is rare: keep its imports off every other command's start
-        write_text(args.svg, svg.render_svg_all(chosen, str(args.file), notes))
+        write_text(args.svg, svg.render_svg_all(drawn, str(args.file), drawn_notes))
     return damaged(analysis, "show")
 
 
 def run_check(args) -> int:
     wanted = expectation(args.expect)
-    analysis = reading(args.file, lambda: analyse(args.file, verify_checksums=args.zeek_checksums))
-    if not analysis.conversations and wanted.about_a_conversation:
-        if damaged(analysis, "check"):
-            return UNUSABLE     # the damage is the one line to print, not its consequence
-        raise Unusable(f"{nothing_to_show(analysis)}: nothing to check")
     if not wanted.about_a_conversation:
-        return _check_capture(args, wanted, analysis)
+        return _check_capture(args, wanted)
     proto = args.proto
     picked_by_protocol = args.conversation is None and proto is None and wanted.proto is not None
     if picked_by_protocol:
         proto = wanted.proto
-    candidates = choose(analysis, args.conversation, args.port, proto)
-    if not candidates:
+    chosen = []
+    tally = wanted.capture_tally() if wanted.capture else None
+    if tally is None:
+        # Only the conversation to check is rebuilt; the capture's others are skipped.
+        analysis = streamed(args.file, chosen.append, args.conversation, args.port, proto, first=True,
+                            verify_checksums=args.zeek_checksums)
+    else:
+        def judge(conversation) -> None:
+            tally.take(conversation)
+            if not chosen and matches(conversation, args.port, proto) and args.conversation in (None, conversation.index):
+                chosen.append(conversation)
+        analysis = streamed(args.file, judge, verify_checksums=args.zeek_checksums)
+        if args.conversation is not None and not chosen:
+            raise no_such_conversation(analysis, args.conversation, args.port, proto)
+    if not analysis.conversation_count:
+        if damaged(analysis, "check"):
+            return UNUSABLE     # the damage is the one line to print, not its consequence
+        raise Unusable(f"{nothing_to_show(analysis)}: nothing to check")
+    if not chosen:
         if damaged(analysis, "check"):
             return UNUSABLE
         # Readable, but without the conversation the expectation is about: the wire does not match it.
@@ -172,15 +193,15 @@ def run_check(args) -> int:
         _annotate(args, {}, verdict, [])
         print(verdict)
         return MISMATCH
-    conversation = candidates[0]
-    if picked_by_protocol and not matches(analysis.conversations[0], args.port, proto):
+    conversation = chosen[0]
+    if picked_by_protocol and conversation.index != 1:
         print(f"harness check: note: checking conversation {conversation.index} ({conversation.describe()}), the first "
               f"{proto.upper()} one{describe_filter(args.port, None)}", file=sys.stderr)
     dissection = None
     if wanted.filter_expressions:
         from harness.run.dissect import dissect   # tshark runs only for an expectation with display filters
         dissection = dissect(args.file, conversation, wanted.filter_expressions)
-    problems = wanted.problems(conversation, dissection) + wanted.capture_problems(analysis.conversations)
+    problems = wanted.problems(conversation, dissection) + (tally.problems() if tally is not None else [])
     notes = wanted.frame_notes(conversation, dissection)
     if problems:
         verdict = (f"FAIL {args.file}: {diagnose(conversation, problems)} "
@@ -201,9 +222,18 @@ def run_check(args) -> int:
     return OK
 
 
-def _check_capture(args, wanted, analysis) -> int:
+def _check_capture(args, wanted) -> int:
     """An expectation of capture rules only: the verdict is the whole capture's."""
-    problems = wanted.capture_problems(analysis.conversations)
+    tally = wanted.capture_tally()
+    drawn = []
+
+    def judge(conversation) -> None:
+        tally.take(conversation)
+        if args.svg:
+            drawn.append(conversation)
+
+    analysis = streamed(args.file, judge, verify_checksums=args.zeek_checksums)
+    problems = tally.problems()
     if problems:
         verdict = f"FAIL {args.file}: {diagnose(None, problems)} (the capture against {wanted.source})"
     else:
@@ -212,7 +242,7 @@ def _check_capture(args, wanted, analysis) -> int:
     _annotate(args, notes, verdict, problems)
     if args.svg:
         from harness.render import svg
-        write_text(args.svg, svg.render_svg_all(analysis.conversations, str(args.file), notes))
+        write_text(args.svg, svg.render_svg_all(drawn, str(args.file), notes))
     if damaged(analysis, "check"):
         return UNUSABLE
     print(verdict)
@@ -233,10 +263,11 @@ def _annotate(args, notes, verdict: str, problems) -> None:
 
 
 def run_expect_from(args) -> int:
-    analysis = reading(args.file, lambda: analyse(args.file, verify_checksums=args.zeek_checksums))
+    chosen = []
+    analysis = streamed(args.file, chosen.append, args.conversation, args.port, args.proto, first=True,
+                        verify_checksums=args.zeek_checksums)
     if analysis.damage is not None:
         raise Unusable(f"{analysis.damage}; a damaged capture is no known-good conversation to write from")
-    chosen = choose(analysis, args.conversation, args.port, args.proto)
     if not chosen:
         raise Unusable(f"{nothing_to_show(analysis, describe_filter(args.port, args.proto))}: nothing to write from")
     text = write_expectation(chosen[0], str(args.file))
@@ -250,11 +281,15 @@ def run_expect_from(args) -> int:
 
 def run_explain(args) -> int:
     from harness.render.explain import explain
-    analysis = reading(args.file, lambda: analyse(args.file, verify_checksums=args.zeek_checksums))
-    chosen = choose(analysis, args.conversation, args.port, args.proto)
-    if chosen:
-        language = args.lang or default_language()
-        print("\n".join(explain(conversation, language) for conversation in chosen), end="")
-    elif not unreadable(analysis):
+    language = args.lang or default_language()
+    told = []
+
+    def tell(conversation) -> None:
+        sys.stdout.write(("\n" if told else "") + explain(conversation, language))
+        told.append(conversation.index)
+
+    analysis = streamed(args.file, tell, args.conversation, args.port, args.proto,
+                        verify_checksums=args.zeek_checksums)
+    if not told and not unreadable(analysis):
         print(nothing_to_show(analysis, describe_filter(args.port, args.proto)))
     return damaged(analysis, "explain")

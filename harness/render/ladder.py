@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Dict, Optional
 
 from harness.analysis.conversation import SECOND, Conversation, Segment, describe_segment
-from harness.analysis.tcp_states import phases, state_changes
+from harness.analysis.tcp_states import phases, state_changes, tcp_states
 from harness.wire.packet import TCP
 
 
@@ -49,8 +49,9 @@ def render(conversation: Conversation, pcap: Optional[str] = None,
         lines.append(KEY)
     lines.append(f"{'frame':>6} {'time':>9}  {client:<{width - len(server) + 8}}{server}")
     segments = conversation.segments
-    phase_at = {segments[phase.first].packet.frame: phase for phase in phases(conversation)}
-    changes = state_changes(conversation)
+    states = tcp_states(conversation)
+    phase_at = {segments[phase.first].packet.frame: phase for phase in phases(conversation, states)}
+    changes = state_changes(conversation, states)
     for frame, time_ns, is_orig, label in sorted(rows):
         if frame in phase_at and label != "ICMP port unreachable":
             phase = phase_at.pop(frame)
