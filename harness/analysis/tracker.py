@@ -34,6 +34,8 @@ from harness.wire.packet import ACK, SYN, TCP, UDP, Packet
 
 Key = Tuple[str, int, str, int, int]
 _BROADCAST = "255.255.255.255"
+# Queued timers beyond 8 per open conversation that may pile up before those of ended ones are dropped.
+TIMER_QUEUE_SLACK = 4096
 
 
 def _key(packet) -> Key:
@@ -153,6 +155,12 @@ class ConversationTracker:
         if self._current.get(key) is conv:
             del self._current[key]
         self._open_by_index.pop(conv.index, None)
+        if len(self._timers) > 8 * len(self._open_by_index) + TIMER_QUEUE_SLACK:
+            # An ended conversation's timers stay queued until due (an idle timer, minutes on): left
+            # alone they would grow with the capture, not with what is open.
+            # In place: _advance may be walking this very list.
+            self._timers[:] = [timer for timer in self._timers if timer[2] in self._open_by_index]
+            heapq.heapify(self._timers)
         conv._ended = True
         conv.end_frame = self._frame
         if self.on_finished is not None:

@@ -24,9 +24,17 @@ CWR = 0x80
 FLAG_BITS = {"SYN": SYN, "FIN": FIN, "RST": RST, "PSH": PSH, "ACK": ACK, "URG": URG, "ECE": ECE, "CWR": CWR}
 
 
+def _flag_names(flags: int) -> str:
+    return ", ".join(name for name, bit in FLAG_BITS.items() if flags & bit) or "<none>"
+
+
+# Every row of a ladder names its flags: the 256 combinations are named once.
+_FLAG_NAMES = tuple(_flag_names(flags) for flags in range(256))
+
+
 def flag_names(flags: int) -> str:
     """Flags as Wireshark lists them in its Info column, e.g. 'SYN, ACK'."""
-    return ", ".join(name for name, bit in FLAG_BITS.items() if flags & bit) or "<none>"
+    return _FLAG_NAMES[flags] if 0 <= flags < 256 else _flag_names(flags)
 
 
 # TCP sequence space: 32-bit numbers compared modulo 2^32 (RFC 793's "sequence number arithmetic").

@@ -133,3 +133,20 @@ def test_conversations_are_handed_over_as_they_end_not_all_at_the_end(tmp_path, 
     assert len(open_when_handed) == total
     late = [(index, begun) for index, begun in open_when_handed if begun > index + 1]
     assert not late, f"(conversation, conversations begun when it was handed over): {late[:5]}"
+
+
+@pytest.mark.parametrize("seed", [4, 5])
+def test_dropping_ended_conversations_timers_changes_nothing(seed, tmp_path, monkeypatch):
+    """The tracker drops the queued timers of ended conversations (so the queue follows what is open);
+    dropping them at every end must leave the facts the C scanner, which never drops, hands over."""
+    if pipeline._speedups is None:
+        pytest.skip("harness.analysis._speedups is not compiled")
+    from harness.analysis import tracker
+    path = tmp_path / "interleaved.pcap"
+    path.write_bytes(to_pcap(_interleaved(seed, 200)))
+    in_c = []
+    pipeline.stream_facts(path, in_c.append)
+    monkeypatch.setattr(tracker, "TIMER_QUEUE_SLACK", 0)
+    in_python = []
+    pipeline.stream_conversations(path, lambda conversation: in_python.append(facts(conversation)))
+    assert in_python == in_c
