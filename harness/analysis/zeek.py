@@ -53,7 +53,7 @@ from __future__ import annotations
 import re
 from array import array
 from dataclasses import dataclass
-from typing import FrozenSet, List, Optional, Set, Tuple
+from typing import Dict, FrozenSet, List, Optional, Tuple
 
 from harness.analysis.zeek_ports import DEFAULT_LIKELY_SERVER_PORTS
 from harness.wire.packet import ACK, FIN, RST, SYN, TCP, Packet, seq_delta
@@ -188,7 +188,9 @@ class ZeekEndpoint:
         self.fin_seq = 0            # relative
         self.did_close = False
         self.hist_last_syn = self.hist_last_fin = self.hist_last_rst = 0
-        self.scaled = {"T": [0, 1], "W": [0, 1], "C": [0, 1], "G": [0, 1]}   # letter: [count, next threshold]
+        # letter ("T", "W", "C", "G"): [count, next threshold], made at a letter's first use (most
+        # conversations never retransmit, shrink the window or fail a checksum)
+        self.scaled: Dict[str, List[int]] = {}
         self.packets = 0
         self.ip_bytes = 0           # the IP lengths of its packets (Zeek's ConnSize analyzer)
         self.payloads = array("I")
@@ -254,6 +256,12 @@ def _relative_seq(endpoint: ZeekEndpoint, seq: int, last: int, wraps: int) -> Tu
     return endpoint.relative(seq, wraps), False
 
 
+# Each (kind, side) Connection::CheckHistory is asked about, as a bit of ZeekState._hist_seen.
+_HISTORY_KEYS = {(kind, is_orig): 1 << (2 * number + is_orig)
+                 for number, kind in enumerate(("UDP-D", "FIN_RST", "MULTI_FLAG", "SYN", "FIN", "RST", "DATA", "ACK"))
+                 for is_orig in (False, True)}
+
+
 class ZeekState:
     """One connection, fed its packets in order: read conn_state, history and the endpoints at any time.
 
@@ -272,7 +280,7 @@ class ZeekState:
         self.resp = ZeekEndpoint(False)
         self.orig.peer, self.resp.peer = self.resp, self.orig
         self._history: List[str] = []
-        self._hist_seen: Set[Tuple[str, bool]] = set()
+        self._hist_seen = 0       # bits of _HISTORY_KEYS: which (kind, side) history has recorded
         self.flips = 0
         self.start_time = self.last_time = time_ns
         self.is_active = True
@@ -422,8 +430,9 @@ class ZeekState:
     # --- history ---------------------------------------------------------------------------------------
     def _conn_check_history(self, key: Tuple[str, bool], code: str) -> bool:
         """Connection::CheckHistory: record `code` the first time `key` is seen; True if seen before."""
-        if key not in self._hist_seen:
-            self._hist_seen.add(key)
+        bit = _HISTORY_KEYS[key]
+        if not self._hist_seen & bit:
+            self._hist_seen |= bit
             self._history.append(code)
             return False
         return True
@@ -446,7 +455,9 @@ class ZeekState:
 
     def _scaled_letter(self, code: str, endpoint: ZeekEndpoint, letter: str) -> None:
         """Session::ScaledHistoryEntry, with its 32-bit counter and threshold."""
-        counts = endpoint.scaled[letter]
+        counts = endpoint.scaled.get(letter)
+        if counts is None:
+            counts = endpoint.scaled[letter] = [0, 1]
         counts[0] = _u32(counts[0] + 1)
         if counts[0] == counts[1]:
             self._history.append(code)
