@@ -13,6 +13,7 @@ from harness.analysis.pipeline import stream_summaries
 from harness.analysis.summary import table
 from harness.cli._common import (MISMATCH, OK, UNUSABLE, Unusable, damaged, describe_filter, expectation,
                                  matches, no_such_conversation, note_slow_path_once, nothing_to_show, reading, streamed, unreadable, write_text)
+from harness.cli._many import add_jobs_option, run_each
 from harness.render import ladder
 from harness.render.i18n import LANGUAGES, default_language
 from harness.wire.reader import CaptureFormatError
@@ -32,6 +33,7 @@ def add_parsers(commands) -> None:
     summary.add_argument("--json", action="store_true",
                          help="JSON with Zeek conn.log field names (an array for one file, an object by file for several)")
     _filters(summary)
+    add_jobs_option(summary)
     summary.set_defaults(run=run_summary)
 
     show = commands.add_parser("show", help="draw a saved capture's conversations as ladders")
@@ -42,8 +44,8 @@ def add_parsers(commands) -> None:
     show.add_argument("--expect", metavar="SPEC", help="mark each packet with its verdict against this expectation")
     show.set_defaults(run=run_show)
 
-    check = commands.add_parser("check", help="hold a saved capture to an expectation: exit 0 match, 1 not")
-    check.add_argument("file", type=Path)
+    check = commands.add_parser("check", help="hold saved captures to an expectation: exit 0 all match, 1 not")
+    check.add_argument("files", nargs="+", type=Path, metavar="FILE")
     check.add_argument("--expect", required=True, metavar="SPEC",
                        help=f"an expectation file, or a built-in one: {', '.join(builtin_names())}")
     check.add_argument("--conversation", type=int, metavar="N",
@@ -52,6 +54,7 @@ def add_parsers(commands) -> None:
     check.add_argument("--annotate", type=Path, metavar="OUT",
                        help="write the capture to OUT (pcapng) with each packet's verdict as a packet comment")
     check.add_argument("--svg", type=Path, metavar="OUT", help="draw the checked conversation with verdicts as SVG")
+    add_jobs_option(check)
     check.set_defaults(run=run_check)
 
     explained = commands.add_parser("explain", help="walk through a conversation packet by packet, in words")
@@ -73,40 +76,43 @@ def add_parsers(commands) -> None:
 
 
 def run_summary(args) -> int:
-    status = OK
-    tables = {}
-    if args.json and len(args.files) > 1:
+    note_slow_path_once()
+    several = len(args.files) > 1
+    if args.json and several:
         print("{")
-    for number, path in enumerate(args.files):
-        records = []
-        if args.json:
-            # Records are printed as conversations end, so memory does not grow with the capture.
-            prefix = f"{json.dumps(str(path))}: " if len(args.files) > 1 else ""
-            printer = _JsonArrayPrinter(prefix)
-            emit = printer.print
-        else:
-            emit = records.append
-        if args.port is not None or args.proto is not None:
-            emit = _filtered(emit, args.port, args.proto)
-        try:
-            note_slow_path_once()
-            analysis = reading(path, lambda: stream_summaries(path, emit, verify_checksums=args.zeek_checksums))
-        except Unusable as error:
-            print(f"harness summary: {error}", file=sys.stderr)
-            status = UNUSABLE
-            analysis = None
-        if args.json:
-            printer.close("," if number < len(args.files) - 1 else "")
-        elif analysis is not None and not unreadable(analysis):
-            tables[str(path)] = (records, analysis)
-        if analysis is not None:
-            status = max(status, damaged(analysis, "summary"))
-    if args.json and len(args.files) > 1:
+    status = run_each(args, args.files, _summary_of)
+    if args.json and several:
         print("}")
-    for path, (records, analysis) in tables.items():
-        if len(args.files) > 1:
+    return status
+
+
+def _summary_of(args, path: Path, position: int) -> int:
+    """One file's summary: its JSON array (an entry of the object by file, for several files), or its table."""
+    several = len(args.files) > 1
+    records = []
+    if args.json:
+        # Records are printed as conversations end, so memory does not grow with the capture.
+        printer = _JsonArrayPrinter(f"{json.dumps(str(path))}: " if several else "")
+        emit = printer.print
+    else:
+        emit = records.append
+    if args.port is not None or args.proto is not None:
+        emit = _filtered(emit, args.port, args.proto)
+    status = OK
+    try:
+        analysis = reading(path, lambda: stream_summaries(path, emit, verify_checksums=args.zeek_checksums))
+    except Unusable as error:
+        print(f"harness summary: {error}", file=sys.stderr)
+        status = UNUSABLE
+        analysis = None
+    if args.json:
+        printer.close("," if position < len(args.files) - 1 else "")
+    elif analysis is not None and not unreadable(analysis):
+        if several:
             print(f"== {path}")
         print(table(records) if records else nothing_to_show(analysis, describe_filter(args.port, args.proto)))
+    if analysis is not None:
+        status = max(status, damaged(analysis, "summary"))
     return status
 
 
@@ -159,6 +165,15 @@ def run_show(args) -> int:
 
 
 def run_check(args) -> int:
+    if len(args.files) > 1 and (args.annotate or args.svg):
+        raise Unusable(f"--{'annotate' if args.annotate else 'svg'} writes one file: check one capture with it, "
+                       f"not {len(args.files)}")
+    expectation(args.expect)     # a bad spec is one line, said once, not once per file
+    return run_each(args, args.files, _check_one)
+
+
+def _check_one(args, path: Path, position: int) -> int:
+    args = argparse.Namespace(**{**vars(args), "file": path})
     wanted = expectation(args.expect)
     if not wanted.about_a_conversation:
         return _check_capture(args, wanted)
