@@ -128,7 +128,9 @@ typedef struct Conv {
     uint64_t hash;
     /* conversation */
     Py_ssize_t index;
-    Py_ssize_t first_frame, end_frame; /* its first packet's frame; the frame it ended at (0: the capture's end) */
+    /* its first packet's frame; the last frame of its own (a packet, or an ICMP error it was given);
+     * the frame it ended at (0: the capture's end) */
+    Py_ssize_t first_frame, last_frame, end_frame;
     unsigned char orig_addr[16], resp_addr[16];
     int orig_port, resp_port;
     PyObject *orig_host, *resp_host;   /* str, or NULL until needed */
@@ -1141,7 +1143,7 @@ static PyObject *conv_facts(Conv *c) {
     if (history && orig_payloads && resp_payloads) {
         int tcp = c->proto == TCP;
         facts = Py_BuildValue(
-            "{s:n,s:i,s:O,s:i,s:O,s:i,s:L,s:L,s:s,s:O,s:L,s:L,s:K,s:K,s:L,s:L,s:O,s:O,s:L,s:L,s:L,s:K,s:n,s:n,s:N}",
+            "{s:n,s:i,s:O,s:i,s:O,s:i,s:L,s:L,s:s,s:O,s:L,s:L,s:K,s:K,s:L,s:L,s:O,s:O,s:L,s:L,s:L,s:K,s:n,s:n,s:n,s:N}",
             "index", c->index, "proto", c->proto, "orig_h", c->orig_host, "orig_p", c->orig_port,
             "resp_h", c->resp_host, "resp_p", c->resp_port, "first_time_ns", (long long)c->start_time,
             "last_time_ns", (long long)c->last_time, "conn_state", conn_state(c), "history", history,
@@ -1155,7 +1157,7 @@ static PyObject *conv_facts(Conv *c) {
             "duplicate_acks", tcp ? (long long)(c->orig->duplicate_acks + c->resp->duplicate_acks) : 0LL,
             "missed_bytes", (unsigned long long)(c->orig->missed_bytes + c->resp->missed_bytes),
             "icmp_unreachable", c->unreachable ? PyList_GET_SIZE(c->unreachable) : (Py_ssize_t)0,
-            "first_frame", c->first_frame,
+            "first_frame", c->first_frame, "last_frame", c->last_frame,
             "end_frame", frame_or_none(c->end_frame));
     }
     Py_XDECREF(history);
@@ -1227,7 +1229,10 @@ static Conv *conv_for(Scanner *s, const PacketFields *p) {
         if (end_conv(s, c) < 0) return NULL;
         c = NULL;
     }
-    if (c) return c;
+    if (c) {
+        c->last_frame = s->frame;
+        return c;
+    }
     c = PyMem_Calloc(1, sizeof(Conv));
     if (!c) { PyErr_NoMemory(); return NULL; }
     memcpy(c->key_addr, key.addr, sizeof key.addr);
@@ -1246,7 +1251,7 @@ static Conv *conv_for(Scanner *s, const PacketFields *p) {
     Py_XINCREF(c->orig_host);
     Py_XINCREF(c->resp_host);
     c->index = ++s->started;
-    c->first_frame = s->frame;
+    c->first_frame = c->last_frame = s->frame;
     c->orig = &c->sides[0];
     c->resp = &c->sides[1];
     init_side(c->orig, 1, c->resp);
@@ -1591,6 +1596,7 @@ static PyObject *Scanner_feed_unreachable(Scanner *s, PyObject *args) {
         if (!PyErr_Occurred()) {
             Conv *c = src_len == dst_len ? lookup(s, &key) : NULL;
             if (c && !c->unreachable) c->unreachable = PyList_New(0);
+            if (c) c->last_frame = PyLong_AsSsize_t(frame);
             PyObject *item = c && c->unreachable ? PyTuple_Pack(2, frame, time) : NULL;
             if (!c || (item && PyList_Append(c->unreachable, item) == 0)) result = Py_None;
             Py_XDECREF(item);

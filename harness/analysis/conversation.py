@@ -67,7 +67,7 @@ class Conversation:
 
     # Slots: a long capture makes one of these per conversation, and every packet touches one.
     __slots__ = ("index", "proto", "orig", "resp", "began_mid_stream", "keep_segments", "segments", "zeek", "tshark",
-                 "unreachable", "first_time_ns", "last_time_ns", "first_frame", "end_frame", "key", "_seq_base",
+                 "unreachable", "first_time_ns", "last_time_ns", "first_frame", "last_frame", "end_frame", "key", "_seq_base",
                  "_ended")
 
     def __init__(self, index: int, proto: int, orig: Endpoint, resp: Endpoint, began_mid_stream: bool = False,
@@ -86,6 +86,7 @@ class Conversation:
         self.last_time_ns = 0               # the last packet's time (conn.log's duration is Zeek's: zeek.last_time)
         self.key: Tuple = ()                # the tracker's
         self.first_frame = 0                # the tracker's: its first packet's frame
+        self.last_frame = 0                 # the tracker's: its last frame (a packet, or an ICMP error)
         self.end_frame: Optional[int] = None    # the tracker's: the frame that ended it (None: the capture's end)
         # Per direction (True: from the originator) base for relative numbers.
         self._seq_base: Dict[bool, int] = {}

@@ -358,12 +358,14 @@ def stream_analysis(path, on_conversation: Callable[[Conversation], None], wante
     none (its conversation_count says how many the capture has). Nothing is kept of a conversation once
     it is handed on, so memory follows the conversations open at once, not the size of the capture.
 
-    When only some conversations are wanted and the C scanner is compiled, two passes: the scanner
-    finds which conversations are wanted and their frames (tracker rule 6), then a Replay rebuilds
-    only those, from packets decoded up to the last frame it needs. Otherwise one pass of the
-    tracker, which keeps segments only for what is wanted. Either way the conversations are those
-    analyse() holds (tests/unit/test_streaming.py holds the two to that)."""
-    if not wanted.everything and _speedups is not None and not os.environ.get(PURE_PYTHON_ENV):
+    With the C scanner compiled, two passes: the scanner finds which conversations are wanted and
+    their frames (tracker rule 6), then a Replay rebuilds only those, from packets decoded up to the
+    last frame it needs, and hands each on once the capture is past its last frame (so what is held
+    at once is the conversations whose packets interleave, not all those Zeek's timers keep open).
+    Otherwise one pass of the tracker, which keeps segments only for what is wanted and hands each on
+    as its timers end it. Either way the conversations are those analyse() holds
+    (tests/unit/test_streaming.py holds the two to that)."""
+    if _speedups is not None and not os.environ.get(PURE_PYTHON_ENV):
         return _two_passes(path, on_conversation, wanted, settings, verify_checksums)
     in_order = _InOrder(on_conversation)
     first_taken: List[int] = []
@@ -397,7 +399,7 @@ def _two_passes(path, on_conversation: Callable[[Conversation], None], wanted: W
         started[0] += 1
         if wanted.takes(facts["index"], facts["proto"], (facts["orig_p"], facts["resp_p"])):
             key = _key(_Ends(facts["orig_h"], facts["orig_p"], facts["resp_h"], facts["resp_p"], facts["proto"]))
-            targets.append(Target(facts["index"], key, facts["first_frame"], facts["end_frame"]))
+            targets.append(Target(facts["index"], key, facts["first_frame"], facts["last_frame"], facts["end_frame"]))
 
     analysis = stream_facts(path, found, settings, verify_checksums)
     analysis.started = started[0]
@@ -409,10 +411,9 @@ def _two_passes(path, on_conversation: Callable[[Conversation], None], wanted: W
     for target in targets:
         in_order.begun(target.index)
     replay = Replay(targets, in_order.ended, settings)
-    last_frame = None if any(t.end_frame is None for t in targets) else max(t.end_frame for t in targets)
     decoder = _RecordDecoder(path, None, replay.feed_unreachable, verify_checksums, replay.feed_corrupt)
     try:
-        for packet in _decoded(path, decoder, last_frame):
+        for packet in _decoded(path, decoder, max(target.last_frame for target in targets) + 1):
             replay.feed(packet)
     except CaptureFormatError:
         pass     # the first pass met the same damage at the same place, and said so

@@ -34,12 +34,12 @@ def _uid(first_time_ns: int, proto: int, orig_h: str, orig_p: int, resp_h: str, 
 
 # The facts a record is made of, as the pure analysis and the C scanner both hand them over.
 # first_time_ns and last_time_ns are Zeek's start and last time (the latter stops once both sides closed);
-# first_frame and end_frame bound its packets in the file (tracker rule 6), for a second pass to find them.
+# first_frame, last_frame and end_frame place it in the file (tracker rule 6), for a second pass to find it.
 FACTS = ("index", "proto", "orig_h", "orig_p", "resp_h", "resp_p", "first_time_ns", "last_time_ns", "conn_state",
          "history", "orig_pkts", "resp_pkts", "orig_bytes", "resp_bytes", "orig_ip_bytes", "resp_ip_bytes",
          "orig_payloads", "resp_payloads",
          "retransmissions", "out_of_order", "duplicate_acks", "missed_bytes", "icmp_unreachable",
-         "first_frame", "end_frame")
+         "first_frame", "last_frame", "end_frame")
 
 
 def facts(conversation: Conversation) -> Dict[str, object]:
@@ -67,7 +67,8 @@ def facts(conversation: Conversation) -> Dict[str, object]:
         "retransmissions": retransmissions, "out_of_order": out_of_order, "duplicate_acks": duplicate_acks,
         "missed_bytes": orig.missed_bytes + resp.missed_bytes,
         "icmp_unreachable": len(conversation.unreachable),
-        "first_frame": conversation.first_frame, "end_frame": conversation.end_frame,
+        "first_frame": conversation.first_frame, "last_frame": conversation.last_frame,
+        "end_frame": conversation.end_frame,
     }
 
 

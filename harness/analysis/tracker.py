@@ -18,9 +18,9 @@ src/packet_analysis/protocol/ip/IPBasedAnalyzer.cc):
    as history C.
 6. A tracker given `on_finished` hands each ended conversation over and forgets it, so its memory
    follows the open conversations, not the packets; the rest are handed over, in order of first
-   packet, by `finish()`. A conversation's packets are those of its key from its `first_frame` up
-   to, not including, its `end_frame` (the frame whose packet ended it; None: the capture's end),
-   which is how a second pass finds them again (pipeline.replay).
+   packet, by `finish()`. A conversation's packets are those of its key from its `first_frame` to its
+   `last_frame` (its last packet, or the last ICMP error tied to it); `end_frame` is the frame whose
+   packet ended it (None: the capture's end). That is how a second pass finds them again (Replay).
 7. An ICMP port unreachable belongs to the conversation of the UDP datagram it quotes.
 """
 from __future__ import annotations
@@ -89,6 +89,7 @@ class ConversationTracker:
     def feed(self, packet: Packet) -> Conversation:
         conv = self._lookup(packet)
         conv._add(packet)
+        conv.last_frame = packet.frame
         self._schedule(conv)
         return conv
 
@@ -96,6 +97,7 @@ class ConversationTracker:
         """Rule 5: a packet with a bad TCP/UDP checksum."""
         conv = self._lookup(packet)
         conv._add_corrupt(packet)
+        conv.last_frame = packet.frame
         self._schedule(conv)
         return conv
 
@@ -171,6 +173,7 @@ class ConversationTracker:
         conv = self._current.get(_key(quote))
         if conv is not None:
             conv.unreachable.append((frame, time_ns))
+            conv.last_frame = frame
         return conv
 
     def _start(self, packet: Packet) -> Conversation:
@@ -201,14 +204,15 @@ def new_conversation(packet: Packet, index: int, settings: ZeekSettings, network
 
 
 class Target(NamedTuple):
-    """A conversation a first pass found (rule 6): its number, key and frames."""
+    """A conversation a first pass found (rule 6): its number, key, and its first and last frames."""
     index: int
     key: Key
     first_frame: int
-    end_frame: Optional[int]      # None: it lasted to the capture's end
+    last_frame: int
+    end_frame: Optional[int] = None     # what the first pass said, handed on with the conversation
 
     def holds(self, frame: int) -> bool:
-        return self.first_frame <= frame and (self.end_frame is None or frame < self.end_frame)
+        return self.first_frame <= frame <= self.last_frame
 
 
 class Replay:
@@ -216,8 +220,9 @@ class Replay:
     segments, from the same capture's packets fed in the same order: every packet of a target's key
     within its frames is its own (rule 6), so nothing else need be tracked. The state each packet
     leaves is the same as in ConversationTracker, whose timers only ever decide when a conversation
-    ends, which the targets already say. Each rebuilt conversation goes to `on_finished` once the
-    packets have passed its end_frame (the rest at `finish()`)."""
+    ends, which the targets already say. Each rebuilt conversation goes to `on_finished` as soon as the
+    capture is past its last frame (the rest at `finish()`): it has all it will ever have, although the
+    tracker would end it only later, when a timer says so."""
 
     def __init__(self, targets: Iterable[Target], on_finished: Callable[[Conversation], None],
                  settings: ZeekSettings = ZeekSettings()) -> None:
@@ -228,12 +233,13 @@ class Replay:
         for target in sorted(targets, key=lambda t: t.first_frame):
             self._by_key.setdefault(target.key, []).append(target)
         self._current: Dict[Key, Tuple[Target, Conversation]] = {}
-        self._ending: List[Tuple[int, int, Key]] = []     # (end_frame, index, key) of those begun
+        self._ending: List[Tuple[int, int, Key]] = []     # (last_frame, index, key) of those begun
 
     def feed(self, packet: Packet) -> Optional[Conversation]:
         conv = self._lookup(packet)
         if conv is not None:
             conv._add(packet)
+            conv.last_frame = packet.frame
             conv.zeek.timers.clear()
         return conv
 
@@ -241,15 +247,18 @@ class Replay:
         conv = self._lookup(packet)
         if conv is not None:
             conv._add_corrupt(packet)
+            conv.last_frame = packet.frame
             conv.zeek.timers.clear()
         return conv
 
     def feed_unreachable(self, quote, frame: int, time_ns: int) -> Optional[Conversation]:
-        self._end_before(frame)
+        if self._ending and self._ending[0][0] < frame:
+            self._end_before(frame)
         found = self._current.get(_key(quote))
         if found is None or not found[0].holds(frame):
             return None
         found[1].unreachable.append((frame, time_ns))
+        found[1].last_frame = frame
         return found[1]
 
     def finish(self) -> None:
@@ -261,7 +270,7 @@ class Replay:
         if self.network_time is None or packet.time_ns > self.network_time:
             self.network_time = packet.time_ns
         frame = packet.frame
-        if self._ending and self._ending[0][0] <= frame:
+        if self._ending and self._ending[0][0] < frame:
             self._end_before(frame)
         key = _key(packet)
         found = self._current.get(key)
@@ -277,13 +286,12 @@ class Replay:
         conv.key, conv.end_frame = key, target.end_frame
         conv.zeek.timers.clear()
         self._current[key] = (target, conv)
-        if target.end_frame is not None:
-            heapq.heappush(self._ending, (target.end_frame, target.index, key))
+        heapq.heappush(self._ending, (target.last_frame, target.index, key))
         return conv
 
     def _end_before(self, frame: int) -> None:
-        """Hand over every conversation whose end_frame the packets have reached."""
-        while self._ending and self._ending[0][0] <= frame:
+        """Hand over every conversation whose last frame lies before `frame`."""
+        while self._ending and self._ending[0][0] < frame:
             _end, _index, key = heapq.heappop(self._ending)
             self._hand_over(key)
 
