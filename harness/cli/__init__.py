@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from typing import Optional, Sequence
 
 from harness import __version__
 from harness.analysis.pipeline import speedups_status
-from harness.cli._common import OK, UNUSABLE, Unusable
+from harness.cli._common import UNUSABLE, Unusable
 from harness.errors import HarnessError
 from harness.run import BACKENDS
 
@@ -47,8 +48,47 @@ def _doctor(args) -> int:
     return run(args.backend, args.interface)
 
 
+class _ReaderMayLeave:
+    """stdout for a reader that may go away (`| head -1`): from then on what is printed is dropped, and
+    the command goes on to the end, so its exit status still says whether everything matched."""
+
+    def __init__(self, stream) -> None:
+        self._stream = stream
+        self.reader_left = False
+
+    def write(self, text: str) -> int:
+        if not self.reader_left:
+            try:
+                return self._stream.write(text)
+            except BrokenPipeError:
+                self._drop_the_rest()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.reader_left:
+            try:
+                self._stream.flush()
+            except BrokenPipeError:
+                self._drop_the_rest()
+
+    def _drop_the_rest(self) -> None:
+        self.reader_left = True
+        try:
+            # What the stream still buffers, and its flush at exit, go nowhere instead of failing again.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self._stream.fileno())
+            os.close(devnull)
+        except (OSError, ValueError, AttributeError):
+            pass
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = _parser().parse_args(argv)
+    stdout = sys.stdout
+    sys.stdout = _ReaderMayLeave(stdout)
     try:
         return args.run(args)
     except HarnessError as error:      # one tree: input, environment or run, each one line
@@ -58,6 +98,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"harness {args.command}: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
-        # The reader (say, `head`) went away; that is not an error of ours.
-        sys.stderr.close()
-        return OK
+        # Written past sys.stdout (a child's output, say) after the reader went away: the work did not
+        # finish, so nothing can be said to have matched.
+        print(f"harness {args.command}: the output pipe closed before the command finished", file=sys.stderr)
+        return UNUSABLE
+    finally:
+        sys.stdout.flush()
+        sys.stdout = stdout

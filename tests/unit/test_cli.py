@@ -1,5 +1,6 @@
 """The command line, in process, on the reference captures: exit 0 match, 1 mismatch, 2 unusable input."""
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -341,3 +342,31 @@ def test_a_failing_check_opens_with_the_cause(capsys):
     assert first == (f"FAIL {LAB / 'tcp-broken-server.pcapng'}: the server reset the connection (RST) after the "
                      f"client's 2 bytes, without replying: it closed the socket with data unread, or its program died "
                      f"(conversation 1 against {BUILTIN_DIR / 'tcp_graceful.txt'})")
+
+
+def _with_stdout_closed(argv) -> "subprocess.CompletedProcess":
+    """harness run with a stdout pipe whose reader has gone before the first line (as `| head -0`)."""
+    import subprocess
+    import sys
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        return subprocess.run([sys.executable, "-m", "harness", *argv], stdout=write_end, stderr=subprocess.PIPE,
+                              text=True, timeout=120)
+    finally:
+        os.close(write_end)
+
+
+@pytest.mark.parametrize("name, expected", [("tcp-lab", 0), ("tcp-broken-server", 1)])
+def test_a_closed_stdout_leaves_the_exit_status_the_verdicts(name, expected):
+    done = _with_stdout_closed(["check", str(LAB / f"{name}.pcapng"), "--expect", "tcp_lab"])
+    assert (done.returncode, done.stderr) == (expected, "")
+
+
+def test_a_closed_stdout_does_not_hide_a_failure_in_a_later_file(tmp_path):
+    """The first file's verdict fills the pipe's place; the second, failing, still decides the status."""
+    files = [str(LAB / "tcp-lab.pcapng"), str(LAB / "tcp-broken-server.pcapng")]
+    done = _with_stdout_closed(["check", "-j", "1", "--expect", "tcp_lab", *files])
+    assert (done.returncode, done.stderr) == (1, "")
+    done = _with_stdout_closed(["summary", "-j", "2", *files, str(tmp_path / "missing.pcap")])
+    assert done.returncode == 2 and done.stderr.strip().endswith("missing.pcap: no such file")
