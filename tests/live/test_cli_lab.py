@@ -44,3 +44,22 @@ def test_seed_ports_taken_is_one_line_naming_the_process(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("harness lab: udp-lab: port 8081 (udp) is already in use by ")
     assert str(os.getpid()) in err
+
+
+@pytest.mark.capture
+def test_lab_with_its_reader_gone_runs_every_scenario_and_exits_with_their_verdict(capture_backend, tmp_path):
+    """`harness lab | head -1`: the reader leaves after a line; every scenario still runs and is judged."""
+    import os
+    import subprocess
+    import sys
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        done = subprocess.run([sys.executable, "-m", "harness", "lab", "--backend", capture_backend,
+                               "--pcap-dir", str(tmp_path)], stdout=write_end, stderr=subprocess.PIPE, text=True,
+                              timeout=120)
+    finally:
+        os.close(write_end)
+    assert (done.returncode, done.stderr) == (0, "")
+    assert sorted(p.name for p in tmp_path.glob("*.pcapng")) == ["tcp-broken-server.pcapng", "tcp-lab.pcapng",
+                                                                 "udp-lab.pcapng"]
