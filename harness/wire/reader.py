@@ -621,6 +621,8 @@ class _Gunzip:
         self._fed = 0
         self._failure: Optional[zlib.error] = None
         self.truncated = False
+        self._members = 1           # the member being read, counted from 1
+        self._member_output = 0     # bytes it has given so far
 
     def read(self, size: int) -> bytes:
         while True:
@@ -636,6 +638,8 @@ class _Gunzip:
                         return b""
                 self._inflater = zlib.decompressobj(wbits=31)
                 self._input, self._fed = rest.lstrip(b"\x00"), 0
+                self._members += 1
+                self._member_output = 0
             if self._fed == len(self._input):
                 self._input, self._fed = self._raw.read(self.RAW_CHUNK), 0
                 if not self._input:
@@ -648,11 +652,19 @@ class _Gunzip:
             except zlib.error as exc:
                 # The error takes the whole call's output with it. Replay the piece from the
                 # checkpoint a byte at a time to hand out all that came before the damage
-                # (once per file, so the cost does not matter); the next read raises.
+                # (once per file, so the cost does not matter); the next read raises. Nothing
+                # before it is no end of file: the loop raises at once.
                 self._failure = exc
-                return self._replay(checkpoint, piece)
+                if self._members > 1 and not self._member_output:
+                    self._failure = zlib.error(f"what follows gzip member {self._members - 1} is not a valid "
+                                               f"gzip member ({exc})")
+                good = self._replay(checkpoint, piece)
+                if good:
+                    return good
+                continue
             self._fed += len(piece) - len(self._inflater.unconsumed_tail)
             if out:
+                self._member_output += len(out)
                 return out
 
     @staticmethod

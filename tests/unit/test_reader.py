@@ -205,6 +205,29 @@ def test_gzip_multiple_members(tmp_path):
     assert [r.time_ns for r in records] == [i * 10**9 for i in range(10)]
 
 
+def _two_members(damage_at=None, after=b""):
+    plain = pb.pcap([(i, 0, FRAME) for i in range(11)])
+    second = bytearray(gzip.compress(plain[24 + 5 * (16 + len(FRAME)):]))
+    if damage_at is not None:
+        second[damage_at if damage_at >= 0 else len(second) + damage_at] ^= 0xFF
+    return gzip.compress(plain[:24 + 5 * (16 + len(FRAME))]) + bytes(second) + after
+
+
+@pytest.mark.parametrize("damage_at, after", [(10, b""), (12, b""), (-6, b""), (None, b"trailing garbage"),
+                                              (None, b"\x1f\x8b\x08 not gzip")],
+                         ids=["second-header", "second-data", "second-crc", "garbage", "gzip-like-garbage"])
+def test_damage_after_the_first_gzip_member_is_damage_not_the_end(damage_at, after, tmp_path):
+    """As `gzip -t` rejects them: a damaged later member, or bytes after the last that are no member."""
+    got, error = read_until_error(write(tmp_path, _two_members(damage_at, after), "x.pcap.gz"))
+    assert error is not None and "gzip" in str(error), f"read {len(got)} of 11 records as a whole file"
+    assert len(got) >= 5
+
+
+def test_zero_padding_after_the_last_gzip_member_is_tolerated(tmp_path):
+    _, records = read_all(write(tmp_path, _two_members(after=bytes(512)), "x.pcap.gz"))
+    assert len(records) == 11
+
+
 def test_gzip_streams_in_bounded_reads(tmp_path):
     plain = pb.pcap([(i, 0, FRAME * 20) for i in range(2000)])
     compressed = io.BytesIO(gzip.compress(plain))
