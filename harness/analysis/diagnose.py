@@ -22,16 +22,23 @@ UDP
 
 The run's own reasons (a program that crashed, one that never listened) come before these and are
 the runner's to give (harness.run.runner): it knows the processes, this module only the wire.
+
+A connection idle past Zeek's inactivity timeout (TCP 300 s, UDP 60 s) ends there, and its later
+packets make a new conversation, as Zeek's conn.log has it (tshark keeps one stream). harness keeps
+Zeek's rule, so every command numbers conversations alike; when a checked conversation failed and
+its endpoints go on after such a gap, `split_by_idle_timeout` is the cause, naming the conversation
+that continues it (a capture whose clock stepped forward splits a connection the same way).
 """
 from __future__ import annotations
 
 from typing import Optional, Sequence
 
-from harness.analysis.conversation import Conversation
+from harness.analysis.conversation import SECOND, Conversation
+from harness.analysis.zeek import TCP_INACTIVITY_TIMEOUT, UDP_INACTIVITY_TIMEOUT
 from harness.analysis.expect import Problem
 from harness.wire.packet import FIN, RST, SYN, TCP, seq_ge
 
-__all__ = ["diagnose", "first_line"]
+__all__ = ["diagnose", "first_line", "split_by_idle_timeout"]
 
 
 def first_line(problem: Problem) -> str:
@@ -125,3 +132,17 @@ def _udp(conversation: Conversation) -> Optional[str]:
     if answered < sent:
         return f"only {answered} of {sent} datagrams {'was' if answered == 1 else 'were'} answered"
     return None
+
+
+def split_by_idle_timeout(conversation: Conversation, later: int, later_first_ns: int,
+                          later_first_frame: int) -> Optional[str]:
+    """The cause, when conversation `later` (same endpoints, first packet at later_first_ns) continues
+    `conversation` after a gap past the inactivity timeout; None when the gap is shorter."""
+    timeout = TCP_INACTIVITY_TIMEOUT if conversation.proto == TCP else UDP_INACTIVITY_TIMEOUT
+    gap = later_first_ns - conversation.last_time_ns
+    if gap < timeout:
+        return None
+    return (f"the connection goes on as conversation {later} at frame {later_first_frame}, after "
+            f"{gap / SECOND:g} s without a packet: past the {timeout // SECOND} s inactivity timeout a connection "
+            f"ends, as in Zeek's conn.log (a forward step of the capture's clock does the same; tshark keeps one "
+            f"stream); check the rest with --conversation {later}")

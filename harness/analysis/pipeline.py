@@ -429,3 +429,13 @@ class _Ends(NamedTuple):
     dport: int
     proto: int
 
+
+
+def conversation_facts(path, on_facts: Callable[[Dict[str, object]], None], settings: ZeekSettings = ZeekSettings(),
+                       verify_checksums: bool = False) -> Analysis:
+    """Each conversation's facts (summary.FACTS, by name) as it ends: from the C scanner when it is
+    compiled, else from the pure analysis; the same either way."""
+    from harness.analysis.summary import facts
+    if _speedups is not None and not os.environ.get(PURE_PYTHON_ENV):
+        return stream_facts(path, on_facts, settings, verify_checksums)
+    return stream_conversations(path, lambda conversation: on_facts(facts(conversation)), settings, verify_checksums)

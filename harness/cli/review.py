@@ -7,9 +7,9 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-from harness.analysis.diagnose import diagnose
+from harness.analysis.diagnose import diagnose, split_by_idle_timeout
 from harness.analysis.expect import builtin_names, write_expectation
-from harness.analysis.pipeline import stream_summaries
+from harness.analysis.pipeline import conversation_facts, stream_summaries
 from harness.analysis.summary import table
 from harness.cli._common import (MISMATCH, OK, UNUSABLE, Unusable, damaged, describe_filter, expectation,
                                  matches, no_such_conversation, note_slow_path_once, nothing_to_show, reading, streamed, unreadable, write_text)
@@ -219,8 +219,8 @@ def _check_one(args, path: Path, position: int) -> int:
     problems = wanted.problems(conversation, dissection) + (tally.problems() if tally is not None else [])
     notes = wanted.frame_notes(conversation, dissection)
     if problems:
-        verdict = (f"FAIL {args.file}: {diagnose(conversation, problems)} "
-                   f"(conversation {conversation.index} against {wanted.source})")
+        cause = _continued_after_idle(args, conversation) or diagnose(conversation, problems)
+        verdict = f"FAIL {args.file}: {cause} (conversation {conversation.index} against {wanted.source})"
     else:
         verdict = f"PASS {args.file}: conversation {conversation.index} matches {wanted.source}"
     _annotate(args, notes, verdict, problems)
@@ -235,6 +235,25 @@ def _check_one(args, path: Path, position: int) -> int:
         print(ladder.render(conversation, str(args.file), notes))
         return MISMATCH
     return OK
+
+
+def _continued_after_idle(args, conversation) -> Optional[str]:
+    """diagnose.split_by_idle_timeout's cause, if a later conversation between the same endpoints goes on
+    after the inactivity timeout (one more pass of the scanner, for a failure only)."""
+    ends = {(conversation.orig.host, conversation.orig.port), (conversation.resp.host, conversation.resp.port)}
+    later = []
+
+    def same_endpoints(found) -> None:
+        if (found["index"] > conversation.index and found["proto"] == conversation.proto
+                and {(found["orig_h"], found["orig_p"]), (found["resp_h"], found["resp_p"])} == ends):
+            later.append(found)
+
+    conversation_facts(args.file, same_endpoints, verify_checksums=args.zeek_checksums)
+    if not later:
+        return None
+    following = min(later, key=lambda found: found["index"])
+    return split_by_idle_timeout(conversation, following["index"], following["first_time_ns"],
+                                 following["first_frame"])
 
 
 def _check_capture(args, wanted) -> int:

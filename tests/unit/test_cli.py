@@ -370,3 +370,25 @@ def test_a_closed_stdout_does_not_hide_a_failure_in_a_later_file(tmp_path):
     assert (done.returncode, done.stderr) == (1, "")
     done = _with_stdout_closed(["summary", "-j", "2", *files, str(tmp_path / "missing.pcap")])
     assert done.returncode == 2 and done.stderr.strip().endswith("missing.pcap: no such file")
+
+
+def test_a_clock_step_past_the_idle_timeout_is_named_in_the_failure(tmp_path, capsys):
+    """Issue 15 item 10: 301 s between two packets of one connection split it, as in Zeek's conn.log;
+    check fails on the first part (the wire has 5 of the 11 segments) and says where the rest went."""
+    from harness.wire.reader import open_capture
+    from support import pcapbuild as pb
+    second = 10**9
+    with open_capture(LAB / "tcp-lab.pcapng") as capture:
+        records = [(r.time_ns + (301 * second if number > 5 else 0), r.data, r.origlen)
+                   for number, r in enumerate(capture, 1)]
+        linktype = capture.linktype
+    stepped = tmp_path / "stepped.pcap"
+    stepped.write_bytes(pb.pcap([(t // second, t % second, data, origlen) for t, data, origlen in records],
+                                linktype=linktype, nano=True, snaplen=262144))
+    assert main(["check", str(stepped), "--expect", "tcp_lab"]) == 1
+    verdict = capsys.readouterr().out.splitlines()[0]
+    assert verdict.startswith(f"FAIL {stepped}: the connection goes on as conversation 2 at frame 6, after 301")
+    assert verdict.endswith("check the rest with --conversation 2 (conversation 1 against "
+                            f"{BUILTIN_DIR / 'tcp_lab.txt'})")
+    assert main(["check", str(LAB / "tcp-broken-server.pcapng"), "--expect", "tcp_lab"]) == 1
+    assert "goes on as conversation" not in capsys.readouterr().out, "no split where there was none"
