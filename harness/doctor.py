@@ -17,7 +17,7 @@ from harness import __version__
 
 from harness.run import tools
 from harness.run.capture import capture_unavailable_reason, permission_hint
-from harness.run.capture.dumpcap import DUMPCAP_ENV, dumpcap_path
+from harness.run.capture.dumpcap import DUMPCAP_ENV, cannot_run, dumpcap_path
 from harness.run.capture.session import CaptureUnavailable
 from harness.analysis.pipeline import speedups_status
 
@@ -60,6 +60,12 @@ def _dumpcap_findings(root: bool, backend: str) -> List[Finding]:
         fix = (f"point {DUMPCAP_ENV} at a dumpcap executable, or unset it" if os.environ.get(DUMPCAP_ENV)
                else tools.tool("dumpcap").install)
         return [Finding("FAIL" if backend == "dumpcap" else "WARN", "dumpcap", str(error), fix)]
+    try:
+        subprocess.run([dumpcap, "--version"], capture_output=True, timeout=10)
+    except OSError as error:
+        return [Finding("FAIL" if backend == "dumpcap" else "WARN", "dumpcap", cannot_run(dumpcap, error))]
+    except subprocess.TimeoutExpired:
+        pass     # said below, as the version that did not answer
     found = [Finding("OK", "dumpcap", f"{dumpcap}: {_version([dumpcap, '--version'])}")]
     capabilities = file_capabilities(dumpcap)
     if all(cap in capabilities for cap in CAPTURE_CAPABILITIES):

@@ -212,6 +212,11 @@ def bind_or_explain(server_socket: socket.socket, host: str, port: int) -> None:
             raise LabError(f"port {port} on {host} is already in use; stop the other server "
                            f"or pass --port 0")
         if problem.errno == errno.EADDRNOTAVAIL:
+            if host in ("127.0.0.1", "::1"):
+                # The loopback address itself: what is missing is lo's address, not a better address to pass.
+                prefix = "127.0.0.1/8" if host == "127.0.0.1" else "::1/128"
+                raise LabError(f"{host} is not on the loopback interface here (lo has lost it, in this network "
+                               f"namespace at least): give it back with `ip addr add {prefix} dev lo`")
             raise LabError(f"{host} is not an address of this machine; pass --host 127.0.0.1")
         if problem.errno == errno.EACCES:
             raise LabError(f"not allowed to bind port {port} on {host}; use a port above 1023 "

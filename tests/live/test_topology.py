@@ -400,3 +400,23 @@ def test_unrelated_traffic_on_other_ports_and_in_other_namespaces_on_the_same_po
     assert conversation.orig.host == conversation.resp.host == "127.0.0.1" and conversation.resp.port == port
     assert all(port in (s.packet.sport, s.packet.dport) and s.packet.src == "127.0.0.1"
                for s in conversation.segments)
+
+
+def test_a_server_where_lo_has_lost_127_0_0_1_says_to_give_it_back(netns):
+    """Issue 15 item 9: '127.0.0.1 is not an address of this machine; pass --host 127.0.0.1' repeated the
+    problem as its advice. In a namespace whose lo lost its address, the line says to give it back."""
+    name = f"harness-lo-bare-{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", name], check=True, timeout=15)
+    try:
+        for step in (["ip", "link", "set", "lo", "up"], ["ip", "addr", "del", "127.0.0.1/8", "dev", "lo"]):
+            subprocess.run(["ip", "netns", "exec", name, *step], check=True, timeout=15)
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+        done = subprocess.run(["ip", "netns", "exec", name, sys.executable, "-m", "harness.lab.tcp_server",
+                               "--host", "127.0.0.1", "--port", "0"], capture_output=True, text=True, timeout=30,
+                              env=env, stdin=subprocess.DEVNULL)
+    finally:
+        subprocess.run(["ip", "netns", "delete", name], check=True, timeout=15)
+    assert done.returncode == 2
+    assert done.stderr.strip().endswith("127.0.0.1 is not on the loopback interface here (lo has lost it, in this "
+                                        "network namespace at least): give it back with "
+                                        "`ip addr add 127.0.0.1/8 dev lo`"), done.stderr

@@ -203,3 +203,20 @@ def test_an_editable_install_without_a_compiler_succeeds_and_says_so(tmp_path):
                             capture_output=True, text=True, cwd=tmp_path, timeout=60)
     assert status.stdout.startswith("False pure Python, several times slower: building harness.analysis."
                                     "_speedups on Python"), status.stdout + status.stderr
+
+
+@pytest.mark.parametrize("content", [b"plain text, not a program\n", b"#!/nonexistent/interpreter\n"],
+                         ids=["not-elf", "missing-interpreter"])
+def test_a_dumpcap_that_cannot_run_is_one_line_saying_so(content, monkeypatch, tmp_path, capsys):
+    """Issue 15 items 3 and 9: HARNESS_DUMPCAP naming something that is no program ended in a traceback."""
+    from harness.cli import main
+    fake = tmp_path / "dumpcap"
+    fake.write_bytes(content)
+    fake.chmod(0o755)
+    monkeypatch.setenv("HARNESS_DUMPCAP", str(fake))
+    report = {finding.subject: finding for finding in findings()}
+    assert report["dumpcap"].level == "FAIL" and "cannot be run" in report["dumpcap"].detail
+    assert main(["lab", "tcp-lab", "--pcap-dir", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"harness lab: tcp-lab: {fake} cannot be run ({os.strerror(8 if b'plain' in content else 2)}): "
+                   f"point HARNESS_DUMPCAP at Wireshark's dumpcap, or unset it\n")

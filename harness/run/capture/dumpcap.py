@@ -38,6 +38,13 @@ def dumpcap_path() -> str:
         raise CaptureUnavailable(f"{missing}, or use the scapy backend") from None
 
 
+def cannot_run(exe: str, error: OSError) -> str:
+    """Why an executable that exists would not start (not a program, a missing interpreter), and what to do."""
+    fix = (f"point {DUMPCAP_ENV} at Wireshark's dumpcap, or unset it" if os.environ.get(DUMPCAP_ENV)
+           else "reinstall it: bash scripts/setup.sh")
+    return f"{exe} cannot be run ({error.strerror or error}): {fix}"
+
+
 def explain_dumpcap_error(stderr: str) -> str:
     """dumpcap's own complaint, one line, with what to do about it."""
     lines = [line.strip() for line in stderr.splitlines()
@@ -58,6 +65,8 @@ def probe_dumpcap(interface: str = "lo", timeout: float = 10.0) -> Optional[str]
         done = subprocess.run([exe, "-L", "-i", interface], capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         return f"dumpcap -L -i {interface} did not answer within {timeout:g} s"
+    except OSError as error:
+        return cannot_run(exe, error)
     return None if done.returncode == 0 else explain_dumpcap_error(done.stderr)
 
 
@@ -75,8 +84,11 @@ class DumpcapCapture(Capture):
         command = [dumpcap_path(), "-i", self.interface, "-w", "-", "-B", str(self.buffer_mib)]
         if full_filter:
             command += ["-f", full_filter]
-        self._process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                         stderr=subprocess.PIPE, bufsize=0, preexec_fn=die_with_parent)
+        try:
+            self._process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                             stderr=subprocess.PIPE, bufsize=0, preexec_fn=die_with_parent)
+        except OSError as error:
+            raise CaptureUnavailable(cannot_run(command[0], error)) from None
         for target in (self._pump_stdout, self._pump_stderr):
             thread = threading.Thread(target=target, name=f"dumpcap-{target.__name__}", daemon=True)
             thread.start()
