@@ -344,7 +344,7 @@ def test_a_failing_check_opens_with_the_cause(capsys):
                      f"(conversation 1 against {BUILTIN_DIR / 'tcp_graceful.txt'})")
 
 
-def _with_stdout_closed(argv) -> "subprocess.CompletedProcess":
+def _with_stdout_closed(argv):
     """harness run with a stdout pipe whose reader has gone before the first line (as `| head -0`)."""
     import subprocess
     import sys
