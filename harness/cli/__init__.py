@@ -12,7 +12,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import signal
 import sys
+import threading
 from typing import Optional, Sequence
 
 from harness import __version__
@@ -85,12 +87,27 @@ class _ReaderMayLeave:
         return getattr(self._stream, name)
 
 
+class Terminated(BaseException):
+    """SIGTERM (what `timeout`, CI runners and containers send), raised where the command is, so that
+    everything it started is stopped and cleaned up on the way out, as for Ctrl-C."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated()
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = _parser().parse_args(argv)
     stdout = sys.stdout
     sys.stdout = _ReaderMayLeave(stdout)
+    on_sigterm = None
+    if threading.current_thread() is threading.main_thread():
+        on_sigterm = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         return args.run(args)
+    except Terminated:
+        print(f"harness {args.command}: terminated (SIGTERM); what it had started is stopped", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except HarnessError as error:      # one tree: input, environment or run, each one line
         print(f"harness {args.command}: {error}", file=sys.stderr)
         return UNUSABLE
@@ -103,5 +120,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"harness {args.command}: the output pipe closed before the command finished", file=sys.stderr)
         return UNUSABLE
     finally:
+        if on_sigterm is not None:
+            signal.signal(signal.SIGTERM, on_sigterm)
         sys.stdout.flush()
         sys.stdout = stdout

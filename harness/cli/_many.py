@@ -13,8 +13,8 @@ import argparse
 import io
 import multiprocessing
 import os
+import signal
 import sys
-from concurrent.futures import ProcessPoolExecutor
 from functools import partial
 from pathlib import Path
 from typing import Callable, List, Sequence, Tuple
@@ -57,14 +57,27 @@ def run_each(args: argparse.Namespace, paths: Sequence[Path], work: FileWork) ->
         return max((_guarded(work, args, path, position) for position, path in enumerate(paths)), default=OK)
     status = OK
     # fork: the workers inherit the parsed arguments and the imported analysis, and start at once.
-    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("fork")) as pool:
-        for out, err, code in pool.map(partial(_captured, work, args), paths, range(len(paths))):
+    pool = multiprocessing.get_context("fork").Pool(jobs, initializer=_worker_signals)
+    try:
+        for out, err, code in pool.imap(partial(_captured, work, args), enumerate(paths)):
             sys.stdout.flush()
             sys.stderr.write(err)
             sys.stderr.flush()
             sys.stdout.write(out)
             status = max(status, code)
+        pool.close()
+    except BaseException:
+        pool.terminate()     # interrupted (Ctrl-C, SIGTERM): no worker goes on reading
+        raise
+    finally:
+        pool.join()
     return status
+
+
+def _worker_signals() -> None:
+    """A worker leaves Ctrl-C and SIGTERM to the parent, which stops the workers itself."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _guarded(work: FileWork, args: argparse.Namespace, path: Path, position: int) -> int:
@@ -76,7 +89,8 @@ def _guarded(work: FileWork, args: argparse.Namespace, path: Path, position: int
         return UNUSABLE
 
 
-def _captured(work: FileWork, args: argparse.Namespace, path: Path, position: int) -> Tuple[str, str, int]:
+def _captured(work: FileWork, args: argparse.Namespace, numbered: Tuple[int, Path]) -> Tuple[str, str, int]:
+    position, path = numbered
     out, err = io.StringIO(), io.StringIO()
     saved: List = [sys.stdout, sys.stderr]
     sys.stdout, sys.stderr = out, err

@@ -155,3 +155,30 @@ def test_ctrl_c_in_the_middle_of_a_capture_leaves_nothing_behind(capture_backend
     wait_until(lambda: not any(alive(pid) for pid in started), 10, "the interrupted run's processes to go")
     finals = [p.name for p in pcaps.iterdir() if not p.name.endswith(".partial")]
     assert finals == [] and [p.name for p in pcaps.iterdir()] == ["test_interrupted__test_interrupted.pcapng.partial"]
+
+
+def test_sigterm_mid_capture_stops_everything_and_says_so(capture_backend, tmp_path):
+    """Issue 15 item 4: SIGTERM (timeout, a CI runner, a container) exited -15 without a word and could
+    leave a 0-byte .partial. Now: exit 143, one line, every process gone, no final pcap."""
+    pcap = tmp_path / "run.pcapng"
+    client = (f"{sys.executable} -c \"import socket, time, sys; sys.argv.append('sigterm-marker'); "
+              f"s = socket.create_connection(('{{host}}', {{port}})); time.sleep(120)\"")
+    harness = subprocess.Popen([sys.executable, "-m", "harness", "run", "--backend", capture_backend,
+                                "--server", f"{sys.executable} -m harness.lab.tcp_server --host {{host}} --port {{port}}",
+                                "--client", client, "--expect", "tcp_lab", "--pcap", str(pcap), "--timeout", "100"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: any("sigterm-marker" in _cmdline(pid) or "create_connection" in _cmdline(pid)
+                               for pid in children_of(harness.pid)), 30, "the client to start under capture")
+        started = children_of(harness.pid)
+        harness.send_signal(signal.SIGTERM)
+        out, err = harness.communicate(timeout=30)
+    finally:
+        if harness.poll() is None:
+            harness.kill()
+            harness.wait()
+    assert harness.returncode == 143, (out, err)
+    assert err.strip().splitlines() == ["harness run: terminated (SIGTERM); what it had started is stopped"]
+    wait_until(lambda: not any(alive(pid) for pid in started), 10, "the terminated run's processes to go")
+    assert not pcap.exists(), "a capture cut short is never given the final name"
+    assert all(p.stat().st_size > 0 for p in tmp_path.glob("*.partial")), "an empty .partial was left behind"
