@@ -406,25 +406,30 @@ def bulk_transfers(packets: int, seed: int = 2) -> Iterator[Tuple[int, LabConver
 
 
 def write_bulk_workload(out_dir: Path, packets: int) -> Workload:
-    """The long-flow workload of at least `packets` packets, from the cache when it is there."""
+    """The long-flow workload of at least `packets` packets, from the cache when it is there. Cached by
+    the size asked for, with its counts beside it: planning a million packets again only to name the
+    file would take seconds."""
+    stem = f"bulk-tcp-{packets}-v{BULK_GENERATOR_VERSION}"
+    counts = out_dir / f"{stem}.json"
+    pcap, pcapng = out_dir / f"{stem}.pcap", out_dir / f"{stem}.pcapng"
+    if pcap.exists() and pcapng.exists() and counts.exists():
+        known = json.loads(counts.read_text())
+        return Workload("bulk", pcap, pcapng, known["conversations"], known["packets"])
     transfers = 0
-    total = 0
-    for _start, _conversation, plan in bulk_transfers(packets):
-        transfers += 1
-        total += len(plan)
-    stem = f"bulk-tcp-{total}-v{BULK_GENERATOR_VERSION}"
-    workload = Workload("bulk", out_dir / f"{stem}.pcap", out_dir / f"{stem}.pcapng", transfers, total)
-    if workload.pcap.exists() and workload.pcapng.exists():
-        return workload
 
     def frames() -> Iterator[Tuple[int, bytes]]:
+        nonlocal transfers
         for start, conversation, plan in bulk_transfers(packets):
+            transfers += 1
             base = START_SECONDS * 1_000_000 + start
             for micros, frame in bulk_frames(conversation, plan):
                 yield base + micros, frame
 
-    _write_capture(workload.pcap, workload.pcapng, frames())
-    return workload
+    written = _write_capture(pcap, pcapng, frames())
+    partial = counts.with_suffix(".json.partial")
+    partial.write_text(json.dumps({"packets": written, "conversations": transfers}))
+    partial.rename(counts)
+    return Workload("bulk", pcap, pcapng, transfers, written)
 
 
 WORKLOADS = {"lab": write_workload, "bulk": write_bulk_workload}
