@@ -1184,14 +1184,17 @@ static int text_add(Text *t, const char *bytes, size_t n) {
 
 static int text_cstr(Text *t, const char *s) { return text_add(t, s, strlen(s)); }
 
-static int text_ll(Text *t, long long value) {
-    char digits[32];
-    return text_add(t, digits, (size_t)snprintf(digits, sizeof digits, "%lld", value));
+/* Decimal digits by hand: snprintf's format parsing was a tenth of the time of a lab record. */
+static int text_ull(Text *t, unsigned long long value) {
+    char digits[24];
+    char *end = digits + sizeof digits, *digit = end;
+    do { *--digit = (char)('0' + value % 10); value /= 10; } while (value);
+    return text_add(t, digit, (size_t)(end - digit));
 }
 
-static int text_ull(Text *t, unsigned long long value) {
-    char digits[32];
-    return text_add(t, digits, (size_t)snprintf(digits, sizeof digits, "%llu", value));
+static int text_ll(Text *t, long long value) {
+    if (value >= 0) return text_ull(t, (unsigned long long)value);
+    return text_add(t, "-", 1) < 0 ? -1 : text_ull(t, 0ULL - (unsigned long long)value);
 }
 
 /* A JSON string as json.dumps writes it (ensure_ascii); what is written here is ASCII anyway. */
