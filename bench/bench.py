@@ -204,47 +204,40 @@ def pcapng_header() -> bytes:
 
 @dataclass(frozen=True)
 class Workload:
+    kind: str                   # "lab" or "bulk"
     pcap: Path
     pcapng: Path
     conversations: int
-
-    @property
-    def packets(self) -> int:
-        return self.conversations * PACKETS_PER_CONVERSATION
+    packets: int
 
 
 def conversations_for(packets: int) -> int:
     return max(1, math.ceil(packets / PACKETS_PER_CONVERSATION))
 
 
-def write_workload(out_dir: Path, packets: int) -> Workload:
-    """The workload of at least `packets` packets, from the cache when it is there."""
-    conversations = conversations_for(packets)
-    stem = f"lab-tcp-{conversations * PACKETS_PER_CONVERSATION}-v{GENERATOR_VERSION}"
-    workload = Workload(out_dir / f"{stem}.pcap", out_dir / f"{stem}.pcapng", conversations)
-    if workload.pcap.exists() and workload.pcapng.exists():
-        return workload
-    out_dir.mkdir(parents=True, exist_ok=True)
-    # Written beside the final names and renamed, so an interrupted run never leaves a short cached file.
-    partial_pcap = workload.pcap.with_suffix(".pcap.partial")
-    partial_pcapng = workload.pcapng.with_suffix(".pcapng.partial")
+def _write_capture(pcap_path: Path, pcapng_path: Path, frames: Iterator[Tuple[int, bytes]]) -> int:
+    """Write (microseconds since the epoch, frame) as classic pcap and as pcapng; the packets written.
+    Written beside the final names and renamed, so an interrupted run never leaves a short cached file."""
+    pcap_path.parent.mkdir(parents=True, exist_ok=True)
+    partial_pcap = pcap_path.with_suffix(".pcap.partial")
+    partial_pcapng = pcapng_path.with_suffix(".pcapng.partial")
+    written = 0
     with open(partial_pcap, "wb") as pcap, open(partial_pcapng, "wb") as pcapng:
         pcap.write(pcap_header())
         pcapng.write(pcapng_header())
         pcap_chunk: List[bytes] = []
         pcapng_chunk: List[bytes] = []
-        for start, conversation, pace in lab_conversations(conversations):
-            for segment, frame in zip(LAB_SEGMENTS, lab_frames(conversation)):
-                micros = START_SECONDS * 1_000_000 + start + int(segment.micros * pace)
-                length = len(frame)
-                seconds, fraction = divmod(micros, 1_000_000)
-                pcap_chunk.append(PCAP_RECORD.pack(seconds, fraction, length, length))
-                pcap_chunk.append(frame)
-                padding = -length % 4
-                block_length = 32 + length + padding
-                pcapng_chunk.append(PCAPNG_EPB_HEAD.pack(6, block_length, 0, micros >> 32, micros & 0xFFFFFFFF,
-                                                         length, length))
-                pcapng_chunk.append(frame + bytes(padding) + PCAPNG_BLOCK_TAIL.pack(block_length))
+        for micros, frame in frames:
+            length = len(frame)
+            seconds, fraction = divmod(micros, 1_000_000)
+            pcap_chunk.append(PCAP_RECORD.pack(seconds, fraction, length, length))
+            pcap_chunk.append(frame)
+            padding = -length % 4
+            block_length = 32 + length + padding
+            pcapng_chunk.append(PCAPNG_EPB_HEAD.pack(6, block_length, 0, micros >> 32, micros & 0xFFFFFFFF,
+                                                     length, length))
+            pcapng_chunk.append(frame + bytes(padding) + PCAPNG_BLOCK_TAIL.pack(block_length))
+            written += 1
             if len(pcap_chunk) >= 100_000:
                 pcap.write(b"".join(pcap_chunk))
                 pcapng.write(b"".join(pcapng_chunk))
@@ -252,9 +245,194 @@ def write_workload(out_dir: Path, packets: int) -> Workload:
                 pcapng_chunk.clear()
         pcap.write(b"".join(pcap_chunk))
         pcapng.write(b"".join(pcapng_chunk))
-    partial_pcap.rename(workload.pcap)
-    partial_pcapng.rename(workload.pcapng)
+    partial_pcap.rename(pcap_path)
+    partial_pcapng.rename(pcapng_path)
+    return written
+
+
+def write_workload(out_dir: Path, packets: int) -> Workload:
+    """The lab workload of at least `packets` packets, from the cache when it is there."""
+    conversations = conversations_for(packets)
+    stem = f"lab-tcp-{conversations * PACKETS_PER_CONVERSATION}-v{GENERATOR_VERSION}"
+    workload = Workload("lab", out_dir / f"{stem}.pcap", out_dir / f"{stem}.pcapng", conversations,
+                        conversations * PACKETS_PER_CONVERSATION)
+    if workload.pcap.exists() and workload.pcapng.exists():
+        return workload
+
+    def frames() -> Iterator[Tuple[int, bytes]]:
+        for start, conversation, pace in lab_conversations(conversations):
+            for segment, frame in zip(LAB_SEGMENTS, lab_frames(conversation)):
+                yield START_SECONDS * 1_000_000 + start + int(segment.micros * pace), frame
+
+    _write_capture(workload.pcap, workload.pcapng, frames())
     return workload
+
+
+# -- the long-flow workload -----------------------------------------------------------------------
+# Bulk transfers: the client sends ~660 full segments, the server acknowledges every second one
+# (delayed ACK) and at once when data is out of order, as Linux does. The capture is taken at the
+# receiver, so a segment lost on the way is missing where it was sent; the three segments after it
+# each draw a duplicate ACK, and its fast retransmission comes after the third. Some segments are
+# seen twice (a spurious retransmission), some swapped with the next (reordering on the path).
+
+BULK_GENERATOR_VERSION = 1
+BULK_SERVER_PORT = 5201         # iperf3's
+BULK_MSS = 1448                 # Ethernet's 1500 less IPv4, TCP and the timestamp option
+BULK_SEGMENTS = (600, 720)      # data segments per transfer: about 1,000 packets with the ACKs
+BULK_LOSS, BULK_DUPLICATE, BULK_REORDER = 0.01, 0.005, 0.005
+BULK_PAYLOAD = bytes(range(256)) * (BULK_MSS // 256 + 1)
+
+
+@dataclass(frozen=True)
+class BulkPacket:
+    from_client: bool
+    flags: int
+    seq: int                    # relative to the sender's ISN
+    ack: int                    # relative to the receiver's ISN
+    length: int                 # payload bytes
+    micros: int                 # since the transfer's SYN
+
+
+def bulk_plan(rng: random.Random) -> List[BulkPacket]:
+    """One transfer's packets in capture order, drawn from rng: handshake, data with loss, teardown."""
+    plan = [BulkPacket(True, SYN, 0, 0, 0, 0), BulkPacket(False, SYN | ACK, 0, 1, 0, 30),
+            BulkPacket(True, ACK, 1, 1, 0, 60)]
+    now = 60
+    count = rng.randint(*BULK_SEGMENTS)
+    order: List[int] = []               # the client's segments as the capture sees them
+    pending: List[Tuple[int, int]] = []     # (lost segment, segments still to pass before its retransmission)
+    index = 0
+    while index < count or pending:
+        if index < count:
+            draw = rng.random()
+            if draw < BULK_LOSS:
+                pending.append((index, 3))
+            elif draw < BULK_LOSS + BULK_DUPLICATE:
+                order += [index, index]
+            elif draw < BULK_LOSS + BULK_DUPLICATE + BULK_REORDER and index + 1 < count:
+                order += [index + 1, index]
+                index += 1
+            else:
+                order.append(index)
+            index += 1
+            passed = 1
+        else:
+            passed = 3                  # nothing left to send: the retransmission timer fires instead
+        due = [lost for lost, left in pending if left <= passed]
+        pending = [(lost, left - passed) for lost, left in pending if left > passed]
+        order += due
+    received = set()
+    next_expected = 0                   # in segments
+    unacked = 0
+    last_segment = count * BULK_MSS
+    for segment in order:
+        now += rng.randint(8, 20)
+        plan.append(BulkPacket(True, ACK | (PSH if segment == count - 1 else 0), 1 + segment * BULK_MSS, 1,
+                               BULK_MSS, now))
+        filled_hole = segment == next_expected and any(s > segment for s in received)
+        received.add(segment)
+        if segment == next_expected:
+            while next_expected in received:
+                next_expected += 1
+            unacked += 1
+            if not filled_hole and unacked < 2 and next_expected < count:
+                continue
+        unacked = 0
+        now += rng.randint(3, 6)
+        plan.append(BulkPacket(False, ACK, 1, 1 + min(next_expected * BULK_MSS, last_segment), 0, now))
+    end = 1 + last_segment
+    for from_client, flags, seq, ack in ((True, FIN | ACK, end, 1), (False, ACK, 1, end + 1),
+                                         (False, FIN | ACK, 1, end + 1), (True, ACK, end + 1, 2)):
+        now += rng.randint(20, 60)
+        plan.append(BulkPacket(from_client, flags, seq, ack, 0, now))
+    return plan
+
+
+def bulk_frames(conversation: LabConversation, plan: Sequence[BulkPacket]) -> Iterator[Tuple[int, bytes]]:
+    """(micros since the transfer's SYN, Ethernet frame) for each packet of the plan; checksums as in
+    lab_frames: real IP header checksums, loopback's partial TCP checksums."""
+    c = conversation
+    addresses = _fold((c.client_ip >> 16) + (c.client_ip & 0xFFFF) + (c.server_ip >> 16) + (c.server_ip & 0xFFFF))
+    ip_ids = [c.server_ip_id, c.client_ip_id]
+    for packet in plan:
+        if packet.from_client:
+            src, dst, sport, dport = c.client_ip, c.server_ip, c.client_port, c.server_port
+            own_isn, peer_isn, own_ts, peer_ts = c.client_isn, c.server_isn, c.client_tsval, c.server_tsval
+        else:
+            src, dst, sport, dport = c.server_ip, c.client_ip, c.server_port, c.client_port
+            own_isn, peer_isn, own_ts, peer_ts = c.server_isn, c.client_isn, c.server_tsval, c.client_tsval
+        is_syn = bool(packet.flags & SYN)
+        tcp_length = (40 if is_syn else 32) + packet.length
+        ip_length = 20 + tcp_length
+        ip_id = ip_ids[packet.from_client]
+        ip_ids[packet.from_client] = (ip_id + 1) & 0xFFFF
+        ip_checksum = ~_fold(0x4500 + 0x4000 + 0x4006 + ip_length + ip_id + addresses) & 0xFFFF
+        tcp_checksum = _fold(addresses + 6 + tcp_length)
+        seq = (own_isn + packet.seq) & 0xFFFFFFFF
+        ack = 0 if packet.flags == SYN else (peer_isn + packet.ack) & 0xFFFFFFFF
+        milliseconds = packet.micros // 1000
+        tsval = (own_ts + milliseconds) & 0xFFFFFFFF
+        tsecr = 0 if packet.flags == SYN else (peer_ts + milliseconds) & 0xFFFFFFFF
+        window = (65495 if packet.from_client else 65483) if is_syn else 64 if packet.from_client else 2048
+        header = (0x45, 0, ip_length, ip_id, 0x4000, 64, 6, ip_checksum, src, dst,
+                  sport, dport, seq, ack, (tcp_length - packet.length) << 2, packet.flags,
+                  window, tcp_checksum, 0)
+        if is_syn:
+            packed = SYN_SEGMENT.pack(*header, SYN_OPTION_WORDS[0], SYN_OPTION_WORDS[1], tsval, tsecr,
+                                      SYN_OPTION_WORDS[2])
+        else:
+            packed = TIMESTAMP_SEGMENT.pack(*header, TIMESTAMP_OPTION_WORD, tsval, tsecr)
+        yield packet.micros, ETHERNET_HEADER + packed + BULK_PAYLOAD[:packet.length]
+
+
+def bulk_transfers(packets: int, seed: int = 2) -> Iterator[Tuple[int, LabConversation, List[BulkPacket]]]:
+    """(start in microseconds since START_SECONDS, the conversation, its plan) until at least `packets`
+    packets. Deterministic, draws in order, so a smaller workload is the start of a larger one;
+    transfers follow one another, so time only increases."""
+    rng = random.Random(seed)
+    start = total = index = 0
+    while total < packets:
+        block, port_index = divmod(index, len(CLIENT_PORTS))
+        conversation = LabConversation(
+            client_ip=FIRST_CLIENT_IP + block, client_port=CLIENT_PORTS[port_index],
+            client_isn=rng.getrandbits(32), server_isn=rng.getrandbits(32),
+            client_tsval=rng.getrandbits(31), server_tsval=rng.getrandbits(32),
+            client_ip_id=rng.getrandbits(16), server_ip_id=rng.getrandbits(16), server_port=BULK_SERVER_PORT)
+        plan = bulk_plan(rng)
+        yield start, conversation, plan
+        total += len(plan)
+        index += 1
+        start += plan[-1].micros + rng.randrange(1000, 5000)
+
+
+def write_bulk_workload(out_dir: Path, packets: int) -> Workload:
+    """The long-flow workload of at least `packets` packets, from the cache when it is there. Cached by
+    the size asked for, with its counts beside it: planning a million packets again only to name the
+    file would take seconds."""
+    stem = f"bulk-tcp-{packets}-v{BULK_GENERATOR_VERSION}"
+    counts = out_dir / f"{stem}.json"
+    pcap, pcapng = out_dir / f"{stem}.pcap", out_dir / f"{stem}.pcapng"
+    if pcap.exists() and pcapng.exists() and counts.exists():
+        known = json.loads(counts.read_text())
+        return Workload("bulk", pcap, pcapng, known["conversations"], known["packets"])
+    transfers = 0
+
+    def frames() -> Iterator[Tuple[int, bytes]]:
+        nonlocal transfers
+        for start, conversation, plan in bulk_transfers(packets):
+            transfers += 1
+            base = START_SECONDS * 1_000_000 + start
+            for micros, frame in bulk_frames(conversation, plan):
+                yield base + micros, frame
+
+    written = _write_capture(pcap, pcapng, frames())
+    partial = counts.with_suffix(".json.partial")
+    partial.write_text(json.dumps({"packets": written, "conversations": transfers}))
+    partial.rename(counts)
+    return Workload("bulk", pcap, pcapng, transfers, written)
+
+
+WORKLOADS = {"lab": write_workload, "bulk": write_bulk_workload}
 
 
 # -- the peers' analyses, each run in its own process (bench.py --worker TOOL FILE) ---------------
@@ -391,9 +569,11 @@ def stage_scan(path: str) -> Tuple[int, list]:
 
 
 def stage_summaries(path: str) -> Tuple[int, list]:
+    """As `summary --json` runs it: each record's JSON text, written by the scanner (pure Python: by
+    summary.record_json)."""
     from harness.analysis.pipeline import stream_summaries
     records: list = []
-    trace = stream_summaries(path, records.append)
+    trace = stream_summaries(path, records.append, as_json=True)
     return trace.packets, records
 
 
@@ -405,8 +585,8 @@ def stage_pure_python(path: str) -> Tuple[int, list]:
 
 STAGES = {
     "scan": ("harness: records to conversations (C)", stage_scan),
-    "summaries": ("harness: + summary records", stage_summaries),
-    "pure": ("harness, pure Python: summary records", stage_pure_python),
+    "summaries": ("harness: + JSON summary records", stage_summaries),
+    "pure": ("harness, pure Python: JSON summary records", stage_pure_python),
     "floor": ("for comparison: unpack and group only", stage_floor),
 }
 ANALYSES.update({f"stage-{name}": analyse for name, (_label, analyse) in STAGES.items()})
@@ -441,13 +621,14 @@ class Run:
     analysis_cpu: Optional[float] = None    # a --worker's own CPU seconds for the analysis alone
 
 
-def run_measured(argv: Sequence[str], keep_stdout: bool) -> Run:
+def run_measured(argv: Sequence[str], keep_stdout: bool, keep_stderr: bool = True) -> Run:
     """Run argv to completion; wall time and the peak RSS of that child alone (wait4, not RUSAGE_CHILDREN,
     which would be the maximum over every child so far)."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         began = time.perf_counter()
         process = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL,
-                                   stdout=out if keep_stdout else subprocess.DEVNULL, stderr=err)
+                                   stdout=out if keep_stdout else subprocess.DEVNULL,
+                                   stderr=err if keep_stderr else subprocess.DEVNULL)
         _pid, wait_status, usage = os.wait4(process.pid, 0)
         wall = time.perf_counter() - began
         process.returncode = os.waitstatus_to_exitcode(wait_status)
@@ -465,6 +646,9 @@ class Tool:
     checks_output: bool = False     # a --worker that prints what it found
     runs: List[Run] = field(default_factory=list)
     file_packets: int = 0       # packets in the file it ran on
+    file_conversations: int = 0     # and conversations (what a --worker must find)
+    ok_statuses: Tuple[int, ...] = (0,)     # `check` exits 1 for a mismatch: a run all the same
+    keep_stderr: bool = True    # tshark's flow graph writes GLib criticals by the 100,000: not kept
     scale: float = 1.0          # full workload / what it ran on
     note: str = ""              # why there are no figures
     failure: str = ""
@@ -508,8 +692,9 @@ def tool_set(workload: Workload, pyshark_workload: Workload) -> Dict[str, Tool]:
         "tshark": Tool("tshark", "tshark -q -z conv,tcp", ["tshark", "-q", "-z", "conv,tcp", "-r", pcap]),
     }
     for tool in tools.values():
-        tool.file_packets = workload.packets
+        tool.file_packets, tool.file_conversations = workload.packets, workload.conversations
     tools["pyshark"].file_packets = pyshark_workload.packets
+    tools["pyshark"].file_conversations = pyshark_workload.conversations
     from harness.run import tools as harness_tools
     tools["pyshark"].scale = workload.packets / pyshark_workload.packets
     if harness_tools.find("tshark") is None:
@@ -523,8 +708,111 @@ def stage_set(workload: Workload) -> List[Tool]:
     stages = [Tool(f"stage-{name}", label, me + [f"stage-{name}", str(workload.pcap)], checks_output=True)
               for name, (label, _analyse) in STAGES.items()]
     for stage in stages:
-        stage.file_packets = workload.packets
+        stage.file_packets, stage.file_conversations = workload.packets, workload.conversations
     return stages
+
+
+# -- the other commands: show, check, --annotate, explain against tshark's flow graph -----------------
+
+FLOW_GRAPH = "tshark -q -z flow,tcp,network"
+COMMAND_RSS_TARGET_MB = 64
+
+
+def chosen_conversation(workload: Workload) -> int:
+    """The conversation --conversation picks: one from the middle, so streaming must pass half the
+    file before it and cannot stop at the first."""
+    return max(1, (workload.conversations + 1) // 2)
+
+
+def command_set(workload: Workload, out_dir: Path) -> List[Tool]:
+    """harness's other reviews of the workload, and tshark drawing its flow graph of the same file."""
+    pcap = str(workload.pcap)
+    number = str(chosen_conversation(workload))
+    annotated = str(out_dir / f"annotated-{workload.kind}.pcapng")
+    harness = harness_command()
+    tools = [
+        Tool("show", "harness show", harness + ["show", pcap]),
+        Tool("check", "harness check --expect tcp_lab", harness + ["check", "--expect", "tcp_lab", pcap]),
+        Tool("check-one", f"harness check --expect tcp_lab --conversation {number}",
+             harness + ["check", "--expect", "tcp_lab", "--conversation", number, pcap]),
+        Tool("annotate", "harness check --expect tcp_lab --annotate OUT",
+             harness + ["check", "--expect", "tcp_lab", "--annotate", annotated, pcap]),
+        Tool("explain", f"harness explain --conversation {number}",
+             harness + ["explain", "--conversation", number, pcap]),
+        Tool("tshark-flow", FLOW_GRAPH, ["tshark", "-q", "-z", "flow,tcp,network", "-r", pcap], keep_stderr=False),
+    ]
+    for tool in tools:
+        tool.file_packets, tool.file_conversations = workload.packets, workload.conversations
+        if tool.name.startswith(("check", "annotate")):
+            tool.ok_statuses = (0, 1)       # 1: the conversation is not tcp_lab's (bulk): a verdict all the same
+    from harness.run import tools as harness_tools
+    if harness_tools.find("tshark") is None:
+        tools[-1].note = f"tshark: not installed ({harness_tools.tool('tshark').install})"
+    return tools
+
+
+def commands_table(commands: Sequence[Tool]) -> str:
+    peer = next((tool for tool in commands if tool.name == "tshark-flow"), None)
+    rows = [["command", "wall s", "cpu s", "peak RSS MB", "time / tshark flow"]]
+    for tool in commands:
+        if not tool.usable:
+            rows.append([tool.label, tool.note or f"FAILED: {tool.failure}"])
+            continue
+        ratio = f"{tool.wall / peer.wall:.2f}x" if peer is not None and peer.usable else "-"
+        rows.append([tool.label, f"{tool.wall:.3f}", f"{tool.cpu:.3f}", f"{tool.peak_rss_mb:.1f}", ratio])
+    return format_table(rows)
+
+
+# -- many files: -j ------------------------------------------------------------------------------
+
+JOBS_FILES = 30
+JOBS = 2
+
+
+def write_split_workload(out_dir: Path, packets: int, files: int = JOBS_FILES) -> List[Path]:
+    """The lab workload of `packets` packets cut into `files` captures of whole conversations (a
+    teacher's 30 submissions), pcap like the workload, cached by size and count."""
+    conversations = max(files, conversations_for(packets))
+    folder = out_dir / f"lab-split-{conversations * PACKETS_PER_CONVERSATION}-{files}-v{GENERATOR_VERSION}"
+    paths = [folder / f"part-{number:02d}.pcap" for number in range(files)]
+    if all(path.exists() for path in paths):
+        return paths
+    per_file = math.ceil(conversations / files)
+    every = list(lab_conversations(conversations))
+    for number, path in enumerate(paths):
+        def frames(part=every[number * per_file:(number + 1) * per_file]) -> Iterator[Tuple[int, bytes]]:
+            for start, conversation, pace in part:
+                for segment, frame in zip(LAB_SEGMENTS, lab_frames(conversation)):
+                    yield START_SECONDS * 1_000_000 + start + int(segment.micros * pace), frame
+        # The pcapng copy is written beside each part only because _write_capture writes both.
+        _write_capture(path, path.with_suffix(".pcapng"), frames())
+    return paths
+
+
+def jobs_set(paths: Sequence[Path]) -> List[Tool]:
+    files = [str(path) for path in paths]
+    harness = harness_command()
+    tools = []
+    for jobs in (1, JOBS):
+        tools.append(Tool(f"summary-j{jobs}", f"harness summary --json -j {jobs} DIR/*.pcap",
+                          harness + ["summary", "--json", "-j", str(jobs)] + files))
+        tools.append(Tool(f"check-j{jobs}", f"harness check -j {jobs} --expect tcp_lab DIR/*.pcap",
+                          harness + ["check", "-j", str(jobs), "--expect", "tcp_lab"] + files, ok_statuses=(0, 1)))
+    return tools
+
+
+def jobs_table(jobs: Sequence[Tool]) -> str:
+    by_name = {tool.name: tool for tool in jobs}
+    rows = [["command", "wall s", "cpu s", "cpu / wall", "peak RSS MB", "-j 1 wall / this"]]
+    for tool in jobs:
+        if not tool.usable:
+            rows.append([tool.label, tool.note or f"FAILED: {tool.failure}"])
+            continue
+        one = by_name.get(tool.name.rsplit("-j", 1)[0] + "-j1")
+        speedup = f"{one.wall / tool.wall:.2f}x" if one is not None and one.usable else "-"
+        rows.append([tool.label, f"{tool.wall:.3f}", f"{tool.cpu:.3f}", f"{tool.cpu / tool.wall:.2f}",
+                     f"{tool.peak_rss_mb:.1f}", speedup])
+    return format_table(rows)
 
 
 def compile_bytecode() -> None:
@@ -535,17 +823,34 @@ def compile_bytecode() -> None:
     compileall.compile_dir(str(Path(harness.__file__).parent), quiet=1)
 
 
-def measure_tools(tools: Sequence[Tool], workload: Workload, repeat: int, progress) -> None:
+def argparse_refused(run: Run) -> Optional[str]:
+    """argparse's own error (exit 2, usage and "error:" on stderr): the command or an option it was
+    given does not exist in this harness; the error line, else None."""
+    lines = run.stderr.strip().splitlines()
+    if run.status == 2 and lines and lines[0].startswith("usage:") and ": error: " in lines[-1]:
+        error = lines[-1].split(": error: ", 1)[1]
+        # "unrecognized arguments: -j FILE FILE ...": the option is the news, not the 30 files.
+        words = error.split(" ")
+        kept = next((index for index, word in enumerate(words) if os.sep in word), len(words))
+        return " ".join(words[:kept]) + (" ..." if kept < len(words) else "")
+    return None
+
+
+def measure_tools(tools: Sequence[Tool], workload: Optional[Workload], repeat: int, progress) -> None:
     for round_number in range(1, repeat + 1):
         for tool in tools:
             if tool.note or tool.failure:
                 continue
             progress(f"[{round_number}/{repeat}] {tool.label} ...")
-            run = run_measured(tool.argv, keep_stdout=tool.checks_output)
+            run = run_measured(tool.argv, keep_stdout=tool.checks_output, keep_stderr=tool.keep_stderr)
             if tool.checks_output and run.status == WORKER_NOT_INSTALLED:
                 tool.note = f"{tool.name}: not installed ({INSTALL_HINTS.get(tool.name, 'pip install ' + tool.name)})"
                 continue
-            if run.status != 0:
+            refused = argparse_refused(run)
+            if refused is not None:
+                tool.note = f"not available in this harness ({refused})"
+                continue
+            if run.status not in tool.ok_statuses:
                 last = run.stderr.strip().splitlines()[-3:]
                 tool.failure = f"{tool.name}: exit status {run.status}: {' / '.join(last) or 'no message'}"
                 continue
@@ -555,8 +860,7 @@ def measure_tools(tools: Sequence[Tool], workload: Workload, repeat: int, progre
                 except (IndexError, ValueError):
                     tool.failure = f"{tool.name}: printed no result line: {run.stdout.strip()[-200:]!r}"
                     continue
-                expected = {"packets": tool.file_packets,
-                            "conversations": tool.file_packets // PACKETS_PER_CONVERSATION}
+                expected = {"packets": tool.file_packets, "conversations": tool.file_conversations}
                 run.analysis_cpu = found.pop("analysis_cpu", None)
                 if "packets" not in found or found != {key: expected.get(key) for key in found}:
                     tool.failure = f"{tool.name}: found {found}, the file has {expected}"
@@ -634,31 +938,64 @@ def tools_table(tools: Sequence[Tool], harness: Optional[Tool]) -> str:
     return format_table(rows)
 
 
-def targets_table(tools: Dict[str, Tool], workload: Workload, scenario: Optional[ScenarioFigures]) -> str:
-    harness = tools.get("harness")
+@dataclass
+class WorkloadFigures:
+    workload: Workload
+    tools: Dict[str, Tool]
+    commands: List[Tool] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return f"{self.workload.kind}, {self.workload.packets:,} packets"
+
+
+def targets_table(measured: Sequence[WorkloadFigures], jobs: Sequence[Tool],
+                  scenario: Optional[ScenarioFigures]) -> str:
     rows = [["target", "measured", "wanted", "status"]]   # speed: the peer's time / the harness's
 
-    def speed(peer_name: str, label: str, wanted: float) -> None:
-        peer = tools.get(peer_name)
-        if harness is None or peer is None or not harness.usable or not peer.usable:
-            rows.append([f"harness summary speed vs {label}", "-", f">= {wanted:g}x", "not measured"])
-            return
-        ratio = peer.wall / harness.wall
-        rows.append([f"harness summary speed vs {label}", f"{ratio:.2f}x", f">= {wanted:g}x",
-                     "met" if ratio >= wanted else "NOT MET"])
+    def judged(label: str, value: Optional[float], shown: str, wanted: str, met: bool) -> None:
+        rows.append([label, shown if value is not None else "-", wanted,
+                     ("met" if met else "NOT MET") if value is not None else "not measured"])
 
-    speed("scapy", "scapy rdpcap analysis", 50)
-    speed("tshark", "tshark -q -z conv,tcp", 2)
-    speed("dpkt", "dpkt analysis", 3)
-    if harness is not None and harness.usable:
-        measured = f"{harness.peak_rss_mb:.1f} MB"
-        if workload.packets >= RSS_TARGET_PACKETS:
-            status = "met" if harness.peak_rss_mb <= 100 else "NOT MET"
+    for figures in measured:
+        harness = figures.tools.get("harness")
+        usable = harness is not None and harness.usable
+
+        def speed(peer_name: str, label: str, wanted: float) -> None:
+            peer = figures.tools.get(peer_name)
+            ratio = peer.wall / harness.wall if usable and peer is not None and peer.usable else None
+            judged(f"harness summary speed vs {label} ({figures.name})", ratio,
+                   f"{ratio:.2f}x" if ratio is not None else "", f">= {wanted:g}x", ratio is not None and ratio >= wanted)
+
+        speed("scapy", "scapy rdpcap analysis", 50)
+        speed("tshark", "tshark -q -z conv,tcp", 4)
+        speed("dpkt", "dpkt analysis", 3)
+        label = f"harness summary peak RSS, 1M packets ({figures.workload.kind})"
+        if usable and figures.workload.packets >= RSS_TARGET_PACKETS:
+            judged(label, harness.peak_rss_mb, f"{harness.peak_rss_mb:.1f} MB", "<= 100 MB", harness.peak_rss_mb <= 100)
+        elif usable:
+            rows.append([label, f"{harness.peak_rss_mb:.1f} MB", "<= 100 MB",
+                         f"not judged: {figures.workload.packets:,} packets here (--packets {RSS_TARGET_PACKETS})"])
         else:
-            status = f"not judged: {workload.packets:,} packets here (--packets {RSS_TARGET_PACKETS})"
-    else:
-        measured, status = "-", "not measured"
-    rows.append(["harness summary peak RSS, 1M packets", measured, "<= 100 MB", status])
+            judged(label, None, "", "<= 100 MB", False)
+        peer = next((tool for tool in figures.commands if tool.name == "tshark-flow"), None)
+        for tool in figures.commands:
+            if tool is peer:
+                continue
+            measured_rss = tool.peak_rss_mb if tool.usable else None
+            judged(f"{tool.label} peak RSS ({figures.name})", measured_rss,
+                   f"{tool.peak_rss_mb:.1f} MB" if tool.usable else "", f"<= {COMMAND_RSS_TARGET_MB} MB",
+                   tool.usable and tool.peak_rss_mb <= COMMAND_RSS_TARGET_MB)
+            ratio = tool.wall / peer.wall if tool.usable and peer is not None and peer.usable else None
+            judged(f"{tool.label} wall vs {FLOW_GRAPH} ({figures.name})", ratio,
+                   f"{ratio:.2f}x" if ratio is not None else "", "<= 1x", ratio is not None and ratio <= 1)
+    cores = min(JOBS, os.cpu_count() or 1)
+    for tool in jobs:
+        if tool.name.endswith(f"-j{JOBS}"):
+            busy = tool.cpu / tool.wall if tool.usable else None
+            wanted = 0.85 * cores
+            judged(f"{tool.label}: CPU time / wall", busy, f"{busy:.2f}" if busy is not None else "",
+                   f">= {wanted:.2f} ({cores} of {os.cpu_count()} CPUs busy)", busy is not None and busy >= wanted)
     if scenario is not None:
         median = statistics.median(scenario.totals)
         rows.append(["lab scenario median, capture start to verdict", f"{median:.3f} s", "<= 0.3 s",
@@ -720,7 +1057,9 @@ def _load() -> str:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--packets", type=int, default=200_000,
-                        help="workload size, rounded up to whole 11-packet conversations (default 200000)")
+                        help="workload size, rounded up to whole conversations (default 200000)")
+    parser.add_argument("--workload", choices=("lab", "bulk", "both"), default="both",
+                        help="lab: 11-packet lab conversations; bulk: long transfers with loss (default both)")
     parser.add_argument("--repeat", type=int, default=3, help="runs of each tool; the median is shown (default 3)")
     parser.add_argument("--pyshark-packets", type=int, default=5000,
                         help="pyshark runs on this many packets, scaled to the full size (default 5000)")
@@ -732,6 +1071,10 @@ def _parser() -> argparse.ArgumentParser:
                         help="comma-separated subset of harness,scapy,dpkt,pyshark,tshark")
     parser.add_argument("--skip-stages", action="store_true",
                         help="skip the table of where harness summary's time goes")
+    parser.add_argument("--skip-commands", action="store_true",
+                        help="skip show, check, --annotate and explain against tshark's flow graph")
+    parser.add_argument("--skip-jobs", action="store_true",
+                        help=f"skip summary and check with -j 1 and -j {JOBS} over {JOBS_FILES} captures")
     return parser
 
 
@@ -749,40 +1092,69 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     def progress(message: str) -> None:
         print(f"  {message}", file=sys.stderr, flush=True)
 
-    began = time.perf_counter()
-    workload = write_workload(args.out_dir, args.packets)
-    pyshark_workload = write_workload(args.out_dir, min(args.pyshark_packets, workload.packets))
-    generated = time.perf_counter() - began
-    size_mb = workload.pcap.stat().st_size / 1e6
-    print(f"workload: {workload.pcap} ({workload.packets:,} packets, {workload.conversations:,} lab TCP "
-          f"conversations, {size_mb:.1f} MB; pcapng beside it; ready in {generated:.1f} s)")
     print(f"machine: {describe_machine()}")
     print(f"figures: median of {args.repeat} run{'s' if args.repeat != 1 else ''}, each tool its own process; "
           f"time / harness > 1 means harness is faster", flush=True)
-
     compile_bytecode()
-    print(f"load average before: {_load()}", flush=True)
-    all_tools = tool_set(workload, pyshark_workload)
-    tools = [all_tools[name] for name in known if name in wanted]
-    measure_tools(tools, workload, args.repeat, progress)
-    chosen = {tool.name: tool for tool in tools}
-    print()
-    print(tools_table(tools, chosen.get("harness")))
-    if "pyshark" in chosen and chosen["pyshark"].usable:
-        print(f"* pyshark ran on the first {chosen['pyshark'].file_packets:,} packets; its times are scaled "
-              f"by {chosen['pyshark'].scale:.1f}, its peak RSS (its tshark's) is as measured on that subset")
-    print(f"load average after: {_load()}; wall s counts waiting for a CPU, cpu s does not")
-    failures = [tool.failure for tool in tools if tool.failure]
+    failures: List[str] = []
+    measured: List[WorkloadFigures] = []
+    kinds = ("lab", "bulk") if args.workload == "both" else (args.workload,)
+    for kind in kinds:
+        began = time.perf_counter()
+        workload = WORKLOADS[kind](args.out_dir, args.packets)
+        pyshark_workload = WORKLOADS[kind](args.out_dir, min(args.pyshark_packets, workload.packets))
+        generated = time.perf_counter() - began
+        size_mb = workload.pcap.stat().st_size / 1e6
+        what = "lab TCP conversations" if kind == "lab" else "bulk TCP transfers with loss"
+        print(f"\n== {kind} workload: {workload.pcap} ({workload.packets:,} packets, {workload.conversations:,} "
+              f"{what}, {size_mb:.1f} MB; pcapng beside it; ready in {generated:.1f} s)")
+        print(f"load average before: {_load()}", flush=True)
+        all_tools = tool_set(workload, pyshark_workload)
+        tools = [all_tools[name] for name in known if name in wanted]
+        measure_tools(tools, workload, args.repeat, progress)
+        chosen = {tool.name: tool for tool in tools}
+        figures = WorkloadFigures(workload, chosen)
+        measured.append(figures)
+        print()
+        print(tools_table(tools, chosen.get("harness")))
+        if "pyshark" in chosen and chosen["pyshark"].usable:
+            print(f"* pyshark ran on the first {chosen['pyshark'].file_packets:,} packets; its times are scaled "
+                  f"by {chosen['pyshark'].scale:.1f}, its peak RSS (its tshark's) is as measured on that subset")
+        print(f"load average after: {_load()}; wall s counts waiting for a CPU, cpu s does not")
+        failures += [f"{kind}: {tool.failure}" for tool in tools if tool.failure]
 
-    if args.skip_stages:
-        print("\nstages: skipped (--skip-stages)")
+        if args.skip_stages:
+            print("\nstages: skipped (--skip-stages)")
+        else:
+            stages = stage_set(workload)
+            measure_tools(stages, workload, args.repeat, progress)
+            print(f"\nwhere harness summary's time goes (cumulative stages, same file, median of {args.repeat}; "
+                  f"each stage's analysis alone, in its own process):")
+            print(stages_table(stages, chosen.get("harness")))
+            failures += [f"{kind}: {stage.failure}" for stage in stages if stage.failure]
+
+        if args.skip_commands:
+            print("\ncommands: skipped (--skip-commands)")
+        else:
+            figures.commands = command_set(workload, args.out_dir)
+            measure_tools(figures.commands, workload, args.repeat, progress)
+            (args.out_dir / f"annotated-{kind}.pcapng").unlink(missing_ok=True)
+            print(f"\nthe other commands on the same file (stdout to /dev/null; --conversation "
+                  f"{chosen_conversation(workload)} of {workload.conversations:,}):")
+            print(commands_table(figures.commands))
+            failures += [f"{kind}: {tool.failure}" for tool in figures.commands if tool.failure]
+
+    jobs: List[Tool] = []
+    if args.skip_jobs:
+        print("\n-j: skipped (--skip-jobs)")
     else:
-        stages = stage_set(workload)
-        measure_tools(stages, workload, args.repeat, progress)
-        print(f"\nwhere harness summary's time goes (cumulative stages, same file, median of {args.repeat}; "
-              f"each stage's analysis alone, in its own process):")
-        print(stages_table(stages, chosen.get("harness")))
-        failures += [stage.failure for stage in stages if stage.failure]
+        paths = write_split_workload(args.out_dir, args.packets)
+        jobs = jobs_set(paths)
+        measure_tools(jobs, None, args.repeat, progress)
+        print(f"\nmany files: the lab workload cut into {len(paths)} captures ({paths[0].parent}), "
+              f"{os.cpu_count()} CPUs; cpu s counts every process and thread of the run:")
+        print(jobs_table(jobs))
+        failures += [tool.failure for tool in jobs if tool.failure]
 
     scenario = None
     if args.skip_scenario:
@@ -801,7 +1173,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 print(f"  failed verdict kept: {path}")
 
     print()
-    print(targets_table(chosen, workload, scenario))
+    print(targets_table(measured, jobs, scenario))
     for failure in failures:
         print(f"failed: {failure}")
     return 1 if failures else 0

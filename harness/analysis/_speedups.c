@@ -10,12 +10,13 @@
  *
  * The interface, which harness/analysis/pipeline.py owns:
  *
- * Scanner(limits, on_finished)
+ * Scanner(limits, on_finished, as_json=False)
  *   limits: a dict of the analysis's constants and settings, from the Python modules that define them
  *       (nothing is copied here): pipeline.scanner_limits() says which.
  *   on_finished(facts) gets each ended conversation as the dict of facts its summary record is
  *       made of (harness.analysis.summary.FACTS; summary.facts() makes the same from a Python
- *       Conversation), in the order the tracker ends them.
+ *       Conversation), in the order the tracker ends them; with as_json, the text of its summary
+ *       record as summary.record_json(facts) writes it instead.
  *   .feed_records(records, decode_slow): records is an iterable of wire.reader.Record; those the fast
  *       path cannot take go to decode_slow(record, frame), which returns a Packet, a list of
  *       Packets, or None (it warns, skips and ties ICMP errors to conversations itself).
@@ -161,10 +162,14 @@ typedef struct {
     int64_t generation;
 } Timer;
 
+typedef struct { char *data; size_t len, cap; } Text;
+
 typedef struct {
     PyObject_HEAD
     Limits limits;
     PyObject *on_finished;
+    int as_json;                       /* on_finished gets the record's JSON text, not the facts */
+    Text json_text, key_text;          /* reused for every record */
     Conv **buckets;
     size_t nbuckets, count;
     Conv *first, *last;
@@ -177,6 +182,7 @@ typedef struct {
     nstime network_time;
     Timer *timers;                     /* a binary heap by (when, order) */
     Py_ssize_t ntimers, timers_cap;
+    Py_ssize_t stale_timers;           /* in the heap, for conversations already ended */
     uint64_t timer_order;
 } Scanner;
 
@@ -1166,19 +1172,280 @@ static PyObject *conv_facts(Conv *c) {
     return facts;
 }
 
+
+/* -- summary.py's record(facts), as the JSON text json.dumps(record) writes ----------------------- */
+/* For `harness summary --json`, where building each record as a dict only to encode it was most of
+ * the time per conversation. summary.record_json is the specification; the tests hold this to it. */
+
+static int text_reserve(Text *t, size_t more) {
+    if (t->len + more <= t->cap) return 0;
+    size_t cap = t->cap ? t->cap : 1024;
+    while (cap < t->len + more) cap *= 2;
+    char *bigger = PyMem_Realloc(t->data, cap);
+    if (!bigger) { PyErr_NoMemory(); return -1; }
+    t->data = bigger;
+    t->cap = cap;
+    return 0;
+}
+
+static int text_add(Text *t, const char *bytes, size_t n) {
+    if (text_reserve(t, n) < 0) return -1;
+    memcpy(t->data + t->len, bytes, n);
+    t->len += n;
+    return 0;
+}
+
+static int text_cstr(Text *t, const char *s) { return text_add(t, s, strlen(s)); }
+
+/* Decimal digits by hand: snprintf's format parsing was a tenth of the time of a lab record. */
+static int text_ull(Text *t, unsigned long long value) {
+    char digits[24];
+    char *end = digits + sizeof digits, *digit = end;
+    do { *--digit = (char)('0' + value % 10); value /= 10; } while (value);
+    return text_add(t, digit, (size_t)(end - digit));
+}
+
+static int text_ll(Text *t, long long value) {
+    if (value >= 0) return text_ull(t, (unsigned long long)value);
+    return text_add(t, "-", 1) < 0 ? -1 : text_ull(t, 0ULL - (unsigned long long)value);
+}
+
+/* A JSON string as json.dumps writes it (ensure_ascii); what is written here is ASCII anyway. */
+static int text_json_string(Text *t, const char *s, size_t n) {
+    static const char hex[] = "0123456789abcdef";
+    if (text_reserve(t, 6 * n + 2) < 0) return -1;
+    char *out = t->data + t->len;
+    *out++ = '"';
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        if (ch == '"' || ch == '\\') { *out++ = '\\'; *out++ = (char)ch; }
+        else if (ch == '\n') { *out++ = '\\'; *out++ = 'n'; }
+        else if (ch == '\r') { *out++ = '\\'; *out++ = 'r'; }
+        else if (ch == '\t') { *out++ = '\\'; *out++ = 't'; }
+        else if (ch == '\b') { *out++ = '\\'; *out++ = 'b'; }
+        else if (ch == '\f') { *out++ = '\\'; *out++ = 'f'; }
+        else if (ch < 0x20 || ch > 0x7e) {
+            *out++ = '\\'; *out++ = 'u'; *out++ = '0'; *out++ = '0';
+            *out++ = hex[ch >> 4]; *out++ = hex[ch & 15];
+        }
+        else *out++ = (char)ch;
+    }
+    *out++ = '"';
+    t->len = (size_t)(out - t->data);
+    return 0;
+}
+
+/* repr(nanoseconds / SECOND): Python's true division of integers is correctly rounded, which a C
+ * division of the (already rounded) double is not past 2**53 ns, so Python divides. */
+static char *seconds_repr(nstime ns) {
+    PyObject *numerator = PyLong_FromLongLong((long long)ns), *denominator = PyLong_FromLongLong(SECOND);
+    PyObject *quotient = numerator && denominator ? PyNumber_TrueDivide(numerator, denominator) : NULL;
+    Py_XDECREF(numerator);
+    Py_XDECREF(denominator);
+    if (!quotient) return NULL;
+    double value = PyFloat_AsDouble(quotient);
+    Py_DECREF(quotient);
+    if (value == -1.0 && PyErr_Occurred()) return NULL;
+    char *text = PyOS_double_to_string(value, 'r', 0, Py_DTSF_ADD_DOT_0, NULL);
+    if (!text) PyErr_NoMemory();
+    return text;
+}
+
+/* SHA-1 (FIPS 180-4), for summary._uid's digest. */
+static uint32_t rol32(uint32_t x, int n) { return (x << n) | (x >> (32 - n)); }
+
+static void sha1_block(uint32_t h[5], const unsigned char *block) {
+    uint32_t w[80];
+    for (int i = 0; i < 16; i++)
+        w[i] = ((uint32_t)block[4 * i] << 24) | ((uint32_t)block[4 * i + 1] << 16)
+             | ((uint32_t)block[4 * i + 2] << 8) | block[4 * i + 3];
+    for (int i = 16; i < 80; i++) w[i] = rol32(w[i - 3] ^ w[i - 8] ^ w[i - 14] ^ w[i - 16], 1);
+    uint32_t a = h[0], b = h[1], c = h[2], d = h[3], e = h[4];
+    for (int i = 0; i < 80; i++) {
+        uint32_t f, k;
+        if (i < 20) { f = (b & c) | (~b & d); k = 0x5A827999; }
+        else if (i < 40) { f = b ^ c ^ d; k = 0x6ED9EBA1; }
+        else if (i < 60) { f = (b & c) | (b & d) | (c & d); k = 0x8F1BBCDC; }
+        else { f = b ^ c ^ d; k = 0xCA62C1D6; }
+        uint32_t temp = rol32(a, 5) + f + e + k + w[i];
+        e = d; d = c; c = rol32(b, 30); b = a; a = temp;
+    }
+    h[0] += a; h[1] += b; h[2] += c; h[3] += d; h[4] += e;
+}
+
+static void sha1(const unsigned char *data, size_t n, unsigned char digest[20]) {
+    uint32_t h[5] = {0x67452301, 0xEFCDAB89, 0x98BADCFE, 0x10325476, 0xC3D2E1F0};
+    size_t whole = n - n % 64;
+    for (size_t i = 0; i < whole; i += 64) sha1_block(h, data + i);
+    unsigned char tail[128] = {0};
+    size_t rest = n - whole;
+    memcpy(tail, data + whole, rest);
+    tail[rest] = 0x80;
+    size_t tail_len = rest + 9 <= 64 ? 64 : 128;
+    uint64_t bits = (uint64_t)n * 8;
+    for (int i = 0; i < 8; i++) tail[tail_len - 1 - i] = (unsigned char)(bits >> (8 * i));
+    for (size_t i = 0; i < tail_len; i += 64) sha1_block(h, tail + i);
+    for (int i = 0; i < 5; i++) {
+        digest[4 * i] = (unsigned char)(h[i] >> 24); digest[4 * i + 1] = (unsigned char)(h[i] >> 16);
+        digest[4 * i + 2] = (unsigned char)(h[i] >> 8); digest[4 * i + 3] = (unsigned char)h[i];
+    }
+}
+
+static int text_endpoint(Text *t, const char *host, int port) {      /* str(Endpoint) */
+    int v6 = strchr(host, ':') != NULL;
+    if ((v6 && text_cstr(t, "[") < 0) || text_cstr(t, host) < 0 || (v6 && text_cstr(t, "]") < 0)
+            || text_cstr(t, ":") < 0)
+        return -1;
+    return text_ll(t, port);
+}
+
+static const char BASE62[] = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+#define UID_DIGITS 17
+
+/* summary._uid: "C" and 17 base-62 digits of the first 13 bytes of the key's SHA-1, two at a time. */
+static int uid_text(Text *key, const char *ts, int proto, const char *orig_h, int orig_p, const char *resp_h,
+                    int resp_p, Py_ssize_t index, char out[UID_DIGITS + 2]) {
+    key->len = 0;
+    if (text_cstr(key, ts) < 0 || text_cstr(key, "|") < 0 || text_ll(key, proto) < 0 || text_cstr(key, "|") < 0
+            || text_endpoint(key, orig_h, orig_p) < 0 || text_cstr(key, "|") < 0
+            || text_endpoint(key, resp_h, resp_p) < 0 || text_cstr(key, "|") < 0 || text_ll(key, index) < 0)
+        return -1;
+    unsigned char digest[20];
+    sha1((const unsigned char *)key->data, key->len, digest);
+    unsigned __int128 number = 0;
+    for (int i = 0; i < 13; i++) number = (number << 8) | digest[i];
+    char *digit = out;
+    *digit++ = 'C';
+    for (int i = 0; i < UID_DIGITS / 2; i++) {
+        unsigned pair = (unsigned)(number % (62 * 62));
+        number /= 62 * 62;
+        *digit++ = BASE62[pair % 62];
+        *digit++ = BASE62[pair / 62];
+    }
+    *digit++ = BASE62[(unsigned)(number % 62)];
+    *digit = '\0';
+    return 0;
+}
+
+static int text_payloads(Text *t, const Side *side) {
+    if (text_cstr(t, "[") < 0) return -1;
+    for (Py_ssize_t i = 0; i < side->npayloads; i++)
+        if ((i && text_cstr(t, ", ") < 0) || text_ull(t, side->payloads[i]) < 0) return -1;
+    return text_cstr(t, "]");
+}
+
+#define KEY(name) (text_cstr(t, (first ? (first = 0, "{\"" name "\": ") : ", \"" name "\": ")) < 0)
+
+/* The record's JSON text into t (emptied first); its fields in record()'s order. */
+static int conv_record_json(Scanner *s, Conv *c, Text *t) {
+    char orig_h[INET6_ADDRSTRLEN], resp_h[INET6_ADDRSTRLEN];
+    if (!inet_ntop(c->family_len == 4 ? AF_INET : AF_INET6, c->orig_addr, orig_h, sizeof orig_h)
+            || !inet_ntop(c->family_len == 4 ? AF_INET : AF_INET6, c->resp_addr, resp_h, sizeof resp_h)) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    char *ts = seconds_repr(c->start_time);
+    if (!ts) return -1;
+    char *duration = seconds_repr(c->last_time - c->start_time);
+    char uid[UID_DIGITS + 2];
+    int failed = !duration || uid_text(&s->key_text, ts, c->proto, orig_h, c->orig_port, resp_h, c->resp_port,
+                                       c->index, uid) < 0;
+    int tcp = c->proto == TCP, first = 1;
+    const char *proto = c->proto == TCP ? "tcp" : c->proto == UDP ? "udp" : NULL;
+    char proto_digits[16];
+    if (!proto) { snprintf(proto_digits, sizeof proto_digits, "%d", c->proto); proto = proto_digits; }
+    const char *state = conn_state(c);
+    t->len = 0;
+    failed = failed
+        || KEY("ts") || text_cstr(t, ts) < 0
+        || KEY("uid") || text_json_string(t, uid, strlen(uid)) < 0
+        || KEY("proto") || text_json_string(t, proto, strlen(proto)) < 0
+        || KEY("id.orig_h") || text_json_string(t, orig_h, strlen(orig_h)) < 0
+        || KEY("id.orig_p") || text_ll(t, c->orig_port) < 0
+        || KEY("id.resp_h") || text_json_string(t, resp_h, strlen(resp_h)) < 0
+        || KEY("id.resp_p") || text_ll(t, c->resp_port) < 0
+        || KEY("duration") || text_cstr(t, duration) < 0
+        || KEY("conn_state") || text_json_string(t, state, strlen(state)) < 0
+        || KEY("history") || text_json_string(t, c->history ? c->history : "", (size_t)c->history_len) < 0
+        || KEY("orig_pkts") || text_ll(t, c->orig->packets) < 0
+        || KEY("resp_pkts") || text_ll(t, c->resp->packets) < 0
+        || KEY("orig_bytes") || text_ull(t, payload_bytes(c->orig)) < 0
+        || KEY("resp_bytes") || text_ull(t, payload_bytes(c->resp)) < 0
+        || KEY("orig_ip_bytes") || text_ll(t, c->orig->ip_bytes) < 0
+        || KEY("resp_ip_bytes") || text_ll(t, c->resp->ip_bytes) < 0
+        || KEY("ip_proto") || text_ll(t, c->proto) < 0
+        || KEY("orig_payloads") || text_payloads(t, c->orig) < 0
+        || KEY("resp_payloads") || text_payloads(t, c->resp) < 0
+        || KEY("retransmissions") || text_ll(t, tcp ? c->orig->retransmissions + c->resp->retransmissions : 0) < 0
+        || KEY("out_of_order") || text_ll(t, tcp ? c->orig->out_of_order + c->resp->out_of_order : 0) < 0
+        || KEY("duplicate_acks") || text_ll(t, tcp ? c->orig->duplicate_acks + c->resp->duplicate_acks : 0) < 0
+        || KEY("missed_bytes") || text_ull(t, c->orig->missed_bytes + c->resp->missed_bytes) < 0
+        || KEY("icmp_unreachable") || text_ll(t, c->unreachable ? PyList_GET_SIZE(c->unreachable) : 0) < 0
+        || KEY("conversation") || text_ll(t, c->index) < 0
+        || text_cstr(t, "}") < 0;
+    PyMem_Free(ts);
+    PyMem_Free(duration);
+    return failed ? -1 : 0;
+}
+#undef KEY
+
+/* A restored heap property after dropping some entries: each kept timer keeps its (when, order), a
+ * total order, so the timers still fire in exactly the order they would have. */
+static void heapify(Scanner *s) {
+    Py_ssize_t n = s->ntimers;
+    for (Py_ssize_t start = n / 2 - 1; start >= 0; start--) {
+        Timer moving = s->timers[start];
+        Py_ssize_t i = start;
+        while (1) {
+            Py_ssize_t child = 2 * i + 1;
+            if (child >= n) break;
+            if (child + 1 < n && timer_before(&s->timers[child + 1], &s->timers[child])) child++;
+            if (!timer_before(&s->timers[child], &moving)) break;
+            s->timers[i] = s->timers[child];
+            i = child;
+        }
+        s->timers[i] = moving;
+    }
+}
+
+/* An ended conversation's timers would do nothing when they fire, but each holds the conversation
+ * until then: a lab capture's 5-minute inactivity timers would hold every conversation of the
+ * file. Once they are most of the heap, they go (linear, so amortized constant per timer). */
+static void drop_stale_timers(Scanner *s) {
+    if (s->stale_timers < 1024 || s->stale_timers * 2 < s->ntimers) return;
+    Py_ssize_t kept = 0;
+    for (Py_ssize_t i = 0; i < s->ntimers; i++) {
+        Conv *c = s->timers[i].conv;
+        if (c->ended) {
+            if (--c->timer_refs == 0) PyMem_Free(c);
+        }
+        else s->timers[kept++] = s->timers[i];
+    }
+    s->ntimers = kept;
+    s->stale_timers = 0;
+    heapify(s);
+}
+
 /* Ends a conversation: out of the table, then to on_finished; freed now or when its last timer goes. */
 static int end_conv(Scanner *s, Conv *c) {
     unlink_conv(s, c);
     c->ended = 1;
     c->end_frame = s->finishing ? 0 : s->frame;
-    PyObject *facts = conv_facts(c);
+    PyObject *handed;
+    if (s->as_json)
+        handed = conv_record_json(s, c, &s->json_text) < 0 ? NULL
+            : PyUnicode_DecodeASCII(s->json_text.data, (Py_ssize_t)s->json_text.len, NULL);
+    else
+        handed = conv_facts(c);
     release_conv(c);
+    s->stale_timers += c->timer_refs;
     if (!c->timer_refs) PyMem_Free(c);
-    if (!facts) return -1;
-    PyObject *result = PyObject_CallOneArg(s->on_finished, facts);
-    Py_DECREF(facts);
+    if (!handed) return -1;
+    PyObject *result = PyObject_CallOneArg(s->on_finished, handed);
+    Py_DECREF(handed);
     if (!result) return -1;
     Py_DECREF(result);
+    drop_stale_timers(s);
     return 0;
 }
 
@@ -1189,6 +1456,7 @@ static int advance(Scanner *s, nstime now) {
         Conv *c = t.conv;
         c->timer_refs--;
         if (c->ended) {
+            s->stale_timers--;
             if (!c->timer_refs) PyMem_Free(c);
             continue;
         }
@@ -1619,6 +1887,7 @@ static void clear_timers(Scanner *s) {
         if (--c->timer_refs == 0 && c->ended) PyMem_Free(c);
     }
     s->ntimers = 0;
+    s->stale_timers = 0;
 }
 
 static PyObject *Scanner_finish(Scanner *s, PyObject *unused) {
@@ -1665,7 +1934,12 @@ static int ports_from(PyObject *limits, Limits *L) {
 
 static int Scanner_init(Scanner *s, PyObject *args, PyObject *kwargs) {
     PyObject *limits, *on_finished;
-    if (!PyArg_ParseTuple(args, "O!O:Scanner", &PyDict_Type, &limits, &on_finished)) return -1;
+    int as_json = 0;
+    static char *keywords[] = {"limits", "on_finished", "as_json", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!O|p:Scanner", keywords, &PyDict_Type, &limits, &on_finished,
+                                     &as_json))
+        return -1;
+    s->as_json = as_json;
     Limits *L = &s->limits;
     int64_t report_gaps, verify;
     if (limit_from(limits, "tcp_syn_timeout", &L->tcp_syn_timeout) < 0
@@ -1710,6 +1984,8 @@ static void Scanner_dealloc(Scanner *s) {
     clear_timers(s);
     PyMem_Free(s->timers);
     PyMem_Free(s->buckets);
+    PyMem_Free(s->json_text.data);
+    PyMem_Free(s->key_text.data);
     Py_XDECREF(s->on_finished);
     Py_TYPE(s)->tp_free((PyObject *)s);
 }

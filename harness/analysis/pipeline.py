@@ -38,7 +38,7 @@ from harness.wire.fragments import Reassembler
 from harness.wire.packet import TCP, UDP, Packet
 from harness.wire.tunnel import TunnelSessions
 from harness.wire.reader import CaptureFormatError, open_capture
-from harness.analysis.summary import record, summarize
+from harness.analysis.summary import facts, record, record_json, summarize
 from harness.analysis import zeek
 from harness.analysis.tshark import DEFAULT_OUT_OF_ORDER_THRESHOLD, FAST_RETRANSMISSION_WINDOW
 from harness.analysis.zeek import ZeekSettings
@@ -245,9 +245,9 @@ def analyse(path, keep_segments: bool = True, settings: ZeekSettings = ZeekSetti
 
 
 def stream_summaries(path, emit: Callable[[Dict[str, object]], None], settings: ZeekSettings = ZeekSettings(),
-                     verify_checksums: bool = False) -> Analysis:
+                     verify_checksums: bool = False, as_json: bool = False) -> Analysis:
     """Each conversation's summary record, handed to `emit` as soon as the conversation has ended, in
-    the order ConversationTracker ends them.
+    the order ConversationTracker ends them; with as_json, as its JSON text (summary.record_json).
 
     Nothing is kept per conversation once it is summarized, so memory follows the number of open
     conversations, not the size of the capture. The Analysis returned has no conversations.
@@ -256,8 +256,12 @@ def stream_summaries(path, emit: Callable[[Dict[str, object]], None], settings: 
     the same either way (tests/unit/test_speedups.py holds the two to that), checksums verified or not.
     """
     if _speedups is not None and not os.environ.get(PURE_PYTHON_ENV):
-        return stream_facts(path, lambda facts: emit(record(facts)), settings, verify_checksums)
-    return stream_conversations(path, lambda conversation: emit(summarize(conversation)), settings, verify_checksums)
+        if as_json:
+            return stream_facts(path, emit, settings, verify_checksums, as_json=True)
+        return stream_facts(path, lambda found: emit(record(found)), settings, verify_checksums)
+    summarized = (lambda conversation: emit(record_json(facts(conversation)))) if as_json else \
+        (lambda conversation: emit(summarize(conversation)))
+    return stream_conversations(path, summarized, settings, verify_checksums)
 
 
 def scanner_limits(settings: ZeekSettings = ZeekSettings(), verify_checksums: bool = False) -> Dict[str, object]:
@@ -279,12 +283,15 @@ def scanner_limits(settings: ZeekSettings = ZeekSettings(), verify_checksums: bo
 
 
 def stream_facts(path, on_finished: Callable[[Dict[str, object]], None],
-                 settings: ZeekSettings = ZeekSettings(), verify_checksums: bool = False) -> Analysis:
+                 settings: ZeekSettings = ZeekSettings(), verify_checksums: bool = False,
+                 as_json: bool = False) -> Analysis:
     """Each conversation's facts (summary.FACTS, by name) as the C scanner hands them over when it
-    ends. Only with harness.analysis._speedups compiled; stream_conversations is the pure path."""
+    ends; with as_json, the JSON text of its record instead (summary.record_json(facts), written in
+    C: building the record as a dict only to encode it was most of the time per conversation).
+    Only with harness.analysis._speedups compiled; stream_conversations is the pure path."""
     if _speedups is None:
         raise RuntimeError(f"harness.analysis._speedups is not compiled: {speedups_status()[1]}")
-    scanner = _speedups.Scanner(scanner_limits(settings, verify_checksums), on_finished)
+    scanner = _speedups.Scanner(scanner_limits(settings, verify_checksums), on_finished, as_json)
     decoder = _RecordDecoder(path, [], scanner.feed_unreachable, verify_checksums, scanner.feed_corrupt)
     damage = None
     try:

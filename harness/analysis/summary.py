@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from typing import Dict, List
 
 from harness.analysis.conversation import PROTO_NAMES, SECOND, Conversation, Endpoint
@@ -106,6 +107,12 @@ def record(facts: Dict[str, object]) -> Dict[str, object]:
         "icmp_unreachable": facts["icmp_unreachable"],
         "conversation": facts["index"],
     }
+
+
+def record_json(facts: Dict[str, object]) -> str:
+    """The record as `summary --json` prints it: json.dumps of record(facts), which the C scanner
+    writes itself for the conversations it tracks (Scanner(..., as_json=True))."""
+    return json.dumps(record(facts))
 
 
 def summarize(conversation: Conversation) -> Dict[str, object]:

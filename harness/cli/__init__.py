@@ -87,13 +87,13 @@ class _ReaderMayLeave:
         return getattr(self._stream, name)
 
 
-class Terminated(BaseException):
+class _Terminated(BaseException):
     """SIGTERM (what `timeout`, CI runners and containers send), raised where the command is, so that
     everything it started is stopped and cleaned up on the way out, as for Ctrl-C."""
 
 
 def _raise_terminated(signum, frame) -> None:
-    raise Terminated()
+    raise _Terminated()
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -105,7 +105,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         on_sigterm = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         return args.run(args)
-    except Terminated:
+    except _Terminated:
         print(f"harness {args.command}: terminated (SIGTERM); what it had started is stopped", file=sys.stderr)
         return 128 + signal.SIGTERM
     except HarnessError as error:      # one tree: input, environment or run, each one line

@@ -4,7 +4,6 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -22,6 +21,7 @@ class Unusable(InputError):
 
 def writable_directory(directory: Path, option: str) -> None:
     """Make the directory if need be, and prove a file can be made in it, before anything runs."""
+    import tempfile     # here: it costs every command's start-up 5 ms, and only capturing commands call this
     try:
         directory.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=directory, prefix=".harness-write-test-"):

@@ -96,11 +96,16 @@ def _summary_of(args, path: Path, position: int) -> int:
         emit = printer.print
     else:
         emit = records.append
-    if args.port is not None or args.proto is not None:
+    # Unfiltered JSON comes as text, written by the scanner itself: no dict per record.
+    as_json = args.json and args.port is None and args.proto is None
+    if as_json:
+        emit = printer.print_text
+    elif args.port is not None or args.proto is not None:
         emit = _filtered(emit, args.port, args.proto)
     status = OK
     try:
-        analysis = reading(path, lambda: stream_summaries(path, emit, verify_checksums=args.zeek_checksums))
+        analysis = reading(path, lambda: stream_summaries(path, emit, verify_checksums=args.zeek_checksums,
+                                                          as_json=as_json))
     except Unusable as error:
         print(f"harness summary: {error}", file=sys.stderr)
         status = UNUSABLE
@@ -131,7 +136,10 @@ class _JsonArrayPrinter:
         self._separator = prefix + "["
 
     def print(self, record) -> None:
-        sys.stdout.write(self._separator + json.dumps(record))
+        self.print_text(json.dumps(record))
+
+    def print_text(self, text: str) -> None:
+        sys.stdout.write(self._separator + text)
         self._separator = ",\n "
 
     def close(self, after: str = "") -> None:

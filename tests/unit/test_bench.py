@@ -1,4 +1,5 @@
-"""bench/bench.py keeps working: its workload is the lab conversation, and a tiny run prints every figure.
+"""bench/bench.py keeps working: its workloads are the lab conversation and bulk transfers with loss, and a
+tiny run prints every figure.
 
 These check that the benchmark runs and prints numbers; they never judge the numbers.
 """
@@ -47,15 +48,22 @@ def _run_bench(out_dir: Path, *extra: str, env=None) -> subprocess.CompletedProc
                           capture_output=True, text=True, timeout=120, env=env)
 
 
-def _rows(stdout: str, header_start: str) -> list:
+def _tables(stdout: str, header_start: str) -> list:
+    """Every table whose header starts so, as rows of cells."""
     lines = stdout.splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith(header_start))
-    rows = []
-    for line in lines[start + 1:]:
-        if not line.strip():
-            break
-        rows.append(re.split(r"\s{2,}", line.strip()))
-    return rows
+    tables = []
+    for start in [i for i, line in enumerate(lines) if line.startswith(header_start)]:
+        rows = []
+        for line in lines[start + 1:]:
+            if not line.strip():
+                break
+            rows.append(re.split(r"\s{2,}", line.strip()))
+        tables.append(rows)
+    return tables
+
+
+def _rows(stdout: str, header_start: str) -> list:
+    return _tables(stdout, header_start)[0]
 
 
 def test_generated_conversation_is_the_lab_capture_byte_for_byte():
@@ -87,6 +95,50 @@ def test_workload_is_complete_distinct_lab_conversations_in_both_formats(tmp_pat
         assert file.read(24)[20:] == b"\x01\x00\x00\x00"      # Ethernet
 
 
+def test_bulk_workload_is_long_transfers_with_loss_in_both_formats(tmp_path):
+    workload = bench.write_bulk_workload(tmp_path, 2500)
+    assert workload.kind == "bulk" and workload.packets >= 2500 and workload.conversations == 3
+    records = {}
+    for path in (workload.pcap, workload.pcapng):
+        with open_capture(path) as capture:
+            times = [record.time_ns for record in capture]
+        assert len(times) == workload.packets and times == sorted(times)
+        records[path.suffix] = [summarize(c) for c in analyse(path, keep_segments=False).conversations]
+    assert records[".pcap"] == records[".pcapng"]
+    assert len(records[".pcap"]) == workload.conversations
+    for record in records[".pcap"]:
+        assert record["conn_state"] == "SF" and record["orig_pkts"] + record["resp_pkts"] > 800
+        # what loss leaves on the wire, as tshark counts it; every byte there in the end
+        assert record["retransmissions"] and record["out_of_order"] and record["duplicate_acks"]
+        assert record["missed_bytes"] == 0 and record["orig_bytes"] % bench.BULK_MSS == 0
+    assert bench.write_bulk_workload(tmp_path, 2500) == workload     # cached, by size
+    smaller = bench.write_bulk_workload(tmp_path, 1000)
+    with open_capture(smaller.pcap) as capture:
+        head = [record.data for record in capture]
+    with open_capture(workload.pcap) as capture:
+        assert [record.data for _, record in zip(head, capture)] == head    # the start of a larger one
+
+
+def test_split_workload_is_the_lab_workload_in_files(tmp_path):
+    paths = bench.write_split_workload(tmp_path, 660, files=6)
+    assert len(paths) == 6
+    whole = []
+    for path in paths:
+        with open_capture(path) as capture:
+            whole += [record.data for record in capture]
+    with open_capture(bench.write_workload(tmp_path, 660).pcap) as capture:
+        assert whole == [record.data for record in capture]
+
+
+def test_a_command_refused_by_argparse_is_not_available_not_failed(tmp_path):
+    workload = bench.write_workload(tmp_path, 11)
+    tool = bench.Tool("jobs", "harness summary -j 2", bench.harness_command() + ["summary", "--no-such-option",
+                                                                                  str(workload.pcap)])
+    bench.measure_tools([tool], workload, 1, progress=lambda message: None)
+    assert not tool.failure and tool.note == "not available in this harness (unrecognized arguments: --no-such-option)"
+    assert "not available in this harness" in bench.jobs_table([tool])
+
+
 def test_client_ports_wrap_onto_the_next_client_address_so_four_tuples_never_repeat():
     count = len(bench.CLIENT_PORTS) + 3
     endpoints = [(c.client_ip, c.client_port) for _, c, _ in bench.lab_conversations(count)]
@@ -98,10 +150,62 @@ def test_client_ports_wrap_onto_the_next_client_address_so_four_tuples_never_rep
 def test_a_tiny_run_prints_a_row_of_figures_for_every_tool(tmp_path):
     done = _run_bench(tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
-    rows = _rows(done.stdout, "tool ")
+    assert [line.split(":")[0] for line in done.stdout.splitlines() if line.startswith("== ")] == \
+        ["== lab workload", "== bulk workload"]
+    tool_tables = _tables(done.stdout, "tool ")
+    assert len(tool_tables) == 2
+    for rows in tool_tables:
+        _assert_tool_rows(rows)
+    assert tool_tables[0][0][1] == "2,002"
+    targets = _rows(done.stdout, "target ")
+    commands = [label for label in bench_command_labels()]
+    for workload in ("lab", "bulk"):
+        mine = [row for row in targets if f"({workload}" in row[0]]
+        assert len(mine) == 4 + 2 * len(commands), mine
+        assert any(row[0].startswith("harness summary speed vs tshark -q -z conv,tcp") and row[2] == ">= 4x"
+                   for row in mine)
+    assert len([row for row in targets if "-j 2" in row[0]]) == 2
+    assert targets[-1][0] == "lab scenario median, capture start to verdict"
+    assert all(row[-1] in ("met", "NOT MET") or row[-1].startswith(("not judged", "not measured"))
+               for row in targets), targets
+    assert "lab scenario: skipped" in done.stdout
+    for stages in _tables(done.stdout, "stage "):
+        assert [row[0] for row in stages] == [label for label, _analyse in bench.STAGES.values()] + \
+            [TOOL_LABELS["harness"]]
+        for row in stages:
+            assert len(row) == 3 and re.fullmatch(NUMBER, row[1]) and re.fullmatch(r"\d+%", row[2]), row
+    command_tables = _tables(done.stdout, "command ")
+    assert len(command_tables) == 3     # lab, bulk, many files
+    for rows in command_tables[:2]:
+        assert [row[0].split(" --conversation")[0] for row in rows] == \
+            [label.split(" --conversation")[0] for label in commands] + [bench.FLOW_GRAPH]
+        for row in rows:
+            if row[0] == bench.FLOW_GRAPH and len(row) == 2:
+                assert row[1].startswith("tshark: not installed")
+                continue
+            # wall s, cpu s, peak RSS MB, time / tshark flow
+            assert len(row) == 5 and all(re.fullmatch(NUMBER, cell) for cell in row[1:4]), row
+            assert re.fullmatch(NUMBER + "x", row[4]), row
+    jobs = command_tables[2]
+    assert len(jobs) == 4
+    for row in jobs:
+        if len(row) == 2:       # -j not there yet: said, not failed
+            assert row[1].startswith("not available in this harness"), row
+            continue
+        # wall s, cpu s, cpu / wall, peak RSS MB, -j 1 wall / this
+        assert len(row) == 6 and all(re.fullmatch(NUMBER, cell) for cell in row[1:5]), row
+        assert re.fullmatch(NUMBER + "x", row[5]), row
+
+
+def bench_command_labels() -> list:
+    workload = bench.Workload("lab", Path("x.pcap"), Path("x.pcapng"), 2, 22)
+    return [tool.label for tool in bench.command_set(workload, Path("/nonexistent")) if tool.name != "tshark-flow"]
+
+
+def _assert_tool_rows(rows: list) -> None:
     for name, label in TOOL_LABELS.items():
         row = next((row for row in rows if row[0].startswith(label)), None)
-        assert row is not None, f"no row for {name} in:\n{done.stdout}"
+        assert row is not None, f"no row for {name} in {rows}"
         if name in ("dpkt", "pyshark") and len(row) == 2:   # the optional bench extra's peers
             assert row[1] == f"{name}: not installed (pip install {name})"
             continue
@@ -111,16 +215,7 @@ def test_a_tiny_run_prints_a_row_of_figures_for_every_tool(tmp_path):
             assert re.fullmatch(NUMBER, cell), (name, row)
         assert re.fullmatch(NUMBER + r"\*?", row[5]), (name, row)
         assert re.fullmatch(NUMBER + "x", row[6]), (name, row)
-        assert row[1] == "2,002"
-    targets = _rows(done.stdout, "target ")
-    assert len(targets) == 5
-    assert all(row[-1] in ("met", "NOT MET") or row[-1].startswith(("not judged", "not measured"))
-               for row in targets), targets
-    assert "lab scenario: skipped" in done.stdout
-    stages = _rows(done.stdout, "stage ")
-    assert [row[0] for row in stages] == [label for label, _analyse in bench.STAGES.values()] + [TOOL_LABELS["harness"]]
-    for row in stages:
-        assert len(row) == 3 and re.fullmatch(NUMBER, row[1]) and re.fullmatch(r"\d+%", row[2]), row
+    assert len({row[1] for row in rows if len(row) == 7}) == 1      # every tool read the same packets
 
 
 def test_without_dpkt_its_row_says_how_to_install_it(tmp_path):
@@ -128,7 +223,8 @@ def test_without_dpkt_its_row_says_how_to_install_it(tmp_path):
     shadow.mkdir()
     (shadow / "dpkt.py").write_text("raise ImportError('No module named dpkt')\n")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(shadow), os.environ.get("PYTHONPATH")])))
-    done = _run_bench(tmp_path / "out", "--tools", "harness,dpkt", env=env)
+    done = _run_bench(tmp_path / "out", "--tools", "harness,dpkt", "--workload", "lab", "--skip-commands",
+                      "--skip-jobs", env=env)
     assert done.returncode == 0, done.stdout + done.stderr
     rows = _rows(done.stdout, "tool ")
     assert ["dpkt + conversations", "dpkt: not installed (pip install dpkt)"] in rows

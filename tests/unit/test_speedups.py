@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from support import pcapbuild as pb
 from support import tcpgen
 from harness.analysis import pipeline
-from harness.analysis.summary import FACTS, facts, record, summarize
+from harness.analysis.summary import FACTS, facts, record, record_json, summarize
 from harness.analysis import zeek
 from harness.analysis.zeek import ZeekSettings
 from support.packets import to_pcap
@@ -41,13 +41,14 @@ def speedups():
         pytest.skip(reason)
 
 
-def _run(path, in_c: bool, settings: ZeekSettings = ZeekSettings()):
-    """Every ended conversation's facts, in order, with the packet count, frames, warnings and damage;
-    or what was raised (the same exception either way is part of the agreement)."""
+def _run(path, in_c: bool, settings: ZeekSettings = ZeekSettings(), as_json: bool = False):
+    """Every ended conversation's facts (with as_json, in C: its record's JSON text), in order, with
+    the packet count, frames, warnings and damage; or what was raised (the same exception either way
+    is part of the agreement)."""
     ended = []
     try:
         if in_c:
-            result = pipeline.stream_facts(path, ended.append, settings)
+            result = pipeline.stream_facts(path, ended.append, settings, as_json=as_json)
         else:
             result = pipeline.stream_conversations(path, lambda conversation: ended.append(facts(conversation)),
                                                    settings)
@@ -63,6 +64,12 @@ def assert_same_both_ways(path, monkeypatch=None, settings: ZeekSettings = ZeekS
             assert got == expected, f"{path}: conversation {number} differs"
         assert len(in_c[0]) == len(in_python[0]), f"{path}: {len(in_c[0])} conversations in C, {len(in_python[0])}"
     assert in_c == in_python, path
+    # The JSON text the scanner writes for `summary --json` is summary.record_json of the same facts.
+    if in_python[0] == "raised":
+        expected = in_python[:3] + ([record_json(found) for found in in_python[3]],)
+    else:
+        expected = ([record_json(found) for found in in_python[0]],) + in_python[1:]
+    assert _run(path, True, settings, as_json=True) == expected, f"{path}: the JSON records differ"
 
 
 @pytest.mark.parametrize("path", REFERENCE, ids=[str(p.relative_to(CAPTURES)) for p in REFERENCE])
@@ -121,6 +128,20 @@ def test_random_conversations_one_after_another(seed, tmp_path, monkeypatch):
 def test_random_conversations_interleaved_across_the_timers(seed, tmp_path, monkeypatch):
     path = tmp_path / "interleaved.pcap"
     path.write_bytes(to_pcap(_interleaved(seed, 300)))
+    assert_same_both_ways(path, monkeypatch)
+
+
+def test_conversations_that_end_while_their_timers_are_pending(tmp_path, monkeypatch):
+    # 1,500 conversations 10 ms apart: each ends (closed, reset, attempted) long before its 300 s
+    # inactivity timer, so the scanner drops such timers from its queue again and again; every
+    # timer still due must fire in the same order as in Python.
+    rng = random.Random(11)
+    packets = []
+    for index in range(1500):
+        packets.extend(tcpgen.conversation(rng, index % 7, tcpgen.START_NS + index * 10**7))
+    packets.sort(key=lambda p: p.time_ns)
+    path = tmp_path / "many.pcap"
+    path.write_bytes(to_pcap([p._replace(frame=number) for number, p in enumerate(packets, 1)]))
     assert_same_both_ways(path, monkeypatch)
 
 
