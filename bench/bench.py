@@ -1,18 +1,23 @@
-"""Benchmark: harness summary against scapy, dpkt, pyshark and tshark on one generated capture,
-then one TCP lab scenario end to end. It prints its figures; it does not judge them.
+"""Benchmark: harness summary against scapy, dpkt, pyshark and tshark on generated captures, show,
+check and explain against tshark's flow graph, summary and check with -j over many files, then one
+TCP lab scenario end to end. It prints its figures with their targets; it never fails on them.
 
-    .venv/bin/python bench/bench.py [--packets 200000] [--repeat 3] [--skip-scenario]
+    .venv/bin/python bench/bench.py [--packets 200000] [--workload lab|bulk|both] [--repeat 3]
+                                    [--skip-scenario] [--skip-stages] [--skip-commands] [--skip-jobs]
                                     [--scenario-runs 20] [--pyshark-packets 5000] [--out-dir DIR]
                                     [--tools harness,scapy,dpkt,pyshark,tshark]
 
-The workload is N/11 copies of the lab's TCP conversation (captures/lab/tcp-lab.pcapng: handshake
-with options, "yp", ACK, "thank you !", ACK, server FIN, ACK, client FIN, ACK), each with its own
-client address, port, ISNs and TCP timestamps, written as classic microsecond pcap (Ethernet), as
-`dumpcap -P` writes, and as pcapng. Files are cached in --out-dir by size.
+Two workloads, each measured in turn. lab: N/11 copies of the lab's TCP conversation
+(captures/lab/tcp-lab.pcapng: handshake with options, "yp", ACK, "thank you !", ACK, server FIN,
+ACK, client FIN, ACK), each with its own client address, port, ISNs and TCP timestamps. bulk: long
+transfers (about 1,000 packets each) with loss, duplicates and reordering, as captured at the
+receiver. Both are written as classic microsecond pcap (Ethernet), as `dumpcap -P` writes, and as
+pcapng, and cached in --out-dir by size. For -j, the lab workload is also cut into 30 files.
 
 Every tool runs as its own subprocess, so its peak RSS (from wait4) is its own; the figures are the
 median of --repeat runs, taken round-robin so a noisy moment does not land on one tool. pyshark runs
-on the first --pyshark-packets packets and its time is scaled to the full size.
+on the first --pyshark-packets packets and its time is scaled to the full size. A harness command
+that argparse refuses (an option not there yet) is shown as not available.
 
 Exit status: 0 whatever the figures say; 1 when a tool or the scenario could not be run.
 """
