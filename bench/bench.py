@@ -626,21 +626,47 @@ class Run:
     analysis_cpu: Optional[float] = None    # a --worker's own CPU seconds for the analysis alone
 
 
+# Linux gives a child the parent's peak RSS at fork (its memory map is a copy, high-water mark and all,
+# and exec keeps the larger), so a command run straight from this process, which may hold hundreds of
+# MB of workload, would report at least that. A small launcher forks the command instead, and reports
+# its wait4 figures and wall time on a pipe: its own 10 MB or so is the floor of every peak RSS.
+LAUNCHER = """
+import os, sys, time
+began = time.perf_counter()
+child = os.fork()
+if child == 0:
+    try:
+        os.execvp(sys.argv[2], sys.argv[2:])
+    finally:
+        os._exit(127)
+_pid, status, usage = os.wait4(child, 0)
+wall = time.perf_counter() - began
+os.write(int(sys.argv[1]), ("%r %r %d %d" % (wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss,
+                                            os.waitstatus_to_exitcode(status))).encode())
+"""
+
+
 def run_measured(argv: Sequence[str], keep_stdout: bool, keep_stderr: bool = True) -> Run:
-    """Run argv to completion; wall time and the peak RSS of that child alone (wait4, not RUSAGE_CHILDREN,
-    which would be the maximum over every child so far)."""
+    """Run argv to completion through LAUNCHER; wall time and the peak RSS of that command alone (wait4,
+    not RUSAGE_CHILDREN, which would be the maximum over every child so far)."""
+    report_read, report_write = os.pipe()
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        began = time.perf_counter()
-        process = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL,
-                                   stdout=out if keep_stdout else subprocess.DEVNULL,
-                                   stderr=err if keep_stderr else subprocess.DEVNULL)
-        _pid, wait_status, usage = os.wait4(process.pid, 0)
-        wall = time.perf_counter() - began
-        process.returncode = os.waitstatus_to_exitcode(wait_status)
+        try:
+            process = subprocess.Popen([sys.executable, "-S", "-c", LAUNCHER, str(report_write), *argv],
+                                       stdin=subprocess.DEVNULL, stdout=out if keep_stdout else subprocess.DEVNULL,
+                                       stderr=err if keep_stderr else subprocess.DEVNULL, pass_fds=(report_write,))
+        finally:
+            os.close(report_write)
+        with os.fdopen(report_read, "rb") as report:
+            figures = report.read().decode().split()
+        process.wait()
+        if len(figures) != 4:
+            raise RuntimeError(f"the bench launcher ended with {process.returncode} and no figures for {argv[0]}")
+        wall, cpu, maxrss_kb, status = float(figures[0]), float(figures[1]), int(figures[2]), int(figures[3])
         out.seek(0)
         err.seek(0)
-        return Run(wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss * 1024 / 1e6, process.returncode,
-                   out.read().decode(errors="replace"), err.read().decode(errors="replace"))
+        return Run(wall, cpu, maxrss_kb * 1024 / 1e6, status, out.read().decode(errors="replace"),
+                   err.read().decode(errors="replace"))
 
 
 @dataclass
@@ -778,14 +804,16 @@ def write_split_workload(out_dir: Path, packets: int, files: int = JOBS_FILES) -
     """The lab workload of `packets` packets cut into `files` captures of whole conversations (a
     teacher's 30 submissions), pcap like the workload, cached by size and count."""
     conversations = max(files, conversations_for(packets))
-    folder = out_dir / f"lab-split-{conversations * PACKETS_PER_CONVERSATION}-{files}-v{GENERATOR_VERSION}"
+    folder = out_dir / f"lab-split-{conversations * PACKETS_PER_CONVERSATION}-{files}-even-v{GENERATOR_VERSION}"
     paths = [folder / f"part-{number:02d}.pcap" for number in range(files)]
     if all(path.exists() for path in paths):
         return paths
-    per_file = math.ceil(conversations / files)
     every = list(lab_conversations(conversations))
     for number, path in enumerate(paths):
-        def frames(part=every[number * per_file:(number + 1) * per_file]) -> Iterator[Tuple[int, bytes]]:
+        # Spread evenly, so no part is left without a conversation (which `check` would call unusable).
+        part = every[number * len(every) // files:(number + 1) * len(every) // files]
+
+        def frames(part=part) -> Iterator[Tuple[int, bytes]]:
             for start, conversation, pace in part:
                 for segment, frame in zip(LAB_SEGMENTS, lab_frames(conversation)):
                     yield START_SECONDS * 1_000_000 + start + int(segment.micros * pace), frame
