@@ -204,31 +204,39 @@ class Subject:
             return None
         if self._process.poll() is None:
             self.stopped_by_harness = True
-        self._signal_session(signal.SIGTERM)
+        # Each look at the session scans /proc (some 1.5 ms), so the last one is reused: a session
+        # whose leader is reaped and that has no member left can gain none (only members fork).
+        members = self._signal_session(signal.SIGTERM)
         deadline = time.monotonic() + grace
-        while (self._process.poll() is None or self.session_members()) and time.monotonic() < deadline:
+        while (self._process.poll() is None or members) and time.monotonic() < deadline:
             time.sleep(POLL_SECONDS)  # ok: exits of processes not ours to wait() for offer no notification
-        if self._process.poll() is None or self.session_members():
+            members = self.session_members()
+        if self._process.poll() is None or members:
             self._signal_session(signal.SIGKILL)
             deadline = time.monotonic() + KILL_WAIT_SECONDS
-            while (self._process.poll() is None or self.session_members()) and time.monotonic() < deadline:
+            members = self.session_members()
+            while (self._process.poll() is None or members) and time.monotonic() < deadline:
                 time.sleep(POLL_SECONDS)  # ok: as above
-        self.survivors = [sockets.describe_process(pid) for pid in self.session_members()]
+                members = self.session_members()
+        self.survivors = [sockets.describe_process(pid) for pid in members]
         if self._process.poll() is None:
             self._process.wait(timeout=KILL_WAIT_SECONDS)
         for reader in self._readers:
             reader.join(timeout=STOP_GRACE_SECONDS)
         return self._process.returncode
 
-    def _signal_session(self, signum: int) -> None:
-        members = set(self.session_members())
+    def _signal_session(self, signum: int) -> List[int]:
+        """Signal every member; returns the members found (the leader among them while it runs)."""
+        members = self.session_members()
+        targets = set(members)
         if self._process.poll() is None:
-            members.add(self._process.pid)
-        for pid in members:
+            targets.add(self._process.pid)
+        for pid in targets:
             try:
                 os.kill(pid, signum)
             except (ProcessLookupError, PermissionError):
                 pass
+        return members
 
     def exit_description(self) -> str:
         """'exit 1', 'killed by SIGKILL', or 'still running'."""

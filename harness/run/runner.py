@@ -80,6 +80,7 @@ def run_scenario(scenario: Scenario, pcap: Path, backend: str = "dumpcap", timeo
         # server sends nothing while it listens.
         with in_netns(placement.capture_netns) if placement.capture_netns else nullcontext():
             capture.begin()
+        phase("capture launched")
         try:
             server.start()
             if scenario.ready_line:
