@@ -406,7 +406,7 @@ class ForkedLabProgram(Subject):
         err_read, err_write = os.pipe()
         pid = os.fork()
         if pid == 0:
-            self._run_in_child(in_read, out_write, err_write)   # never returns
+            self._run_in_child((in_read, out_write, err_write), (in_write, out_read, err_read))   # never returns
         for end in (in_read, out_write, err_write):
             if end is not None:
                 os.close(end)
@@ -428,9 +428,14 @@ class ForkedLabProgram(Subject):
             raise
         return self
 
-    def _run_in_child(self, in_read: Optional[int], out_write: int, err_write: int) -> None:
+    def _run_in_child(self, own_ends: Sequence[Optional[int]], parents_ends: Sequence[Optional[int]]) -> None:
+        in_read, out_write, err_write = own_ends
         code = 1
         try:
+            # Closed, or the child would hold its own stdin's write end open and never see its end.
+            for end in parents_ends:
+                if end is not None:
+                    os.close(end)
             os.setsid()
             die_with_parent()
             if self._cwd:
