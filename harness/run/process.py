@@ -19,6 +19,7 @@ Rules:
 from __future__ import annotations
 
 import ctypes
+import gc
 import inspect
 import os
 import importlib
@@ -432,6 +433,9 @@ class ForkedLabProgram(Subject):
         in_read, out_write, err_write = own_ends
         code = 1
         try:
+            # The parent's objects are never finalized here (a garbage file object flushing its
+            # buffer into a shared descriptor, say): only what the program itself makes is collected.
+            gc.freeze()
             # Closed, or the child would hold its own stdin's write end open and never see its end.
             for end in parents_ends:
                 if end is not None:
