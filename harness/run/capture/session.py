@@ -106,7 +106,7 @@ class Capture:
 
     def begin(self) -> "Capture":
         """Launch the backend without waiting for it to go live, so that its start-up (dumpcap's
-        takes some 55 ms) can overlap the server's; nothing is proven until prove_started()."""
+        takes 18-27 ms) can overlap the server's; nothing is proven until prove_started()."""
         self.prober = Prober(self._probe_host, flush_count=FLUSH_DATAGRAMS if self.needs_flush_burst else 0,
                              sender_netns=self._probe_from_netns)
         full_filter = f"({self.bpf}) or ({self.prober.bpf})" if self.bpf else ""
