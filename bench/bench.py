@@ -903,22 +903,47 @@ def measure_tools(tools: Sequence[Tool], workload: Optional[Workload], repeat: i
 
 # -- the lab scenario ---------------------------------------------------------------------------
 
-SCENARIO_PHASES = ("server ready", "capture start proven", "traffic", "capture end proven", "analysis",
-                   "assertions")
+SCENARIO_PHASES = ("capture launched", "server ready", "capture start proven", "traffic", "capture end proven",
+                   "server stopped", "capture closed", "analysis", "assertions", "annotation")
+SCENARIO_TARGET_SECONDS = 0.1
+# Measured beside the default backend when it can capture here: its floor is not dumpcap's.
+OTHER_SCENARIO_BACKENDS = ("scapy",)
 
 
 @dataclass
 class ScenarioFigures:
     backend: str
     phases: Dict[str, List[float]]
-    totals: List[float]                 # capture start to verdict
+    totals: List[float]                 # capture start to verdict: the capture is launched first, the server beside it
     end_to_end: List[float]             # server start to verdict
     failed_verdicts: List[str]
+    other_backends: List["ScenarioFigures"] = field(default_factory=list)
+    unmeasured: Dict[str, str] = field(default_factory=dict)   # backend -> why it was not measured
+
+
+def _scenario_runs(backend: str, pcap_dir: Path, runs: int, progress) -> ScenarioFigures:
+    from harness.lab.scenarios import LAB_SCENARIOS
+    from harness.run.runner import run_scenario
+
+    figures = ScenarioFigures(backend, {}, [], [], [])
+    for run in range(runs):
+        progress(f"scenario tcp-lab ({backend}) run {run + 1}/{runs} ...")
+        path = pcap_dir / f"tcp-lab-{backend}-{run}.pcapng"
+        result = run_scenario(LAB_SCENARIOS["tcp-lab"], path, backend=backend)
+        for phase, seconds in result.phases.items():
+            figures.phases.setdefault(phase, []).append(seconds)
+        figures.totals.append(sum(result.phases.values()))
+        figures.end_to_end.append(sum(s for phase, s in result.phases.items() if phase != "capture launched"))
+        if result.ok:
+            path.unlink()
+        else:
+            figures.failed_verdicts.append(str(path))
+    return figures
 
 
 def measure_scenario(out_dir: Path, runs: int, progress) -> ScenarioFigures:
+    """The default backend's figures (run_scenario's), with the other backends' that can capture here."""
     from harness.run.capture import capture_unavailable_reason
-    from harness.lab.scenarios import LAB_SCENARIOS
     from harness.run.runner import run_scenario
 
     backend = inspect.signature(run_scenario).parameters["backend"].default
@@ -927,19 +952,13 @@ def measure_scenario(out_dir: Path, runs: int, progress) -> ScenarioFigures:
         raise RuntimeError(f"cannot capture with {backend}: {reason} (or pass --skip-scenario)")
     pcap_dir = out_dir / "scenario"
     pcap_dir.mkdir(parents=True, exist_ok=True)
-    figures = ScenarioFigures(backend, {}, [], [], [])
-    for run in range(runs):
-        progress(f"scenario tcp-lab run {run + 1}/{runs} ...")
-        path = pcap_dir / f"tcp-lab-{run}.pcapng"
-        result = run_scenario(LAB_SCENARIOS["tcp-lab"], path)
-        for phase, seconds in result.phases.items():
-            figures.phases.setdefault(phase, []).append(seconds)
-        figures.totals.append(sum(s for phase, s in result.phases.items() if phase != "server ready"))
-        figures.end_to_end.append(sum(result.phases.values()))
-        if result.ok:
-            path.unlink()
+    figures = _scenario_runs(backend, pcap_dir, runs, progress)
+    for other in OTHER_SCENARIO_BACKENDS:
+        reason = capture_unavailable_reason(other)
+        if reason:
+            figures.unmeasured[other] = reason
         else:
-            figures.failed_verdicts.append(str(path))
+            figures.other_backends.append(_scenario_runs(other, pcap_dir, runs, progress))
     return figures
 
 
@@ -1029,12 +1048,17 @@ def targets_table(measured: Sequence[WorkloadFigures], jobs: Sequence[Tool],
             wanted = 0.85 * cores
             judged(f"{tool.label}: CPU time / wall", busy, f"{busy:.2f}" if busy is not None else "",
                    f">= {wanted:.2f} ({cores} of {os.cpu_count()} CPUs busy)", busy is not None and busy >= wanted)
+    wanted = f"<= {SCENARIO_TARGET_SECONDS:g} s"
     if scenario is not None:
-        median = statistics.median(scenario.totals)
-        rows.append(["lab scenario median, capture start to verdict", f"{median:.3f} s", "<= 0.3 s",
-                     "met" if median <= 0.3 else "NOT MET"])
+        for figures in (scenario, *scenario.other_backends):
+            median = statistics.median(figures.totals)
+            rows.append([f"lab scenario median, capture start to verdict ({figures.backend})", f"{median:.3f} s",
+                         wanted, "met" if median <= SCENARIO_TARGET_SECONDS else "NOT MET"])
+        for backend, reason in scenario.unmeasured.items():
+            rows.append([f"lab scenario median, capture start to verdict ({backend})", "-", wanted,
+                         f"not measured: {reason}"])
     else:
-        rows.append(["lab scenario median, capture start to verdict", "-", "<= 0.3 s", "not measured"])
+        rows.append(["lab scenario median, capture start to verdict", "-", wanted, "not measured"])
     return format_table(rows, right_aligned_from=4)
 
 
@@ -1052,16 +1076,26 @@ def stages_table(stages: Sequence[Tool], harness: Optional[Tool]) -> str:
     return format_table(rows)
 
 
-def scenario_table(figures: ScenarioFigures) -> str:
+def _phases_table(figures: ScenarioFigures) -> str:
     rows = [["phase", "median ms", "min ms", "max ms"]]
-    named = [p for p in SCENARIO_PHASES if p in figures.phases] + \
-        [p for p in figures.phases if p not in SCENARIO_PHASES]
+    named = [p for p in SCENARIO_PHASES if p in figures.phases] + [p for p in figures.phases if p not in SCENARIO_PHASES]
     series = [(phase, figures.phases[phase]) for phase in named]
     series += [("capture start to verdict", figures.totals), ("server start to verdict", figures.end_to_end)]
     for name, values in series:
         ms = [1000 * value for value in values]
         rows.append([name, f"{statistics.median(ms):.1f}", f"{min(ms):.1f}", f"{max(ms):.1f}"])
     return format_table(rows)
+
+
+def scenario_table(figures: ScenarioFigures) -> str:
+    """The default backend's phases (main names it), then each other backend's under its own heading."""
+    parts = [_phases_table(figures)]
+    for other in figures.other_backends:
+        runs = len(other.totals)
+        parts.append(f"the same on the {other.backend} backend ({runs - len(other.failed_verdicts)} PASS, "
+                     f"{len(other.failed_verdicts)} FAIL{': ' + ' '.join(other.failed_verdicts) if other.failed_verdicts else ''})\n"
+                     + _phases_table(other))
+    return "\n\n".join(parts)
 
 
 def describe_machine() -> str:

@@ -1,9 +1,11 @@
 """Running a scenario: server up, capture proven live, client runs, everything settles, capture proven
 complete, then the wire is held to the expectation and the verdicts are written into the pcap.
 
-The order matters. The server starts first because its port (0 = any free one) decides the capture
-filter; it sends nothing while it listens. The capture is proven live before the client starts and
-proven complete only after the kernel has nothing left to send on the port (harness.run.settle).
+The order matters. The port is chosen first (0 = any free one) because it decides the capture filter;
+the capture and the server then start side by side (the server sends nothing while it listens). The
+capture is proven live before the client starts and its end proven only after the kernel has nothing
+left to send on the port (harness.run.settle), before the server is stopped. Lab programs are forked
+from this process rather than started in a new interpreter (harness.run.process.ForkedLabProgram).
 Across a topology (run_topology_scenario) the steps are the same; only where each piece runs differs.
 """
 from __future__ import annotations
@@ -21,7 +23,7 @@ from harness.render.annotate import annotate
 from harness.run import sockets
 from harness.run.capture import make_capture
 from harness.run.netns import in_netns
-from harness.run.process import Subject, SubjectError
+from harness.run.process import Subject, SubjectError, program_subject
 from harness.run.scenario import Placement, Scenario, ScenarioResult, Timeouts
 from harness.run.settle import wait_settled
 from harness.run.topology import CapturePoint, Topology, TopologyError
@@ -36,16 +38,17 @@ def run_scenario(scenario: Scenario, pcap: Path, backend: str = "dumpcap", timeo
 
     1. the port: a fixed one must be free (a program listening on it is named; leftover TIME_WAIT
        sockets of an earlier run are waited out); otherwise a free one is picked;
-    2. the server starts, in a session of its own, and is ready when a socket of its session
-       listens (or is bound) on the port, or when it prints `ready_line`;
-    3. the capture starts, and its start is proven (a probe seen);
+    2. the capture is launched, and beside it the server, in a session of its own, which is ready
+       when a socket of its session listens (or is bound) on the port, or when it prints `ready_line`;
+    3. the capture's start is proven (a probe seen);
     4. the client runs to its end (one still running at `client_done` is stopped, and judged so:
        a client waiting for a reply that never comes is what the wire then shows);
     5. the server is given `close_grace` to close what it still holds, then the kernel's last
        segments are waited for (harness.run.settle);
     6. the capture's end is proven, before the server is stopped: what stopping it makes the
        kernel send (a FIN or RST for a connection it never closed) is not the program's doing;
-    7. the server's whole session is stopped; anything of it that survives fails the run;
+    7. the server's whole session is stopped (while the capture backend goes away); anything of it
+       that survives fails the run; then the capture's exit and drop counts are judged;
     8. the wire is analysed and held to the expectation, the cause of a failure put in words, and
        the verdicts written into the saved pcap.
     """
@@ -53,40 +56,49 @@ def run_scenario(scenario: Scenario, pcap: Path, backend: str = "dumpcap", timeo
         placement = replace(placement, server_host=host, probe_host=host)
     host = placement.server_host
     expectation = expectation or scenario.load_expectation()
+
+    where = f" in {placement.server_netns}" if placement.server_netns else ""
+    with in_netns(placement.server_netns) if placement.server_netns else nullcontext():
+        port = _claim_port(scenario, host, timeouts)
+    server = program_subject(f"the server ({Scenario.label(scenario.server)}){where}",
+                             scenario.server_argv(host, port), netns=placement.server_netns, cwd=scenario.cwd)
+    capture = make_capture(backend, pcap, interface=placement.capture_interface,
+                           bpf=f"{scenario.proto} port {port}{placement.bpf_host}",
+                           probe_host=placement.probe_host, probe_from_netns=placement.probe_from_netns,
+                           start_timeout=timeouts.capture_start, stop_timeout=timeouts.capture_stop)
+    client = None
+    client_timeout = None
     phases: Dict[str, float] = {}
     began = time.monotonic()
 
     def phase(name: str) -> None:
         phases[name] = time.monotonic() - began - sum(phases.values())
 
-    where = f" in {placement.server_netns}" if placement.server_netns else ""
-    with in_netns(placement.server_netns) if placement.server_netns else nullcontext():
-        port = _claim_port(scenario, host, timeouts)
-    server = Subject(f"the server ({Scenario.label(scenario.server)}){where}", scenario.server_argv(host, port),
-                     netns=placement.server_netns, cwd=scenario.cwd)
-    client = None
-    capture = None
-    capture_result = None
-    client_timeout = None
     try:
-        server.start()
-        if scenario.ready_line:
-            server.wait_for_line(scenario.ready_line, timeouts.server_ready)
-        else:
-            server.wait_bound(scenario.proto, port, timeouts.server_ready)
-        phase("server ready")
-        capture = make_capture(backend, pcap, interface=placement.capture_interface,
-                               bpf=f"{scenario.proto} port {port}{placement.bpf_host}",
-                               probe_host=placement.probe_host, probe_from_netns=placement.probe_from_netns,
-                               start_timeout=timeouts.capture_start, stop_timeout=timeouts.capture_stop)
-        # A capture started by this thread inside a namespace stays there (process or thread).
+        # The capture is launched first and the server beside it: dumpcap's start-up (18-27 ms to
+        # go live) then overlaps the server's. Its start is still proven before the client starts, and the
+        # server sends nothing while it listens.
         with in_netns(placement.capture_netns) if placement.capture_netns else nullcontext():
-            capture.start()
+            capture.begin()
+        phase("capture launched")
+        try:
+            server.start()
+            if scenario.ready_line:
+                server.wait_for_line(scenario.ready_line, timeouts.server_ready)
+            else:
+                server.wait_bound(scenario.proto, port, timeouts.server_ready)
+        except BaseException:
+            # Launched beside a server that never came up: it holds nothing of the scenario's.
+            capture.abort(discard=True)
+            raise
+        phase("server ready")
+        capture.prove_started()
         phase("capture start proven")
         where = f" in {placement.client_netns}" if placement.client_netns else ""
         # Named before it starts, so the finally below stops it even if start() is interrupted.
-        client = Subject(f"the client ({Scenario.label(scenario.client)}){where}", scenario.client_argv(host, port),
-                         stdin_text=scenario.client_stdin, netns=placement.client_netns, cwd=scenario.cwd)
+        client = program_subject(f"the client ({Scenario.label(scenario.client)}){where}",
+                                 scenario.client_argv(host, port), stdin_text=scenario.client_stdin,
+                                 netns=placement.client_netns, cwd=scenario.cwd)
         client.start()
         try:
             client.wait(timeouts.client_done, "to finish its exchange")
@@ -98,20 +110,28 @@ def run_scenario(scenario: Scenario, pcap: Path, backend: str = "dumpcap", timeo
         _wait_for_the_server_to_close(server, scenario.proto, port, timeouts.close_grace, placement)
         wait_settled(port, timeouts.settle, scenario.proto, placement.settle_netns)
         phase("traffic")
-        capture_result = capture.stop()
+        capture.prove_ended()
         phase("capture end proven")
     except BaseException:
-        if capture is not None and capture_result is None:
-            capture.abort()
+        capture.abort()
         raise
     finally:
-        for subject in (client, server):
-            if subject is not None:
-                subject.stop()
+        try:
+            for subject in (client, server):
+                if subject is not None:
+                    subject.stop()
+        except BaseException:
+            capture.abort()
+            raise
+    # Whatever stopping the server makes the kernel send comes after the capture's end: dumpcap is
+    # by now only releasing its ring, which is what capture.finish() waits for.
     if server.survivors:
+        capture.abort()
         raise SubjectError(f"{server.name} left processes running after it was stopped: "
                            f"{', '.join(server.survivors)}")
     phase("server stopped")
+    capture_result = capture.finish()
+    phase("capture closed")
 
     analysis = analyse(capture_result.path)
     phase("analysis")

@@ -71,14 +71,18 @@ def _address(family: int, raw: bytes) -> str:
     return socket.inet_ntop(family, raw[:4] if family == socket.AF_INET else raw)
 
 
-def _sock_diag(proto: str, port: int) -> List[Socket]:
-    """table() through sock_diag; OSError if the kernel refuses."""
+ALL_STATES = 0xFFFFFFFF
+
+
+def _sock_diag(proto: str, port: int, states: int = ALL_STATES) -> List[Socket]:
+    """table() through sock_diag, of the sockets in `states` (a bit per state number); OSError if the
+    kernel refuses."""
     found = []
     bytecode = _port_filter(port)
     attribute = struct.pack("=HH", 4 + len(bytecode), INET_DIAG_REQ_BYTECODE) + bytecode
     with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_SOCK_DIAG) as diag:
         for family in (socket.AF_INET, socket.AF_INET6):
-            request = struct.pack("=BBBBI", family, PROTOCOLS[proto], 0, 0, 0xFFFFFFFF) + bytes(48) + attribute
+            request = struct.pack("=BBBBI", family, PROTOCOLS[proto], 0, 0, states) + bytes(48) + attribute
             diag.sendall(_NLMSG_HEADER.pack(16 + len(request), SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST | NLM_F_DUMP,
                                             family, 0) + request)
             done = False
@@ -148,9 +152,15 @@ def table(proto: str, port: int) -> List[Socket]:
 def bound(proto: str, port: int) -> List[Socket]:
     """The sockets that own `port` locally as a server would: TCP listening, UDP bound (not those of
     connections to or from it)."""
-    sockets = table(proto, port)
     if proto == "tcp":
+        try:
+            # Asked for listeners alone, the kernel skips its table of connections, which it walks
+            # bucket by bucket for any other state (some 1.4 ms per address family here, 0.02 ms so).
+            sockets = _sock_diag(proto, port, states=1 << LISTEN)
+        except OSError:
+            sockets = _proc_tables(proto, port)
         return [s for s in sockets if s.state == "LISTEN" and s.local.port == port]
+    sockets = table(proto, port)
     return [s for s in sockets if s.local.port == port and s.remote.port == 0]
 
 

@@ -159,3 +159,38 @@ def test_no_capture_permission_says_how_to_grant_it():
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("dumpcap may not capture here (")
     assert "setcap cap_net_raw,cap_net_admin+eip" in done.stdout
+
+
+def test_after_the_end_is_proven_nothing_more_is_captured_and_the_name_waits_for_finish(tmp_path, udp_pair):
+    server, client = udp_pair
+    port = server.getsockname()[1]
+    path = tmp_path / "split.pcapng"
+    capture = make_capture("dumpcap", path, bpf=f"udp port {port}").start()
+    client.sendto(b"inside", ("127.0.0.1", port))
+    capture.prove_ended()
+    # What a server's stop makes the kernel send comes here: after the end, never in the file.
+    client.sendto(b"after the end", ("127.0.0.1", port))
+    assert not path.exists() and partial_path(path).exists()
+    result = capture.finish()
+    assert result.complete and result.dropped == 0
+    assert udp_payloads(path) == [b"inside"]
+    assert not partial_path(path).exists()
+
+
+def test_a_capture_begun_and_discarded_before_its_start_is_proven_leaves_no_file(tmp_path):
+    path = tmp_path / "discarded.pcapng"
+    capture = make_capture("dumpcap", path, bpf="udp port 9").begin()
+    capture.abort(discard=True)
+    assert list(tmp_path.iterdir()) == []
+    assert capture._process.returncode is not None
+
+
+def test_a_start_proven_after_begin_catches_the_first_datagram(tmp_path, udp_pair):
+    server, client = udp_pair
+    port = server.getsockname()[1]
+    for round_number in range(ROUNDS):
+        path = tmp_path / f"begun-{round_number}.pcapng"
+        capture = make_capture("dumpcap", path, bpf=f"udp port {port}").begin().prove_started()
+        client.sendto(b"first %d" % round_number, ("127.0.0.1", port))
+        capture.stop()
+        assert udp_payloads(path) == [b"first %d" % round_number], f"round {round_number}"

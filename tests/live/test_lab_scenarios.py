@@ -85,8 +85,9 @@ def test_a_failing_scenario_reports_expected_against_wire_with_the_ladder(captur
 
 def test_phases_are_timed(lab):
     result = lab.run("udp-lab")
-    assert list(result.phases) == ["server ready", "capture start proven", "traffic", "capture end proven", "server stopped",
-                                   "analysis", "assertions", "annotation"]
+    assert list(result.phases) == ["capture launched", "server ready", "capture start proven", "traffic",
+                                   "capture end proven", "server stopped", "capture closed", "analysis", "assertions",
+                                   "annotation"]
     assert all(seconds >= 0 for seconds in result.phases.values())
 
 

@@ -7,6 +7,7 @@ import shutil
 import signal
 import subprocess
 import threading
+import time
 from typing import List, Optional
 
 from harness.run.capture.session import Capture, CaptureError, CaptureUnavailable
@@ -79,6 +80,7 @@ class DumpcapCapture(Capture):
         self._process: Optional[subprocess.Popen] = None
         self._stderr: List[str] = []
         self._threads: List[threading.Thread] = []
+        self._described = False
 
     def _launch(self, full_filter: str) -> None:
         command = [dumpcap_path(), "-i", self.interface, "-w", "-", "-B", str(self.buffer_mib)]
@@ -113,6 +115,11 @@ class DumpcapCapture(Capture):
         if block_type in (pcapng.ENHANCED_PACKET, pcapng.SIMPLE_PACKET):
             self._deliver(block, block)
             return
+        if block_type == pcapng.INTERFACE_DESCRIPTION:
+            # dumpcap writes its interface block once the interface is open, bound and filtered.
+            with self._changed:
+                self._described = True
+                self._changed.notify_all()
         if block_type == pcapng.SECTION_HEADER:
             block = pcapng.with_options(block, endian, [pcapng.text_option(pcapng.OPT_COMMENT, comment)
                                                         for comment in self._comments()])
@@ -129,12 +136,30 @@ class DumpcapCapture(Capture):
     def _alive(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
+    def _wait_until_live(self, deadline: float) -> None:
+        with self._changed:
+            while not (self._described or self._failure or not self._alive()):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return
+                # Bounded so that a dumpcap dying without a word is noticed within 50 ms.
+                self._changed.wait(min(remaining, 0.05))
+
     def _why_dead(self) -> str:
         self._join_threads()
         return explain_dumpcap_error("".join(self._stderr))
 
     def _halt(self) -> None:
+        # dumpcap writes its statistics block and ends its output within a millisecond of SIGTERM,
+        # then spends some 25 ms in the kernel releasing its ring; that exit is _reap's to wait for.
         self._process.send_signal(signal.SIGTERM)
+        output = self._threads[0]
+        output.join(timeout=EXIT_TIMEOUT_SECONDS)
+        if output.is_alive():
+            self._kill()
+            raise CaptureError(f"dumpcap's output did not end within {EXIT_TIMEOUT_SECONDS:g} s of SIGTERM")
+
+    def _reap(self) -> None:
         try:
             self._process.wait(timeout=EXIT_TIMEOUT_SECONDS)
         except subprocess.TimeoutExpired:

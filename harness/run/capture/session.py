@@ -3,10 +3,12 @@
 Protocol, the same for every backend:
 1. The output goes to `<name>.partial` (mode 0600) while the capture runs; only a capture whose
    start and end were both proven, with no drops, is renamed to its final name.
-2. `start()` returns once a start marker sent through the filter has come out of the backend.
+2. `start()` returns once a start marker sent through the filter has come out of the backend
+   (`begin()` then `prove_started()`, for a caller with something to do while the backend starts).
 3. `stop()` first sends an end marker and waits until it has come out: every packet sent before
    it has then been delivered, so nothing the scenario sent is still in a kernel buffer. Only
-   then is the backend told to stop.
+   then is the backend told to stop (`prove_ended()`); its exit and drop counts are judged, and
+   the file renamed, by `finish()`, which a caller may put off until it has stopped its server.
 4. Probe datagrams (probe.py) never reach the saved file; the Section Header says how many were
    left out, and the backend, interface and filter.
 5. Every wait is bounded, and its timeout names what it waited for.
@@ -94,9 +96,17 @@ class Capture:
         self._failure: Optional[str] = None
         self._file = None
         self._running = False
+        self._ended = False
+        self._launched_at = 0.0
 
     # --- the protocol ---------------------------------------------------------------------
     def start(self) -> "Capture":
+        """Launch the backend and return once its start is proven (begin, then prove_started)."""
+        return self.begin().prove_started()
+
+    def begin(self) -> "Capture":
+        """Launch the backend without waiting for it to go live, so that its start-up (dumpcap's
+        takes 18-27 ms) can overlap the server's; nothing is proven until prove_started()."""
         self.prober = Prober(self._probe_host, flush_count=FLUSH_DATAGRAMS if self.needs_flush_burst else 0,
                              sender_netns=self._probe_from_netns)
         full_filter = f"({self.bpf}) or ({self.prober.bpf})" if self.bpf else ""
@@ -104,24 +114,54 @@ class Capture:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(partial_path(self.path), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         self._file = os.fdopen(fd, "wb")
-        began = time.monotonic()
+        self._launched_at = time.monotonic()
         try:
             self._running = True
             self._launch(full_filter)
+        except BaseException:
+            self.abort()
+            raise
+        return self
+
+    def prove_started(self) -> "Capture":
+        """Return once a start marker has come out of the backend begun by begin()."""
+        assert self.result is not None, "prove_started() before begin()"
+        try:
             self._await_marker(START, self.start_timeout, "its start probe")
         except BaseException:
             self.abort()
             raise
-        self.result.start_proven_after = time.monotonic() - began
+        self.result.start_proven_after = time.monotonic() - self._launched_at
         return self
 
     def stop(self) -> CaptureResult:
-        assert self.result is not None, "stop() before start()"
+        """Prove the end, then close: prove_ended, then finish."""
+        self.prove_ended()
+        return self.finish()
+
+    def prove_ended(self) -> None:
+        """Return once the end marker has come out and the backend has handed over its last packet
+        and its counters: nothing later is captured. The backend may still be going away (dumpcap
+        spends some 25 ms releasing its ring after its output has ended), which finish() waits for;
+        in between the caller may do what must come after the capture's end (stop the server)."""
+        assert self.result is not None, "prove_ended() before start()"
         began = time.monotonic()
         try:
             self._await_marker(STOP, self.stop_timeout, "its end probe")
             self.result.stop_proven_after = time.monotonic() - began
             self._halt()
+        except BaseException:
+            self.abort()
+            raise
+        self._ended = True
+
+    def finish(self) -> CaptureResult:
+        """Once the end is proven: wait for the backend to be gone, judge its exit and its drop counts,
+        and only then give the file its final name. CaptureIncomplete for any drop or failure."""
+        if not self._ended:
+            self.prove_ended()
+        try:
+            self._reap()
         except BaseException:
             self.abort()
             raise
@@ -139,15 +179,16 @@ class Capture:
         self.result.complete = True
         return self.result
 
-    def abort(self) -> None:
-        """Stop at once; whatever was written stays under the .partial name (an empty file is removed)."""
+    def abort(self, discard: bool = False) -> None:
+        """Stop at once; whatever was written stays under the .partial name (an empty file is removed,
+        and with `discard` any file: for a capture whose run ended before it was of any use)."""
         if self._running:
             self._running = False
             self._kill()
         self._close_file()
         self._close_prober()
         partial = partial_path(self.path)
-        if partial.exists() and partial.stat().st_size == 0:
+        if partial.exists() and (discard or partial.stat().st_size == 0):
             partial.unlink()
 
     def __enter__(self) -> "Capture":
@@ -192,6 +233,10 @@ class Capture:
     def _alive(self) -> bool:
         return True
 
+    def _wait_until_live(self, deadline: float) -> None:
+        """Return when the backend says it captures (or at `deadline`, or when it fails): only a
+        hint of when to send the start marker, never a proof; the marker seen is the proof."""
+
     def _why_dead(self) -> str:
         return "the capture backend stopped"
 
@@ -202,6 +247,10 @@ class Capture:
         deadline = began + timeout
         sent_from = None
         resend_after = MARKER_RESEND_SECONDS
+        if kind == START:
+            # A marker sent before the backend listens is lost, and the next goes out only after
+            # the resend interval: waiting for the backend's own sign of life saves most of it.
+            self._wait_until_live(deadline)
         while True:
             number = self.prober.send_marker(kind)
             sent_from = number if sent_from is None else sent_from
@@ -237,7 +286,11 @@ class Capture:
         raise NotImplementedError
 
     def _halt(self) -> None:
+        """Stop capturing; return once the last packet and the final counters are delivered."""
         raise NotImplementedError
+
+    def _reap(self) -> None:
+        """After _halt: wait until the backend is gone, failing the capture if it ended badly."""
 
     def _kill(self) -> None:
         raise NotImplementedError
