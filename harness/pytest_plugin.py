@@ -111,9 +111,9 @@ def _file_stem(nodeid: str) -> str:
 def pcap_path(request: pytest.FixtureRequest, pcap_dir: Path) -> Iterator[Path]:
     """This test's pcap, named after the test; removed after a pass when --keep-pcaps=failed (with the
     test's further pcaps, NAME-2.pcapng and on, which `numbered` hands out)."""
-    from harness.run.capture import partial_path
+    from harness.run.capture import partial_paths
     path = pcap_dir / f"{_file_stem(request.node.nodeid)}.pcapng"
-    for stale in (path, partial_path(path)):
+    for stale in (path, *partial_paths(path)):
         stale.unlink(missing_ok=True)
     request.node.harness_pcaps = [path]
     yield path
@@ -178,9 +178,9 @@ def live_capture(request: pytest.FixtureRequest, capture_backend: str, pcap_path
 def numbered(pcap_path: Path, number: int, node: Optional[pytest.Item] = None) -> Path:
     """The test's Nth pcap (N > 1): NAME-N.pcapng beside NAME.pcapng, cleared of a stale one and
     remembered on the test's node so that --keep-pcaps=failed removes it with the first."""
-    from harness.run.capture import partial_path
+    from harness.run.capture import partial_paths
     path = pcap_path.with_name(f"{pcap_path.stem}-{number}{pcap_path.suffix}")
-    for stale in (path, partial_path(path)):
+    for stale in (path, *partial_paths(path)):
         stale.unlink(missing_ok=True)
     if node is not None:
         getattr(node, "harness_pcaps", []).append(path)

@@ -130,10 +130,14 @@ def run_scenario(scenario: Scenario, pcap: Path, backend: str = "dumpcap", timeo
         raise SubjectError(f"{server.name} left processes running after it was stopped: "
                            f"{', '.join(server.survivors)}")
     phase("server stopped")
-    capture_result = capture.finish()
+    # Judged and annotated under its private name, published only then: a concurrent run that writes
+    # the same final name can replace the file, never the capture this verdict is about.
+    capture_result = capture.finish(publish=False)
     phase("capture closed")
 
-    analysis = analyse(capture_result.path)
+    private = capture_result.path
+    capture_result.path = capture.path      # what the verdict names: where the file will be
+    analysis = analyse(private)
     phase("analysis")
     problems, notes = _judge(scenario, expectation, analysis, port, host, placement, client, client_timeout)
     diagnosis = _diagnosis(server, client, analysis, port, problems)
@@ -141,8 +145,8 @@ def run_scenario(scenario: Scenario, pcap: Path, backend: str = "dumpcap", timeo
     result = ScenarioResult(scenario, expectation, capture_result, analysis, port, problems, server, client,
                             phases, diagnosis)
     # The saved pcap carries the verdicts, so a reviewer opening it in Wireshark sees why.
-    annotate(capture_result.path, capture_result.path, notes,
-             [result.verdict(), *placement.comments, *map(str, problems)])
+    annotate(private, private, notes, [result.verdict(), *placement.comments, *map(str, problems)])
+    analysis.path = str(capture.publish())
     phase("annotation")
     return result
 

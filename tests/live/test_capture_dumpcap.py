@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from harness.run.capture import CaptureIncomplete, CaptureUnavailable, make_capture, partial_path
+from harness.run.capture import CaptureIncomplete, CaptureUnavailable, make_capture, partial_paths
 from harness.run.capture.dumpcap import probe_dumpcap
 from harness.wire.reader import open_capture
 from harness.pytest_plugin import require_capture
@@ -69,7 +69,7 @@ def test_probes_are_left_out_and_the_file_says_how_it_was_made(tmp_path, udp_pai
     result = capture.result
     assert result.complete and result.packets == 1 and result.dropped == 0
     assert result.probes_removed >= 2 and result.received >= result.packets + result.probes_removed - 10
-    assert not partial_path(path).exists()
+    assert not partial_paths(path)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     with open_capture(path) as saved:
         records = list(saved)
@@ -118,7 +118,7 @@ def test_abort_leaves_only_a_partial_file_and_no_dumpcap(tmp_path):
     capture = make_capture("dumpcap", path, bpf="udp port 9").start()
     pid = capture._process.pid
     capture.abort()
-    assert not path.exists() and partial_path(path).exists()
+    assert not path.exists() and capture.partial.exists()
     assert capture._process.poll() is not None
     assert not os.path.exists(f"/proc/{pid}") or "zombie" in open(f"/proc/{pid}/status").read().lower()
 
@@ -131,7 +131,7 @@ def test_drops_fail_the_capture_and_keep_it_partial(tmp_path, udp_pair, monkeypa
     with pytest.raises(CaptureIncomplete, match=r"dumpcap dropped 3 packets on lo \(pcap:\d+/dumpcap:\d+/flushed:\d+/"
                                                 r"ps_ifdrop:\d+\); the partial capture is .*\.partial"):
         capture.stop()
-    assert partial_path(path).exists() and not path.exists()
+    assert capture.partial.exists() and not path.exists()
 
 
 def test_missing_dumpcap_is_one_line_that_says_what_to_do(tmp_path, monkeypatch):
@@ -170,11 +170,11 @@ def test_after_the_end_is_proven_nothing_more_is_captured_and_the_name_waits_for
     capture.prove_ended()
     # What a server's stop makes the kernel send comes here: after the end, never in the file.
     client.sendto(b"after the end", ("127.0.0.1", port))
-    assert not path.exists() and partial_path(path).exists()
+    assert not path.exists() and capture.partial.exists()
     result = capture.finish()
     assert result.complete and result.dropped == 0
     assert udp_payloads(path) == [b"inside"]
-    assert not partial_path(path).exists()
+    assert not partial_paths(path)
 
 
 def test_a_capture_begun_and_discarded_before_its_start_is_proven_leaves_no_file(tmp_path):

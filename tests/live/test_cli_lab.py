@@ -63,3 +63,22 @@ def test_lab_with_its_reader_gone_runs_every_scenario_and_exits_with_their_verdi
     assert (done.returncode, done.stderr) == (0, "")
     assert sorted(p.name for p in tmp_path.glob("*.pcapng")) == ["tcp-broken-server.pcapng", "tcp-lab.pcapng",
                                                                  "udp-lab.pcapng"]
+
+
+@pytest.mark.capture
+def test_concurrent_runs_into_one_directory_each_judge_their_own_capture(capture_backend, tmp_path):
+    """Issue 15 item 1: runs sharing a pcap directory shared one .partial name; most crashed and a
+    survivor could PASS on the other's capture. Each capture is now private until its verdict is in."""
+    import subprocess
+    import sys
+    from harness.analysis.pipeline import analyse
+    runs = [subprocess.Popen([sys.executable, "-m", "harness", "lab", "tcp-lab", "--quiet", "--backend",
+                              capture_backend, "--pcap-dir", str(tmp_path)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+            for _ in range(4)]
+    outcomes = [run.communicate(timeout=120) + (run.returncode,) for run in runs]
+    for out, err, status in outcomes:
+        assert (status, err) == (0, ""), (out, err)
+        assert out == f"PASS tcp-lab: tcp_lab against {tmp_path / 'tcp-lab.pcapng'}\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tcp-lab.pcapng"], "a private file was left behind"
+    assert len(analyse(tmp_path / "tcp-lab.pcapng").conversations) == 1, "the file holds one run's capture"

@@ -1,7 +1,9 @@
 """A capture that proves its own completeness at both ends, whatever backend feeds it.
 
 Protocol, the same for every backend:
-1. The output goes to `<name>.partial` (mode 0600) while the capture runs; only a capture whose
+1. The output goes to `<name>.<pid>-<token>.partial`, private to this capture (created exclusively,
+   mode 0600, so a concurrent run writing to the same name can never write into it), while the
+   capture runs; only a capture whose
    start and end were both proven, with no drops, is renamed to its final name.
 2. `start()` returns once a start marker sent through the filter has come out of the backend
    (`begin()` then `prove_started()`, for a caller with something to do while the backend starts).
@@ -15,6 +17,7 @@ Protocol, the same for every backend:
 """
 from __future__ import annotations
 
+import glob
 import os
 import threading
 import time
@@ -68,8 +71,14 @@ class CaptureResult:
                 f"{self.packets} packets, {drops} dropped, {self.probes_removed} probes removed)")
 
 
-def partial_path(path: Path) -> Path:
-    return path.with_name(path.name + ".partial")
+def private_partial(path: Path) -> Path:
+    """A name beside `path` no other capture, of this process or another, will use."""
+    return path.with_name(f"{path.name}.{os.getpid()}-{os.urandom(4).hex()}.partial")
+
+
+def partial_paths(path: Path) -> List[Path]:
+    """The partial files captures to `path` have left (an interrupted or incomplete run's)."""
+    return sorted(path.parent.glob(f"{glob.escape(path.name)}.*.partial"))
 
 
 class Capture:
@@ -98,6 +107,7 @@ class Capture:
         self._running = False
         self._ended = False
         self._launched_at = 0.0
+        self.partial = private_partial(self.path)
 
     # --- the protocol ---------------------------------------------------------------------
     def start(self) -> "Capture":
@@ -112,7 +122,7 @@ class Capture:
         full_filter = f"({self.bpf}) or ({self.prober.bpf})" if self.bpf else ""
         self.result = CaptureResult(self.path, self.backend, self.interface, self.bpf)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(partial_path(self.path), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        fd = os.open(self.partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         self._file = os.fdopen(fd, "wb")
         self._launched_at = time.monotonic()
         try:
@@ -155,9 +165,10 @@ class Capture:
             raise
         self._ended = True
 
-    def finish(self) -> CaptureResult:
+    def finish(self, publish: bool = True) -> CaptureResult:
         """Once the end is proven: wait for the backend to be gone, judge its exit and its drop counts,
-        and only then give the file its final name. CaptureIncomplete for any drop or failure."""
+        and only then give the file its final name (without `publish`, it keeps its private name, and
+        result.path says so, until publish()). CaptureIncomplete for any drop or failure."""
         if not self._ended:
             self.prove_ended()
         try:
@@ -169,15 +180,25 @@ class Capture:
         self._close_file()
         self._close_prober()
         if self._failure:
-            raise CaptureIncomplete(f"{self.backend} capture {partial_path(self.path)}: {self._failure}")
+            raise CaptureIncomplete(f"{self.backend} capture {self.partial}: {self._failure}")
         if self.result.dropped:
             detail = f" ({self.result.drop_detail})" if self.result.drop_detail else ""
             raise CaptureIncomplete(
                 f"{self.backend} dropped {self.result.dropped} packets on {self.interface}{detail}; the partial "
-                f"capture is {partial_path(self.path)}; give it a larger buffer or less competing load")
-        os.replace(partial_path(self.path), self.path)
+                f"capture is {self.partial}; give it a larger buffer or less competing load")
         self.result.complete = True
+        self.result.path = self.partial
+        if publish:
+            self.publish()
         return self.result
+
+    def publish(self) -> Path:
+        """Give a complete capture its final name (what a concurrent run to the same name published
+        before is replaced, as a rerun replaces the last run's file)."""
+        assert self.result is not None and self.result.complete, "publish() of a capture not proven complete"
+        os.replace(self.partial, self.path)
+        self.result.path = self.path
+        return self.path
 
     def abort(self, discard: bool = False) -> None:
         """Stop at once; whatever was written stays under the .partial name (an empty file is removed,
@@ -187,7 +208,7 @@ class Capture:
             self._kill()
         self._close_file()
         self._close_prober()
-        partial = partial_path(self.path)
+        partial = self.partial
         if partial.exists() and (discard or partial.stat().st_size == 0):
             partial.unlink()
 
@@ -266,9 +287,12 @@ class Capture:
             if not self._alive():
                 raise CaptureUnavailable(self._why_dead())
             if time.monotonic() > deadline:
+                # Before its start nothing was captured, and the empty file is removed: only an end
+                # that cannot be proven leaves a partial file to name.
+                kept = f" (partial file: {self.partial})" if kind == STOP else ""
                 raise CaptureIncomplete(
                     f"{self.backend} on {self.interface} did not show {what} within {timeout:g} s; "
-                    f"the capture cannot be proven complete (partial file: {partial_path(self.path)})")
+                    f"the capture cannot be proven complete{kept}")
 
     def _has_marker(self, kind: bytes, first_number: int) -> bool:
         return any(n >= first_number for n in self._seen[kind])
