@@ -58,8 +58,10 @@ def run_each(args: argparse.Namespace, paths: Sequence[Path], work: FileWork) ->
     status = OK
     # fork: the workers inherit the parsed arguments and the imported analysis, and start at once.
     pool = multiprocessing.get_context("fork").Pool(jobs, initializer=_worker_signals)
+    # What a worker needs of the arguments, without the command's own function (which it does not run).
+    shared = argparse.Namespace(**{name: value for name, value in vars(args).items() if name != "run"})
     try:
-        for out, err, code in pool.imap(partial(_captured, work, args), enumerate(paths)):
+        for out, err, code in pool.imap(partial(_captured, work, shared), enumerate(paths)):
             sys.stdout.flush()
             sys.stderr.write(err)
             sys.stderr.flush()

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -16,12 +17,40 @@ from harness.cli._common import (MISMATCH, OK, UNUSABLE, Unusable, damaged, desc
 from harness.cli._many import add_jobs_option, run_each
 from harness.render import ladder
 from harness.render.i18n import LANGUAGES, default_language
-from harness.wire.reader import CaptureFormatError
+from harness.wire.reader import INFLATE_RATIO, MAX_BYTES_ENV, CaptureFormatError, parse_size
+
+
+def _size(text: str) -> int:
+    try:
+        return parse_size(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _bounded(run):
+    """The command, with --max-bytes made the reader's bound for every capture it reads (in this process
+    and in its -j workers, which inherit the environment)."""
+    def bounded(args) -> int:
+        if args.max_bytes is None:
+            return run(args)
+        before = os.environ.get(MAX_BYTES_ENV)
+        os.environ[MAX_BYTES_ENV] = str(args.max_bytes)
+        try:
+            return run(args)
+        finally:
+            if before is None:
+                os.environ.pop(MAX_BYTES_ENV, None)
+            else:
+                os.environ[MAX_BYTES_ENV] = before
+    return bounded
 
 
 def _filters(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, metavar="PORT", help="only conversations with PORT at either end")
     parser.add_argument("--proto", choices=("tcp", "udp"), help="only TCP or only UDP conversations")
+    parser.add_argument("--max-bytes", type=_size, metavar="SIZE",
+                        help=f"read at most SIZE bytes of the capture, decompressed (200M, 4G; 0: no bound; default: "
+                             f"none, but a gzip'd file stops past {INFLATE_RATIO}x its size, a decompression bomb's sign)")
     parser.add_argument("--zeek-checksums", action="store_true",
                         help="verify IP, TCP and UDP checksums as Zeek does without -C (off: loopback captures "
                              "carry checksums the NIC never filled in)")
@@ -34,7 +63,7 @@ def add_parsers(commands) -> None:
                          help="JSON with Zeek conn.log field names (an array for one file, an object by file for several)")
     _filters(summary)
     add_jobs_option(summary)
-    summary.set_defaults(run=run_summary)
+    summary.set_defaults(run=_bounded(run_summary))
 
     show = commands.add_parser("show", help="draw a saved capture's conversations as ladders")
     show.add_argument("file", type=Path)
@@ -42,7 +71,7 @@ def add_parsers(commands) -> None:
     _filters(show)
     show.add_argument("--svg", type=Path, metavar="OUT", help="also draw it as an SVG sequence diagram")
     show.add_argument("--expect", metavar="SPEC", help="mark each packet with its verdict against this expectation")
-    show.set_defaults(run=run_show)
+    show.set_defaults(run=_bounded(run_show))
 
     check = commands.add_parser("check", help="hold saved captures to an expectation: exit 0 all match, 1 not")
     check.add_argument("files", nargs="+", type=Path, metavar="FILE")
@@ -55,7 +84,7 @@ def add_parsers(commands) -> None:
                        help="write the capture to OUT (pcapng) with each packet's verdict as a packet comment")
     check.add_argument("--svg", type=Path, metavar="OUT", help="draw the checked conversation with verdicts as SVG")
     add_jobs_option(check)
-    check.set_defaults(run=run_check)
+    check.set_defaults(run=_bounded(run_check))
 
     explained = commands.add_parser("explain", help="walk through a conversation packet by packet, in words")
     explained.add_argument("file", type=Path)
@@ -64,7 +93,7 @@ def add_parsers(commands) -> None:
     _filters(explained)
     explained.add_argument("--lang", choices=LANGUAGES, default=None,
                            help="the language (default: the locale's, if harness has it, else en)")
-    explained.set_defaults(run=run_explain)
+    explained.set_defaults(run=_bounded(run_explain))
 
     written = commands.add_parser("expect-from", help="write an expectation from a conversation known to be good")
     written.add_argument("file", type=Path)
@@ -72,7 +101,7 @@ def add_parsers(commands) -> None:
                          help="which conversation (default: the first, after --port and --proto)")
     _filters(written)
     written.add_argument("-o", "--output", type=Path, metavar="OUT", help="write it to OUT instead of stdout")
-    written.set_defaults(run=run_expect_from)
+    written.set_defaults(run=_bounded(run_expect_from))
 
 
 def run_summary(args) -> int:

@@ -40,6 +40,12 @@ Rules:
   timestamp, so they get the previous record's time (timelines stay monotonic); their
   captured length is bounded by the interface snaplen as the spec says. Interface
   Statistics Blocks are read into `statistics`. Other blocks are skipped.
+* What is read can be bounded: `max_bytes` (counted in decompressed bytes) stops the reading
+  with ReadLimitReached, a CaptureFormatError, once the stream goes past it. By default a gzip'd
+  capture is bounded at INFLATE_RATIO times its compressed size, and at least INFLATE_FLOOR:
+  a few MB that inflate to gigabytes of empty records (a decompression bomb) are refused in
+  seconds, not read for minutes. Real captures compress some 2-10 times. `max_bytes=0`, or
+  MAX_BYTES_ENV set to 0, reads everything; MAX_BYTES_ENV set to N bounds every capture at N.
 """
 from __future__ import annotations
 
@@ -62,6 +68,9 @@ __all__ = [
 
 MAX_BLOCK = 256 * 1024 * 1024
 CHUNK = 1 << 20
+INFLATE_RATIO = 64
+INFLATE_FLOOR = 64 << 20
+MAX_BYTES_ENV = "HARNESS_MAX_BYTES"
 PCAP_MAX_RECORD = 262144    # the largest snaplen libpcap and Wireshark use for any link type
 NANOSECONDS = 10**9
 # Times are int64 nanoseconds since the epoch (years 1677 to 2262), as in Wireshark's and Zeek's
@@ -155,6 +164,13 @@ class CaptureFormatError(InputError):
         return f"{text} ({self.detail})" if self.detail else text
 
 
+class ReadLimitReached(CaptureFormatError):
+    """The capture goes on past the bound on what may be read (max_bytes, or gzip's default)."""
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message} ({self.detail})"
+
+
 class NotARegularFile(OSError, InputError):
     """A path that names a directory, FIFO, socket or device: refused before anything is read.
 
@@ -217,8 +233,11 @@ class CaptureFile:
     instead of one Record at a time; whatever it leaves is read, yielded or reported as usual.
     """
 
-    def __init__(self, stream: BinaryIO, path: str, *, close_stream: bool = False):
+    def __init__(self, stream: BinaryIO, path: str, *, close_stream: bool = False,
+                 max_bytes: Optional[int] = None, compressed_size: Optional[int] = None):
         self.path = path
+        self._max_bytes = max_bytes             # None: the default, decided once the format is sniffed
+        self._compressed_size = compressed_size
         self.compressed = False
         self.sections: List[SectionInfo] = []
         self.comments: List[str] = []
@@ -252,7 +271,11 @@ class CaptureFile:
         # all of it before finding out how much the file holds.
         pieces = [buf]
         read = self._stream.read
+        limit = self._read_limit()
         while have < need:
+            if limit and base + have > limit:
+                raise ReadLimitReached(self.path, base + have, f"stopped reading after {limit:,} bytes",
+                                       self._limit_detail(limit))
             try:
                 more = read(CHUNK)
             except zlib.error as exc:
@@ -267,6 +290,23 @@ class CaptureFile:
             pieces.append(more)
             have += len(more)
         return b"".join(pieces), 0, base
+
+    def _read_limit(self) -> int:
+        """The bound on what is read (0: none): max_bytes, else MAX_BYTES_ENV, else the gzip default."""
+        if self._max_bytes is not None:
+            return self._max_bytes
+        configured = os.environ.get(MAX_BYTES_ENV)
+        if configured:
+            return parse_size(configured)
+        if self.compressed and self._compressed_size is not None:
+            return max(INFLATE_FLOOR, INFLATE_RATIO * self._compressed_size)
+        return 0
+
+    def _limit_detail(self, limit: int) -> str:
+        if self._max_bytes is None and not os.environ.get(MAX_BYTES_ENV) and self.compressed:
+            return (f"the gzip'd file inflates past {INFLATE_RATIO}x its {self._compressed_size:,} bytes, which no "
+                    f"real capture does: a decompression bomb? To read it all: --max-bytes 0")
+        return "the bound set by --max-bytes; raise it to read more"
 
     def _take(self, need: int) -> Tuple[int, bytes]:
         """Header parsing only: consume `need` bytes (or fewer at EOF); return (offset, bytes)."""
@@ -726,19 +766,36 @@ class _GunzipFile(_Gunzip):
         self._raw.close()
 
 
-def open_capture(source: Union[str, "os.PathLike[str]", BinaryIO], name: Optional[str] = None) -> CaptureFile:
+def parse_size(text: str) -> int:
+    """A size as a user writes it: 1000000, 200M, 4G (powers of 1024), 0 for no bound."""
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    text = text.strip().upper()
+    if text.endswith("B"):
+        text = text[:-1]
+    try:
+        if text and text[-1] in units:
+            return int(float(text[:-1]) * units[text[-1]])
+        return int(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a size (a number of bytes, or one with K, M or G)") from None
+
+
+def open_capture(source: Union[str, "os.PathLike[str]", BinaryIO], name: Optional[str] = None,
+                 max_bytes: Optional[int] = None) -> CaptureFile:
     """Open a pcap/pcapng capture (plain or gzip) by path, or wrap a binary stream.
 
     Raises CaptureFormatError if the header is bad, OSError if the file cannot be read, and
     NotARegularFile (an OSError) for a directory, FIFO, socket or device, without blocking.
-    `name` is what error messages call the file (defaults to the path).
+    `name` is what error messages call the file (defaults to the path); `max_bytes` bounds what is
+    read (see the module's rules: by default only gzip'd files are bounded).
     """
     if hasattr(source, "read"):
-        return CaptureFile(source, name or getattr(source, "name", None) or "<stream>")
+        return CaptureFile(source, name or getattr(source, "name", None) or "<stream>", max_bytes=max_bytes)
     path = os.fspath(source)
     raw = _open_regular_file(path)
     try:
-        return CaptureFile(raw, name or path, close_stream=True)
+        return CaptureFile(raw, name or path, close_stream=True, max_bytes=max_bytes,
+                           compressed_size=os.fstat(raw.fileno()).st_size)
     except BaseException:
         raw.close()
         raise

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import os
 import struct
 
 import pytest
@@ -468,3 +469,48 @@ def test_200k_records_read_whole_in_both_formats(tmp_path):
     for path in (pcap_path, ng_path):
         with open_capture(path) as capture:
             assert sum(1 for record in capture if record.data == frame) == 200_000
+
+
+def _bomb(tmp_path, records: int) -> "Path":
+    """A gzip'd pcap of empty records: a few KB that inflate a thousandfold."""
+    path = tmp_path / "bomb.pcap.gz"
+    path.write_bytes(gzip.compress(pb.pcap([]) + struct.pack("<IIII", 1, 0, 0, 0) * records, 9))
+    return path
+
+
+def test_a_gzip_that_inflates_past_its_bound_stops_with_one_line(tmp_path, monkeypatch):
+    """Issue 15 item 8: decompression bombs were read to the end (10 minutes, 2 GB)."""
+    from harness.wire import reader
+    monkeypatch.setattr(reader, "INFLATE_FLOOR", 1 << 20)
+    path = _bomb(tmp_path, 200_000)          # 3.2 MB inflated, some 10 KB compressed
+    got, error = read_until_error(path)
+    assert isinstance(error, reader.ReadLimitReached)
+    assert str(error).startswith(f"{path}: stopped reading after 1,048,576 bytes (the gzip'd file inflates past 64x")
+    assert str(error).endswith("a decompression bomb? To read it all: --max-bytes 0)")
+    # The bound is checked as each 1 MiB chunk is asked for: what came before it is read, and no more than a chunk past.
+    assert (1 << 20) // 16 - 1 <= len(got) <= (2 << 20) // 16, "what came before the bound was read"
+
+
+def test_the_bound_can_be_lifted_or_set(tmp_path, monkeypatch):
+    from harness.wire import reader
+    monkeypatch.setattr(reader, "INFLATE_FLOOR", 1 << 20)
+    path = _bomb(tmp_path, 200_000)
+    with open_capture(path, max_bytes=0) as capture:
+        assert sum(1 for _ in capture) == 200_000
+    monkeypatch.setenv(reader.MAX_BYTES_ENV, "100K")
+    plain = write(tmp_path, pb.pcap([(i, 0, FRAME) for i in range(20_000)]), "plain.pcap")
+    _, error = read_until_error(plain)
+    assert str(error).endswith("(the bound set by --max-bytes; raise it to read more)")
+
+
+def test_max_bytes_on_the_command_line(tmp_path, monkeypatch, capsys):
+    from harness.cli import main
+    from harness.wire import reader
+    monkeypatch.setattr(reader, "INFLATE_FLOOR", 1 << 20)
+    path = _bomb(tmp_path, 200_000)
+    assert main(["summary", str(path)]) == 2
+    assert "stopped reading after 1,048,576 bytes" in capsys.readouterr().err
+    assert main(["summary", "--max-bytes", "0", str(path)]) == 0     # read whole: nothing but undecodable frames
+    err = capsys.readouterr().err
+    assert "stopped reading" not in err and "199900 more undecodable frames" in err
+    assert reader.MAX_BYTES_ENV not in os.environ, "the bound is the command's, not left to later ones"
