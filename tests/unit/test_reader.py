@@ -471,7 +471,7 @@ def test_200k_records_read_whole_in_both_formats(tmp_path):
             assert sum(1 for record in capture if record.data == frame) == 200_000
 
 
-def _bomb(tmp_path, records: int) -> "Path":
+def _bomb(tmp_path, records: int):
     """A gzip'd pcap of empty records: a few KB that inflate a thousandfold."""
     path = tmp_path / "bomb.pcap.gz"
     path.write_bytes(gzip.compress(pb.pcap([]) + struct.pack("<IIII", 1, 0, 0, 0) * records, 9))
