@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterator, List, NamedTuple, Optional, Tuple
 
 from harness.analysis.conversation import Conversation
-from harness.analysis.tracker import ConversationTracker, Replay, Target, _key
+from harness.analysis.tracker import ConversationTracker, Frames, Replay
 from harness.wire.decode import (BadIPChecksum, BadTransportChecksum, Other, PacketDecodeError, UnreachableQuote,
                                  check_linktype, decode_icmp_unreachable, unwrap)
 from harness.wire.fragments import Reassembler
@@ -399,43 +399,29 @@ def stream_analysis(path, on_conversation: Callable[[Conversation], None], wante
 
 def _two_passes(path, on_conversation: Callable[[Conversation], None], wanted: Wanted, settings: ZeekSettings,
                 verify_checksums: bool) -> Analysis:
-    targets: List[Target] = []
-    started = [0]
+    frames = Frames()
 
     def found(facts: Dict[str, object]) -> None:
-        started[0] += 1
-        if wanted.takes(facts["index"], facts["proto"], (facts["orig_p"], facts["resp_p"])):
-            key = _key(_Ends(facts["orig_h"], facts["orig_p"], facts["resp_h"], facts["resp_p"], facts["proto"]))
-            targets.append(Target(facts["index"], key, facts["first_frame"], facts["last_frame"], facts["end_frame"]))
+        frames.add(facts["index"], facts["first_frame"], facts["last_frame"], facts["end_frame"],
+                   wanted.takes(facts["index"], facts["proto"], (facts["orig_p"], facts["resp_p"])))
 
     analysis = stream_facts(path, found, settings, verify_checksums)
-    analysis.started = started[0]
-    if wanted.first and targets:
-        targets = [min(targets, key=lambda target: target.index)]
-    if not targets:
+    analysis.started = len(frames)
+    if wanted.first:
+        frames.keep_only_the_first_wanted()
+    last_frame = frames.last_wanted_frame()
+    if last_frame is None:
         return analysis
     in_order = _InOrder(on_conversation)
-    for target in targets:
-        in_order.begun(target.index)
-    replay = Replay(targets, in_order.ended, settings)
+    replay = Replay(frames, in_order.ended, settings, on_begun=in_order.begun)
     decoder = _RecordDecoder(path, None, replay.feed_unreachable, verify_checksums, replay.feed_corrupt)
     try:
-        for packet in _decoded(path, decoder, max(target.last_frame for target in targets) + 1):
+        for packet in _decoded(path, decoder, last_frame + 1):
             replay.feed(packet)
     except CaptureFormatError:
         pass     # the first pass met the same damage at the same place, and said so
     replay.finish()
     return analysis
-
-
-class _Ends(NamedTuple):
-    """A conversation's endpoints as a packet's, for the tracker's key."""
-    src: str
-    sport: int
-    dst: str
-    dport: int
-    proto: int
-
 
 
 def conversation_facts(path, on_facts: Callable[[Dict[str, object]], None], settings: ZeekSettings = ZeekSettings(),

@@ -26,7 +26,8 @@ src/packet_analysis/protocol/ip/IPBasedAnalyzer.cc):
 from __future__ import annotations
 
 import heapq
-from typing import Callable, Dict, Iterable, List, NamedTuple, Optional, Tuple
+from array import array
+from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
 from harness.analysis.conversation import Conversation, Endpoint
 from harness.analysis.zeek import ZeekSettings, ZeekState
@@ -203,37 +204,68 @@ def new_conversation(packet: Packet, index: int, settings: ZeekSettings, network
     return conv
 
 
-class Target(NamedTuple):
-    """A conversation a first pass found (rule 6): its number, key, and its first and last frames."""
-    index: int
-    key: Key
-    first_frame: int
-    last_frame: int
-    end_frame: Optional[int] = None     # what the first pass said, handed on with the conversation
+class Frames:
+    """What a first pass found of every conversation (rule 6), by number, in arrays of machine words (25
+    bytes a conversation, whatever it held): its first, last and end frame, and whether it is wanted."""
 
-    def holds(self, frame: int) -> bool:
-        return self.first_frame <= frame <= self.last_frame
+    def __init__(self) -> None:
+        self.first = array("q")
+        self.last = array("q")
+        self.end = array("q")          # 0: it lasted to the capture's end
+        self.wanted = bytearray()
+
+    def __len__(self) -> int:
+        return len(self.first)
+
+    def add(self, index: int, first_frame: int, last_frame: int, end_frame: Optional[int], wanted: bool) -> None:
+        grow = index - len(self.first)
+        if grow > 0:
+            for column in (self.first, self.last, self.end):
+                column.extend([0] * grow)
+            self.wanted.extend(bytes(grow))
+        at = index - 1
+        self.first[at], self.last[at], self.end[at] = first_frame, last_frame, end_frame or 0
+        self.wanted[at] = 1 if wanted else 0
+
+    def keep_only_the_first_wanted(self) -> None:
+        first = self.wanted.find(1)
+        if first >= 0:
+            self.wanted[first + 1:] = bytes(len(self.wanted) - first - 1)
+
+    def last_wanted_frame(self) -> Optional[int]:
+        """The last frame any wanted conversation has, or None when none is wanted."""
+        frames = [self.last[at] for at in range(len(self.wanted)) if self.wanted[at]]
+        return max(frames) if frames else None
+
+
+class ReplayMismatch(RuntimeError):
+    """The second pass met a conversation where the first had none: the two passes disagree."""
 
 
 class Replay:
-    """A second pass that rebuilds only the conversations a first pass found (`targets`), with their
-    segments, from the same capture's packets fed in the same order: every packet of a target's key
-    within its frames is its own (rule 6), so nothing else need be tracked. The state each packet
-    leaves is the same as in ConversationTracker, whose timers only ever decide when a conversation
-    ends, which the targets already say. Each rebuilt conversation goes to `on_finished` as soon as the
-    capture is past its last frame (the rest at `finish()`): it has all it will ever have, although the
-    tracker would end it only later, when a timer says so."""
+    """A second pass over a capture that rebuilds only the wanted conversations of `frames`, with their
+    segments, from the same capture's packets fed in the same order.
 
-    def __init__(self, targets: Iterable[Target], on_finished: Callable[[Conversation], None],
-                 settings: ZeekSettings = ZeekSettings()) -> None:
+    It needs no key from the first pass: a packet whose key has no conversation in progress (begun, and
+    not yet past its last frame) begins the next conversation by number, which must begin at that very
+    frame; every other packet belongs to the conversation in progress on its key (rule 6). So nothing is
+    tracked of a conversation before its first frame or after its last, and only what is wanted is
+    rebuilt; the state a packet leaves is the same as in ConversationTracker, whose timers only ever
+    decide when a conversation ends, which the first pass already said. Each rebuilt conversation goes
+    to `on_finished` as soon as the capture is past its last frame (the rest at `finish()`), so in order
+    of last frame, not of number: `on_begun` is told each one's number as it begins, to put them in order."""
+
+    def __init__(self, frames: Frames, on_finished: Callable[[Conversation], None],
+                 settings: ZeekSettings = ZeekSettings(), on_begun: Optional[Callable[[int], None]] = None) -> None:
+        self.frames = frames
         self.on_finished = on_finished
+        self.on_begun = on_begun        # told each wanted conversation's number as it begins
         self.settings = settings
         self.network_time: Optional[int] = None
-        self._by_key: Dict[Key, List[Target]] = {}
-        for target in sorted(targets, key=lambda t: t.first_frame):
-            self._by_key.setdefault(target.key, []).append(target)
-        self._current: Dict[Key, Tuple[Target, Conversation]] = {}
-        self._ending: List[Tuple[int, int, Key]] = []     # (last_frame, index, key) of those begun
+        self._next = 1                                  # the number the next conversation to begin has
+        # key -> (number, last frame, the conversation if wanted) of those in progress
+        self._current: Dict[Key, Tuple[int, int, Optional[Conversation]]] = {}
+        self._ending: List[Tuple[int, int, Key]] = []    # (last frame, number, key), a heap
 
     def feed(self, packet: Packet) -> Optional[Conversation]:
         conv = self._lookup(packet)
@@ -252,17 +284,16 @@ class Replay:
         return conv
 
     def feed_unreachable(self, quote, frame: int, time_ns: int) -> Optional[Conversation]:
-        if self._ending and self._ending[0][0] < frame:
-            self._end_before(frame)
+        self._pass(frame)
         found = self._current.get(_key(quote))
-        if found is None or not found[0].holds(frame):
+        if found is None or found[2] is None:
             return None
-        found[1].unreachable.append((frame, time_ns))
-        found[1].last_frame = frame
-        return found[1]
+        found[2].unreachable.append((frame, time_ns))
+        found[2].last_frame = frame
+        return found[2]
 
     def finish(self) -> None:
-        for key in sorted(self._current, key=lambda k: self._current[k][1].index):
+        for key in sorted(self._current, key=lambda k: self._current[k][0]):
             self._hand_over(key)
         self._ending.clear()
 
@@ -270,35 +301,42 @@ class Replay:
         if self.network_time is None or packet.time_ns > self.network_time:
             self.network_time = packet.time_ns
         frame = packet.frame
-        if self._ending and self._ending[0][0] < frame:
-            self._end_before(frame)
+        self._pass(frame)
         key = _key(packet)
         found = self._current.get(key)
         if found is not None:
-            return found[1]
-        waiting = self._by_key.get(key)
-        if not waiting or not waiting[0].holds(frame):
-            return None
-        target = waiting.pop(0)
-        if not waiting:
-            del self._by_key[key]
-        conv = new_conversation(packet, target.index, self.settings, self.network_time)
-        conv.key, conv.end_frame = key, target.end_frame
-        conv.zeek.timers.clear()
-        self._current[key] = (target, conv)
-        heapq.heappush(self._ending, (target.last_frame, target.index, key))
+            return found[2]
+        return self._begin(packet, key)
+
+    def _begin(self, packet: Packet, key: Key) -> Optional[Conversation]:
+        index, frames = self._next, self.frames
+        if index > len(frames) or frames.first[index - 1] != packet.frame:
+            expected = f"at frame {frames.first[index - 1]}" if index <= len(frames) else "none"
+            raise ReplayMismatch(f"frame {packet.frame} begins conversation {index} on the second pass; the first "
+                                 f"pass had it begin {expected}")
+        self._next += 1
+        conv = None
+        if frames.wanted[index - 1]:
+            conv = new_conversation(packet, index, self.settings, self.network_time)
+            conv.key, conv.end_frame = key, frames.end[index - 1] or None
+            conv.zeek.timers.clear()
+            if self.on_begun is not None:
+                self.on_begun(index)
+        self._current[key] = (index, frames.last[index - 1], conv)
+        heapq.heappush(self._ending, (frames.last[index - 1], index, key))
         return conv
 
-    def _end_before(self, frame: int) -> None:
+    def _pass(self, frame: int) -> None:
         """Hand over every conversation whose last frame lies before `frame`."""
         while self._ending and self._ending[0][0] < frame:
-            _end, _index, key = heapq.heappop(self._ending)
+            _last, _index, key = heapq.heappop(self._ending)
             self._hand_over(key)
 
     def _hand_over(self, key: Key) -> None:
-        _target, conv = self._current.pop(key)
-        conv._ended = True
-        self.on_finished(conv)
+        _index, _last, conv = self._current.pop(key)
+        if conv is not None:
+            conv._ended = True
+            self.on_finished(conv)
 
 
 def conversations(packets: Iterable[Packet], keep_segments: bool = True,
