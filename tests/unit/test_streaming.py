@@ -150,3 +150,20 @@ def test_dropping_ended_conversations_timers_changes_nothing(seed, tmp_path, mon
     in_python = []
     pipeline.stream_conversations(path, lambda conversation: in_python.append(facts(conversation)))
     assert in_python == in_c
+
+
+def test_a_second_pass_that_disagrees_with_the_first_says_so():
+    """Replay trusts the first pass's frames only as far as it can check them: a conversation that begins
+    elsewhere than the first pass said is an error, never a conversation numbered wrongly."""
+    from harness.analysis.tracker import Frames, Replay, ReplayMismatch
+    from harness.wire.reader import open_capture
+    from harness.wire.decode import decode
+    path = REPO / "captures" / "lab" / "tcp-lab.pcapng"
+    frames = Frames()
+    frames.add(1, 2, 11, None, True)            # the first pass is made to say frame 2, not 1
+    replay = Replay(frames, lambda conversation: None)
+    with open_capture(path) as capture:
+        first = decode(next(iter(capture)), 1)
+    with pytest.raises(ReplayMismatch, match="frame 1 begins conversation 1 on the second pass; the first pass had "
+                                             "it begin at frame 2"):
+        replay.feed(first)
