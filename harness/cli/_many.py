@@ -3,21 +3,21 @@
 Each file's work is a function of (args, path, position) that prints what it has to say of that file
 and returns its exit status; the command's status is the worst of them (0 < 1 < 2, as the CLI defines
 them). With one worker, or one file, it runs here and prints as it goes. With more, each file runs in
-a forked worker with its stdout and stderr captured, and the parent prints each file's output, stderr
-first, in the order the files were given, as soon as it and every file before it are done, so the
-output is the same whatever finishes first.
+a forked worker (_Workers) with its stdout and stderr spooled to files, and the parent prints each
+file's output, stderr first, in the order the files were given, as soon as it and every file before
+it are done, so the output is the same whatever finishes first.
 """
 from __future__ import annotations
 
 import argparse
-import io
-import multiprocessing
 import os
 import signal
+import struct
 import sys
-from functools import partial
+import tempfile
+import traceback
 from pathlib import Path
-from typing import Callable, List, Sequence, Tuple
+from typing import Callable, Dict, List, Sequence
 
 from harness.cli._common import OK, UNUSABLE
 from harness.errors import HarnessError
@@ -55,31 +55,123 @@ def run_each(args: argparse.Namespace, paths: Sequence[Path], work: FileWork) ->
     jobs = min(args.jobs or cpu_count(), len(paths))
     if jobs <= 1:
         return max((_guarded(work, args, path, position) for position, path in enumerate(paths)), default=OK)
-    status = OK
-    # fork: the workers inherit the parsed arguments and the imported analysis, and start at once.
-    pool = multiprocessing.get_context("fork").Pool(jobs, initializer=_worker_signals)
-    # What a worker needs of the arguments, without the command's own function (which it does not run).
-    shared = argparse.Namespace(**{name: value for name, value in vars(args).items() if name != "run"})
-    try:
-        for out, err, code in pool.imap(partial(_captured, work, shared), enumerate(paths)):
-            sys.stdout.flush()
-            sys.stderr.write(err)
-            sys.stderr.flush()
-            sys.stdout.write(out)
-            status = max(status, code)
-        pool.close()
-    except BaseException:
-        pool.terminate()     # interrupted (Ctrl-C, SIGTERM): no worker goes on reading
-        raise
-    finally:
-        pool.join()
-    return status
+    with tempfile.TemporaryDirectory(prefix="harness-jobs-") as spool:
+        return _Workers(work, args, list(paths), jobs, Path(spool)).run()
 
 
-def _worker_signals() -> None:
-    """A worker leaves Ctrl-C and SIGTERM to the parent, which stops the workers itself."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+class _Workers:
+    """Forked workers (no interpreter to start, the analysis already imported: a fork costs about a
+    millisecond) that take file numbers from a pipe as they come free, write each file's stdout and
+    stderr to files of their own, and report "number status" on another pipe; the parent hands out
+    the next number for each report and prints the files' outputs in order."""
+
+    def __init__(self, work: FileWork, args: argparse.Namespace, paths: List[Path], jobs: int, spool: Path) -> None:
+        self.work, self.args, self.paths, self.jobs, self.spool = work, args, paths, jobs, spool
+        self.pids: List[int] = []
+
+    def run(self) -> int:
+        tasks_read, self._tasks = os.pipe()
+        self._results, results_write = os.pipe()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        try:
+            for _ in range(self.jobs):
+                pid = os.fork()
+                if pid == 0:
+                    os.close(self._tasks)
+                    os.close(self._results)
+                    self._serve(tasks_read, results_write)      # never returns
+                self.pids.append(pid)
+            os.close(tasks_read)
+            os.close(results_write)
+            return self._collect()
+        except BaseException:
+            for pid in self.pids:      # interrupted (Ctrl-C, SIGTERM): no worker goes on reading
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            raise
+        finally:
+            for pid in self.pids:
+                try:
+                    os.waitpid(pid, 0)
+                except ChildProcessError:
+                    pass
+
+    def _hand_out(self, number: int) -> None:
+        os.write(self._tasks, struct.pack("i", number))
+
+    def _collect(self) -> int:
+        handed = 0
+        for _ in range(min(2 * self.jobs, len(self.paths))):
+            self._hand_out(handed)
+            handed += 1
+        done: Dict[int, int] = {}
+        printed, status = 0, OK
+        with os.fdopen(self._results, "rb") as results:
+            for line in results:
+                number, code = map(int, line.split())
+                done[number] = code
+                if handed < len(self.paths):
+                    self._hand_out(handed)
+                    handed += 1
+                while printed in done:
+                    status = max(status, self._print(printed, done[printed]))
+                    printed += 1
+                if len(done) == len(self.paths):
+                    break
+            for _ in self.pids:
+                self._hand_out(-1)
+        os.close(self._tasks)
+        while printed < len(self.paths):
+            if printed not in done:      # its worker died without a word (killed)
+                print(f"harness {self.args.command}: {self.paths[printed]}: its worker process ended before the "
+                      f"file was read", file=sys.stderr)
+                done[printed] = UNUSABLE
+            status = max(status, self._print(printed, done[printed]))
+            printed += 1
+        return status
+
+    def _print(self, number: int, code: int) -> int:
+        for suffix, stream in ((".err", sys.stderr), (".out", sys.stdout)):
+            spooled = self.spool / f"{number}{suffix}"
+            if spooled.exists():
+                stream.write(spooled.read_text(encoding="utf-8", errors="replace"))
+                stream.flush()
+                spooled.unlink()
+        return code
+
+    def _serve(self, tasks: int, results: int) -> None:
+        """A worker: file numbers in, each file's output to the spool, "number status" out; then exit
+        without running anything of the parent's at exit."""
+        signal.signal(signal.SIGINT, signal.SIG_IGN)     # the parent stops the workers itself
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        code = 0
+        try:
+            while True:
+                message = os.read(tasks, 4)
+                if len(message) < 4:
+                    break
+                (number,) = struct.unpack("i", message)
+                if number < 0:
+                    break
+                with open(self.spool / f"{number}.out", "w", encoding="utf-8") as out, \
+                        open(self.spool / f"{number}.err", "w", encoding="utf-8") as err:
+                    sys.stdout, sys.stderr = out, err
+                    try:
+                        status = _guarded(self.work, self.args, self.paths[number], number)
+                    except BaseException:       # a bug: its traceback goes where the file's output goes
+                        traceback.print_exc()
+                        status = 1
+                    finally:
+                        out.flush()
+                        err.flush()
+                os.write(results, f"{number} {status}\n".encode())
+        except BaseException:
+            code = 1
+        finally:
+            os._exit(code)
 
 
 def _guarded(work: FileWork, args: argparse.Namespace, path: Path, position: int) -> int:
@@ -89,15 +181,3 @@ def _guarded(work: FileWork, args: argparse.Namespace, path: Path, position: int
     except HarnessError as error:
         print(f"harness {args.command}: {error}", file=sys.stderr)
         return UNUSABLE
-
-
-def _captured(work: FileWork, args: argparse.Namespace, numbered: Tuple[int, Path]) -> Tuple[str, str, int]:
-    position, path = numbered
-    out, err = io.StringIO(), io.StringIO()
-    saved: List = [sys.stdout, sys.stderr]
-    sys.stdout, sys.stderr = out, err
-    try:
-        code = _guarded(work, args, path, position)
-    finally:
-        sys.stdout, sys.stderr = saved
-    return out.getvalue(), err.getvalue(), code
