@@ -104,25 +104,30 @@ class _Workers:
 
     def _collect(self) -> int:
         handed = 0
+
+        def hand_out_next() -> None:
+            nonlocal handed
+            if handed < len(self.paths):
+                self._hand_out(handed)
+                handed += 1
+                if handed == len(self.paths):
+                    # Behind the last file, an end for every worker: once the files are all taken, the
+                    # workers end, and the results pipe with them, even if one died holding a file.
+                    for _ in self.pids:
+                        self._hand_out(-1)
+
         for _ in range(min(2 * self.jobs, len(self.paths))):
-            self._hand_out(handed)
-            handed += 1
+            hand_out_next()
         done: Dict[int, int] = {}
         printed, status = 0, OK
         with os.fdopen(self._results, "rb") as results:
             for line in results:
                 number, code = map(int, line.split())
                 done[number] = code
-                if handed < len(self.paths):
-                    self._hand_out(handed)
-                    handed += 1
+                hand_out_next()
                 while printed in done:
                     status = max(status, self._print(printed, done[printed]))
                     printed += 1
-                if len(done) == len(self.paths):
-                    break
-            for _ in self.pids:
-                self._hand_out(-1)
         os.close(self._tasks)
         while printed < len(self.paths):
             if printed not in done:      # its worker died without a word (killed)

@@ -88,3 +88,19 @@ def test_a_number_of_jobs_that_is_no_number_is_refused(jobs, folder, capsys):
         main(["summary", "-j", jobs, *folder])
     assert exit.value.code == 2
     assert "-j/--jobs" in capsys.readouterr().err
+
+
+def _dies_on_the_second(args, path, position) -> int:
+    if position == 1:
+        os._exit(9)      # the worker is gone without a word, holding this file
+    print(position)
+    return 0
+
+
+def test_a_worker_that_dies_costs_its_file_one_line_and_the_rest_go_on(capsys):
+    args = argparse.Namespace(jobs=2, command="test")
+    status = run_each(args, ["a", "b", "c", "d", "e"], _dies_on_the_second)
+    captured = capsys.readouterr()
+    assert status == 2
+    assert captured.out.split() == ["0", "2", "3", "4"]
+    assert captured.err == "harness test: b: its worker process ended before the file was read\n"
