@@ -213,3 +213,52 @@ def test_plugin_pcap_dir(mounts, capture_backend, tmp_path, kind):
         assert "Traceback" not in done.stdout + done.stderr and not any(l.startswith("> ") for l in lines), done.stdout
         said = [line for line in lines if str(where) in line and re.search(REASONS[kind], line)]
         assert said, done.stdout
+
+
+# --- the capture itself ----------------------------------------------------------------------
+
+def test_a_write_error_in_dumpcaps_pump_fails_the_capture_in_its_own_words(mounts, tmp_path):
+    """More than the disk holds, so the pump thread's writes fail mid-capture: the capture fails
+    naming the file and the reason, and abort()'s close, failing again, does not hide it."""
+    import socket
+    from harness.pytest_plugin import require_capture
+    from harness.run.capture import CaptureError, make_capture, partial_paths
+    require_capture("dumpcap")
+    with disk(tmp_path, "full") as where, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+        os.unlink(where / "filler")
+        _fill(where, 16 * PAGE)
+        receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        receiver.bind(("127.0.0.1", 0))
+        port = receiver.getsockname()[1]
+        capture = make_capture("dumpcap", where / "big.pcapng", bpf=f"udp port {port}").start()
+        for _ in range(200):
+            sender.sendto(b"x" * 1400, ("127.0.0.1", port))
+        with pytest.raises(CaptureError, match=rf"cannot write {re.escape(str(where))}/big\.pcapng\.\S+\.partial: "
+                                               r"No space left on device; .*elsewhere"):
+            capture.stop()
+        receiver.close()
+        assert capture._process.poll() is not None
+        assert partial_paths(where / "big.pcapng") == [] and not (where / "big.pcapng").exists()
+
+
+def test_abort_on_a_full_disk_raises_nothing_and_leaves_nothing(mounts, tmp_path):
+    """abort() runs while another error is on its way out: its own close failing must not replace it."""
+    from harness.pytest_plugin import require_capture
+    from harness.run.capture import make_capture, partial_paths
+    require_capture("dumpcap")
+    with disk(tmp_path, "full") as where:
+        capture = make_capture("dumpcap", where / "x.pcapng", bpf="udp port 9").start()
+        capture.abort()
+        assert capture._process.poll() is not None
+        assert partial_paths(where / "x.pcapng") == []
+
+
+def test_the_first_error_is_the_one_reported_on_a_full_disk(mounts, capture_backend, tmp_path):
+    """A server that cannot start, on a disk that is full: the server's failure is what is said."""
+    from dataclasses import replace
+    from harness.run.process import SubjectError
+    from harness.run.runner import run_scenario
+    broken = replace(LAB_SCENARIOS["tcp-lab"], server=[sys.executable, "-c", "raise SystemExit(3)"])
+    with disk(tmp_path, "full") as where:
+        with pytest.raises(SubjectError, match="the server"):
+            run_scenario(broken, where / "broken.pcapng", backend=capture_backend)
