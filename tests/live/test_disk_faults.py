@@ -262,3 +262,18 @@ def test_the_first_error_is_the_one_reported_on_a_full_disk(mounts, capture_back
     with disk(tmp_path, "full") as where:
         with pytest.raises(SubjectError, match="the server"):
             run_scenario(broken, where / "broken.pcapng", backend=capture_backend)
+
+
+@pytest.mark.parametrize("kind", ["read-only", "a-file"])
+def test_a_capture_whose_file_cannot_be_made_says_so_and_starts_nothing(mounts, tmp_path, kind):
+    """The library used directly (no CLI to check the directory first): CaptureUnwritable in one line,
+    not the bare OSError, and no probe socket or dumpcap started for it."""
+    from harness.pytest_plugin import require_capture
+    from harness.run.capture import CaptureUnwritable, make_capture
+    require_capture("dumpcap")
+    with disk(tmp_path, kind) as where:
+        capture = make_capture("dumpcap", where / "sub" / "x.pcapng", bpf="udp port 9")
+        with pytest.raises(CaptureUnwritable, match=rf"cannot write {re.escape(str(where))}\S*: "
+                                                    rf"{REASONS[kind]}; .*elsewhere"):
+            capture.begin()
+        assert capture.prober is None and getattr(capture, "_process", None) is None
