@@ -14,6 +14,9 @@ Protocol, the same for every backend:
 4. Probe datagrams (probe.py) never reach the saved file; the Section Header says how many were
    left out, and the backend, interface and filter.
 5. Every wait is bounded, and its timeout names what it waited for.
+6. A file the disk will not take (full, read-only, a file where its directory should be) fails the
+   capture as CaptureUnwritable, whichever thread's write or close found it first, and the file is
+   removed: a capture written in part is no evidence of anything.
 """
 from __future__ import annotations
 
