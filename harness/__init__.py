@@ -55,7 +55,7 @@ _PUBLIC = {
     "run_scenario": "harness.run.runner", "run_topology_scenario": "harness.run.runner",
     "make_capture": "harness.run.capture", "Capture": "harness.run.capture", "CaptureResult": "harness.run.capture",
     "CaptureError": "harness.run.capture", "CaptureUnavailable": "harness.run.capture",
-    "CaptureIncomplete": "harness.run.capture", "Subject": "harness.run.process",
+    "CaptureIncomplete": "harness.run.capture", "CaptureUnwritable": "harness.run.capture", "Subject": "harness.run.process",
     "SubjectError": "harness.run.process", "wait_tcp_settled": "harness.run.settle",
     "SettleTimeout": "harness.run.settle", "Topology": "harness.run.topology",
     "TopologyError": "harness.run.topology", "ToolMissing": "harness.run.tools",

@@ -17,7 +17,7 @@ SubjectError, ...), all of which are named in harness.__all__.
 """
 from __future__ import annotations
 
-__all__ = ["HarnessError", "InputError", "RunFailed", "Unavailable"]
+__all__ = ["HarnessError", "InputError", "RunFailed", "Unavailable", "cannot_write"]
 
 
 class HarnessError(Exception):
@@ -34,3 +34,16 @@ class Unavailable(HarnessError):
 
 class RunFailed(HarnessError):
     """A run of subjects under capture could not be carried out, or not proven complete."""
+
+
+def cannot_write(path, error: OSError, what: str = "it") -> str:
+    """The one line for a file that could not be written: the path, the system's reason, what to do."""
+    import errno
+    reason = error.strerror or str(error)
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        advice = f"free some space there, or write {what} elsewhere"
+    elif error.errno in (errno.ENOTDIR, errno.EEXIST):
+        advice = f"a file stands where a directory should be: move it, or write {what} elsewhere"
+    else:
+        advice = f"write {what} elsewhere"
+    return f"cannot write {path}: {reason}; {advice}"

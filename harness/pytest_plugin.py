@@ -140,7 +140,8 @@ class LabRunner:
         if isinstance(scenario, str):
             scenario = LAB_SCENARIOS[scenario]
         path = self.pcap_path if not self.results else numbered(self.pcap_path, len(self.results) + 1, self._node)
-        result = run_scenario(scenario, path, backend=self.backend, **kwargs)
+        with _disk_errors_in_one_line():
+            result = run_scenario(scenario, path, backend=self.backend, **kwargs)
         self.results.append(result)
         if check and not result.ok:
             raise ScenarioFailed(result)
@@ -169,10 +170,21 @@ def live_capture(request: pytest.FixtureRequest, capture_backend: str, pcap_path
         blocks += 1
         path = pcap_path if blocks == 1 else numbered(pcap_path, blocks, request.node)
         capture = make_capture(capture_backend, path, bpf=bpf, interface=interface, probe_host=probe_host)
-        with capture:
+        with _disk_errors_in_one_line(), capture:
             yield capture
 
     return capturing
+
+
+@contextmanager
+def _disk_errors_in_one_line() -> Iterator[None]:
+    """A pcap the disk will not take (full, read-only) is the machine's fault, not the test's code: it
+    is said as the --pcap-dir problem is, one line without a traceback."""
+    from harness.run.capture import CaptureUnwritable
+    try:
+        yield
+    except CaptureUnwritable as error:
+        pytest.fail(f"harness: {error} (--pcap-dir, or ini harness_pcap_dir)", pytrace=False)
 
 
 def numbered(pcap_path: Path, number: int, node: Optional[pytest.Item] = None) -> Path:

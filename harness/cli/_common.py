@@ -10,7 +10,7 @@ from typing import Callable, Optional
 from harness.analysis.conversation import Conversation
 from harness.analysis.expect import Expectation, load_expectation
 from harness.analysis.pipeline import PURE_PYTHON_ENV, Analysis, Wanted, speedups_status, stream_analysis
-from harness.errors import InputError
+from harness.errors import InputError, cannot_write
 
 OK, MISMATCH, UNUSABLE = 0, 1, 2
 
@@ -19,7 +19,7 @@ class Unusable(InputError):
     """Arguments or input the command cannot work with; str() is the one line to print."""
 
 
-def writable_directory(directory: Path, option: str) -> None:
+def writable_directory(directory: Path, option: str, what: str = "pcaps") -> None:
     """Make the directory if need be, and prove a file can be made in it, before anything runs."""
     import tempfile     # here: it costs every command's start-up 5 ms, and only capturing commands call this
     try:
@@ -27,7 +27,7 @@ def writable_directory(directory: Path, option: str) -> None:
         with tempfile.NamedTemporaryFile(dir=directory, prefix=".harness-write-test-"):
             pass
     except OSError as error:
-        raise Unusable(f"cannot write pcaps to {directory}: {error.strerror or error}; "
+        raise Unusable(f"cannot write {what} to {directory}: {error.strerror or error}; "
                        f"choose another {option}") from None
 
 
@@ -96,10 +96,19 @@ def expectation(spec: str) -> Expectation:
 
 
 def write_text(path: Path, text: str) -> None:
+    """Write the file whole or not at all: it is written beside its name and renamed over it once
+    complete, so a full disk never leaves a truncated file where the user had a whole one."""
+    partial = path.with_name(f"{path.name}.{os.getpid()}-{os.urandom(4).hex()}.partial")
     try:
-        path.write_text(text, encoding="utf-8")
+        with open(partial, "x", encoding="utf-8") as out:
+            out.write(text)
+        os.replace(partial, path)
     except OSError as error:
-        raise Unusable(f"cannot write {path}: {error.strerror}") from None
+        try:
+            partial.unlink(missing_ok=True)
+        except OSError:
+            pass    # a file system gone read-only keeps it; the error below is the one to report
+        raise Unusable(cannot_write(path, error, "it")) from None
 
 
 def matches(conversation: Conversation, port: Optional[int], proto: Optional[str]) -> bool:

@@ -98,6 +98,10 @@ def run_grade(args) -> int:
     server_template = words(args.server, "--server")
     base_scenario, wanted = scenario_from(args, name="grade", server=server_template)
     writable_directory(args.pcap_dir, "--pcap-dir")
+    # Proven before the first submission runs, not found out once they all have.
+    for option, report in (("--junit", args.junit), ("--html", args.html)):
+        if report is not None:
+            writable_directory(report.parent, option, "the report")
     why_not = _isolation_unavailable()
     jobs = args.jobs
     if why_not is not None:
@@ -124,8 +128,15 @@ def run_grade(args) -> int:
             print(f"{result.verdict} {student}: {result.cause or 'matches ' + wanted.name}", flush=True)
 
     with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="grade") as pool:
-        for failure in [pool.submit(grade_one, index) for index in range(len(files))]:
-            failure.result()
+        futures = [pool.submit(grade_one, index) for index in range(len(files))]
+        try:
+            for failure in futures:
+                failure.result()
+        except BaseException:
+            # A disk that takes no capture takes none of the others' either: stop at the first.
+            for future in futures:
+                future.cancel()
+            raise
     elapsed = time.monotonic() - began
     done = [g for g in graded if g is not None]
     passed = sum(g.verdict == "PASS" for g in done)
@@ -164,7 +175,10 @@ def _grade(scenario, wanted, args, student: str, path: Path, isolate: bool) -> G
             result = run_scenario(scenario, pcap, backend=args.backend, timeouts=timeouts_from(args),
                                   expectation=wanted)
     except HarnessError as error:
+        from harness.run.capture import CaptureUnwritable
         from harness.run.process import SubjectError
+        if isinstance(error, CaptureUnwritable):
+            raise       # the machine's fault, not the submission's: the whole grade is unusable
         # A program that would not start or finish is the submission's failure; anything else is harness's.
         graded.verdict = "FAIL" if isinstance(error, SubjectError) else "ERROR"
         graded.cause = str(error)

@@ -12,6 +12,7 @@ from harness.analysis.diagnose import diagnose, split_by_idle_timeout
 from harness.analysis.expect import builtin_names, write_expectation
 from harness.analysis.pipeline import conversation_facts, stream_summaries
 from harness.analysis.summary import table
+from harness.errors import cannot_write
 from harness.cli._common import (MISMATCH, OK, UNUSABLE, Unusable, damaged, describe_filter, expectation,
                                  matches, no_such_conversation, note_slow_path_once, nothing_to_show, reading, streamed, unreadable, write_text)
 from harness.cli._many import add_jobs_option, run_each
@@ -329,7 +330,9 @@ def _annotate(args, notes, verdict: str, problems) -> None:
     try:
         from harness.render.annotate import annotate
         annotate(args.file, args.annotate, notes, [f"harness check: {verdict}", *map(str, problems)])
-    except (OSError, CaptureFormatError) as error:
+    except OSError as error:
+        raise Unusable(cannot_write(args.annotate, error, "the annotated capture")) from None
+    except CaptureFormatError as error:
         raise Unusable(f"cannot write {args.annotate}: {error}") from None
 
 

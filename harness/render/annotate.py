@@ -157,7 +157,7 @@ def annotate(source_path: Union[str, "os.PathLike[str]"], out_path: Union[str, "
     except BaseException:
         try:
             os.unlink(partial)
-        except FileNotFoundError:
-            pass
+        except OSError:
+            pass    # none was made (a read-only disk, a file for a directory): the error above says why
         raise
     return written

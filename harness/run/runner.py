@@ -21,7 +21,8 @@ from harness.analysis.expect import Expectation, Problem
 from harness.analysis.pipeline import analyse
 from harness.render.annotate import annotate
 from harness.run import sockets
-from harness.run.capture import make_capture
+from harness.errors import cannot_write
+from harness.run.capture import CaptureUnwritable, make_capture
 from harness.run.netns import in_netns
 from harness.run.process import Subject, SubjectError, program_subject
 from harness.run.scenario import Placement, Scenario, ScenarioResult, Timeouts
@@ -144,8 +145,13 @@ def run_scenario(scenario: Scenario, pcap: Path, backend: str = "dumpcap", timeo
     phase("assertions")
     result = ScenarioResult(scenario, expectation, capture_result, analysis, port, problems, server, client,
                             phases, diagnosis)
-    # The saved pcap carries the verdicts, so a reviewer opening it in Wireshark sees why.
-    annotate(private, private, notes, [result.verdict(), *placement.comments, *map(str, problems)])
+    # The saved pcap carries the verdicts, so a reviewer opening it in Wireshark sees why; one that
+    # cannot be written with them (the disk full) is not published without them.
+    try:
+        annotate(private, private, notes, [result.verdict(), *placement.comments, *map(str, problems)])
+    except OSError as error:
+        capture.discard()
+        raise CaptureUnwritable(cannot_write(capture.path, error, "the capture")) from None
     analysis.path = str(capture.publish())
     phase("annotation")
     return result

@@ -319,3 +319,18 @@ def test_memory_does_not_grow_with_the_capture(tmp_path):
     finally:
         tracemalloc.stop()
     assert peak < 8 * 1024 * 1024
+
+
+def test_a_clean_up_that_fails_does_not_hide_the_error_that_stopped_the_copy(tmp_path, monkeypatch):
+    """Issue 15 item 3: the .partial's removal failing too (a disk gone read-only, a file where the
+    directory should be) must not replace the reason the copy stopped."""
+    import errno
+    import harness.render.annotate as module
+
+    def refuse(path):
+        raise OSError(errno.EROFS, "Read-only file system", path)
+
+    monkeypatch.setattr(module.os, "unlink", refuse)
+    with pytest.raises(ValueError, match="comments for frame 999 have no packet"):
+        annotate(LAB / "tcp-lab.pcapng", tmp_path / "out.pcapng", {999: "nowhere"})
+    assert not (tmp_path / "out.pcapng").exists()

@@ -1,6 +1,6 @@
 """Capture backends behind one interface; see session.py for the completeness protocol."""
 from harness.run.capture.session import (Capture, CaptureError, CaptureIncomplete, CaptureResult,
-                                     CaptureUnavailable, partial_paths)
+                                     CaptureUnavailable, CaptureUnwritable, partial_paths)
 
 from harness.run import BACKENDS
 
@@ -38,4 +38,4 @@ def permission_hint(backend: str) -> str:
 
 
 __all__ = ["BACKENDS", "Capture", "CaptureError", "CaptureIncomplete", "CaptureResult",
-           "CaptureUnavailable", "capture_unavailable_reason", "make_capture", "partial_paths", "permission_hint"]
+           "CaptureUnavailable", "CaptureUnwritable", "capture_unavailable_reason", "make_capture", "partial_paths", "permission_hint"]

@@ -14,6 +14,9 @@ Protocol, the same for every backend:
 4. Probe datagrams (probe.py) never reach the saved file; the Section Header says how many were
    left out, and the backend, interface and filter.
 5. Every wait is bounded, and its timeout names what it waited for.
+6. A file the disk will not take (full, read-only, a file where its directory should be) fails the
+   capture as CaptureUnwritable, whichever thread's write or close found it first, and the file is
+   removed: a capture written in part is no evidence of anything.
 """
 from __future__ import annotations
 
@@ -25,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Set
 
-from harness.errors import RunFailed, Unavailable
+from harness.errors import RunFailed, Unavailable, cannot_write
 from harness.run.capture.probe import FLUSH_DATAGRAMS, START, STOP, Prober
 
 # Markers are resent, each with its flush burst, until one comes out: every 50 ms for the first
@@ -48,6 +51,11 @@ class CaptureUnavailable(CaptureError, Unavailable):
 
 class CaptureIncomplete(CaptureError):
     """The capture ran but cannot be trusted to hold every packet."""
+
+
+class CaptureUnwritable(CaptureError):
+    """Its file could not be written (a full or read-only disk, a file where its directory should be):
+    the machine's fault, not the run's; str() names the file and what to do."""
 
 
 @dataclass
@@ -103,6 +111,7 @@ class Capture:
         self._seen: Dict[bytes, Set[int]] = {START: set(), STOP: set()}
         self._changed = threading.Condition()
         self._failure: Optional[str] = None
+        self._failure_type = CaptureIncomplete
         self._file = None
         self._running = False
         self._ended = False
@@ -117,13 +126,17 @@ class Capture:
     def begin(self) -> "Capture":
         """Launch the backend without waiting for it to go live, so that its start-up (dumpcap's
         takes 18-27 ms) can overlap the server's; nothing is proven until prove_started()."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except OSError as error:
+            # mkdir names the directory it could not make, open the file: whichever stopped it.
+            raise CaptureUnwritable(cannot_write(error.filename or self.partial, error, "the capture")) from None
+        self._file = os.fdopen(fd, "wb")
         self.prober = Prober(self._probe_host, flush_count=FLUSH_DATAGRAMS if self.needs_flush_burst else 0,
                              sender_netns=self._probe_from_netns)
         full_filter = f"({self.bpf}) or ({self.prober.bpf})" if self.bpf else ""
         self.result = CaptureResult(self.path, self.backend, self.interface, self.bpf)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        self._file = os.fdopen(fd, "wb")
         self._launched_at = time.monotonic()
         try:
             self._running = True
@@ -179,6 +192,9 @@ class Capture:
         self._running = False
         self._close_file()
         self._close_prober()
+        if self._failure_type is CaptureUnwritable:
+            self.discard()
+            raise CaptureUnwritable(self._failure)
         if self._failure:
             raise CaptureIncomplete(f"{self.backend} capture {self.partial}: {self._failure}")
         if self.result.dropped:
@@ -196,21 +212,38 @@ class Capture:
         """Give a complete capture its final name (what a concurrent run to the same name published
         before is replaced, as a rerun replaces the last run's file)."""
         assert self.result is not None and self.result.complete, "publish() of a capture not proven complete"
-        os.replace(self.partial, self.path)
+        try:
+            os.replace(self.partial, self.path)
+        except OSError as error:
+            self.discard()
+            raise CaptureUnwritable(cannot_write(self.path, error, "the capture")) from None
         self.result.path = self.path
         return self.path
 
+    def discard(self) -> None:
+        """Remove the private file of a capture that will never be published (one that could not be
+        written whole, or whose verdicts could not be written into it)."""
+        try:
+            self.partial.unlink(missing_ok=True)
+        except OSError:
+            pass    # a file system gone read-only keeps it; the error that brought us here says more
+
     def abort(self, discard: bool = False) -> None:
         """Stop at once; whatever was written stays under the .partial name (an empty file is removed,
-        and with `discard` any file: for a capture whose run ended before it was of any use)."""
+        and with `discard` any file: for a capture whose run ended before it was of any use; so is one
+        that could not be written whole). Raises nothing of its own: it runs while another error is
+        on its way out, which is the one to report."""
         if self._running:
             self._running = False
             self._kill()
         self._close_file()
         self._close_prober()
-        partial = self.partial
-        if partial.exists() and (discard or partial.stat().st_size == 0):
-            partial.unlink()
+        try:
+            broken = self._failure_type is CaptureUnwritable
+            if discard or broken or self.partial.stat().st_size == 0:
+                self.discard()
+        except OSError:
+            pass    # no file to judge (never made, or already removed)
 
     def __enter__(self) -> "Capture":
         return self.start()
@@ -233,7 +266,7 @@ class Capture:
         assert self.prober is not None and self.result is not None
         probe = self.prober.classify(data)
         if probe is None:
-            self._file.write(raw_block)
+            self._write(raw_block)
             self.result.packets += 1
             return
         self.result.probes_removed += 1
@@ -244,11 +277,22 @@ class Capture:
                 self._changed.notify_all()
 
     def _write(self, raw_block: bytes) -> None:
-        self._file.write(raw_block)
+        """Write to the file; a write that fails (the disk full, say) fails the capture, with the first
+        reason kept, and what comes later is read and dropped, so the backend is never left blocked."""
+        if self._file is None or self._failure_type is CaptureUnwritable:
+            return
+        try:
+            self._file.write(raw_block)
+        except OSError as error:
+            self._unwritable(error)
 
-    def _fail(self, reason: str) -> None:
+    def _unwritable(self, error: OSError) -> None:
+        self._fail(cannot_write(self.partial, error, "the capture"), CaptureUnwritable)
+
+    def _fail(self, reason: str, kind=CaptureIncomplete) -> None:
         with self._changed:
-            self._failure = self._failure or reason
+            if not self._failure:
+                self._failure, self._failure_type = reason, kind
             self._changed.notify_all()
 
     def _alive(self) -> bool:
@@ -281,7 +325,8 @@ class Capture:
                 if self._has_marker(kind, sent_from):
                     return
                 if self._failure:
-                    raise CaptureError(f"{self.backend} capture failed: {self._failure}")
+                    kind = CaptureUnwritable if self._failure_type is CaptureUnwritable else CaptureError
+                    raise kind(f"{self.backend} capture failed: {self._failure}")
             if time.monotonic() - began > MARKER_STEADY_SECONDS:
                 resend_after = min(resend_after * MARKER_RESEND_GROWTH, MARKER_RESEND_MAX_SECONDS)
             if not self._alive():
@@ -298,9 +343,13 @@ class Capture:
         return any(n >= first_number for n in self._seen[kind])
 
     def _close_file(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        """Close the file; what its buffer could not write fails the capture, as a write would have."""
+        file, self._file = self._file, None
+        if file is not None:
+            try:
+                file.close()
+            except OSError as error:
+                self._unwritable(error)
 
     def _close_prober(self) -> None:
         if self.prober is not None:
