@@ -1,3 +1,3 @@
-from harness.cli import main
+from harness._main import main
 
 raise SystemExit(main())
