@@ -30,6 +30,7 @@ from array import array
 from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
 from harness.analysis.conversation import Conversation, Endpoint
+from harness.errors import InputError
 from harness.analysis.zeek import ZeekSettings, ZeekState
 from harness.wire.packet import ACK, SYN, TCP, UDP, Packet
 
@@ -238,8 +239,9 @@ class Frames:
         return max(frames) if frames else None
 
 
-class ReplayMismatch(RuntimeError):
-    """The second pass met a conversation where the first had none: the two passes disagree."""
+class ReplayMismatch(InputError):
+    """The second pass met a conversation where the first had none: the two passes disagree, which
+    they can only if the file changed between them (a capture still being written, say)."""
 
 
 class Replay:
@@ -313,7 +315,7 @@ class Replay:
         if index > len(frames) or frames.first[index - 1] != packet.frame:
             expected = f"at frame {frames.first[index - 1]}" if index <= len(frames) else "none"
             raise ReplayMismatch(f"frame {packet.frame} begins conversation {index} on the second pass; the first "
-                                 f"pass had it begin {expected}")
+                                 f"pass had it begin {expected}: did the file change while it was read?")
         self._next += 1
         conv = None
         if frames.wanted[index - 1]:
