@@ -13,6 +13,8 @@ Rules:
   A readiness line can still be waited for (wait_for_line).
 * If harness dies, the kernel kills the subject it started (PR_SET_PDEATHSIG, SIGKILL: a subject
   that ignores SIGTERM would otherwise outlive it).
+* A Ctrl-C or SIGTERM never lands inside a fork's at-fork hooks, where Python would print it and
+  drop it: it is held across every fork here and raised just after, in the parent (signals_held).
 * harness's own lab programs (`python -u -m harness.lab.X`, as harness.lab.scenarios writes them)
   are forked from this process instead of started in a new interpreter (ForkedLabProgram,
   program_subject): the same code making the same system calls, 30-40 ms sooner. Any other command
@@ -23,6 +25,7 @@ Rules:
 from __future__ import annotations
 
 import ctypes
+import functools
 import gc
 import inspect
 import os
@@ -48,17 +51,84 @@ PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(_
 PR_SET_PDEATHSIG = 1
 
 
-def die_with_parent() -> None:
+def die_with_parent(parent: Optional[int] = None) -> None:
     """In a child before exec: be killed if the process that started us dies, however it dies.
 
     Linux ties this to the thread that forked, so the thread that starts a subject or a capture
-    must outlive it (the harness starts them from the thread that runs the scenario).
+    must outlive it (the harness starts them from the thread that runs the scenario). With `parent`
+    (the starting process's pid, read before the fork), a parent that died before the request was
+    made is noticed too: the kernel would never send the signal for a death that came first.
     """
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     except (OSError, AttributeError):
-        pass  # not Linux: cleanup then rests on the harness's own finally blocks
+        return  # not Linux: cleanup then rests on the harness's own finally blocks
+    if parent is not None and os.getppid() != parent:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+HELD_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+@contextmanager
+def signals_held() -> Iterator[List[int]]:
+    """Ctrl-C and SIGTERM held while the block runs, then delivered, in order, to their own handlers.
+
+    A fork runs Python's at-fork hooks (logging's lock, for one), and an exception raised by a signal
+    handler inside a hook is printed as 'Exception ignored' and dropped: a Ctrl-C there was lost and
+    the child it interrupted left running behind the caller's back. Held, it is raised after the
+    fork, in the parent, where the caller's cleanup sees it. The same holds a stop's last steps
+    together (SIGKILL, reaping), so that a second Ctrl-C cannot leave a session half killed.
+
+    A child forked in the block leaves it with the signals still held by the same no-raise handler
+    (its at-fork hooks and start-up are covered too); it calls fresh_signals_in_child once it is in
+    a session of its own, with the list this yields. Python runs handlers in the main thread only,
+    so in any other thread nothing can raise inside a hook and nothing is changed.
+    """
+    held: List[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield held
+        return
+    previous = {}
+    for signum in HELD_SIGNALS:
+        handler = signal.getsignal(signum)
+        if callable(handler):   # SIG_DFL and SIG_IGN raise nothing in Python code
+            previous[signum] = handler
+            signal.signal(signum, lambda number, frame: held.append(number))
+    parent = os.getpid()
+    try:
+        yield held
+    finally:
+        if os.getpid() == parent:
+            _restore_handlers(previous)
+            for signum in dict.fromkeys(held):
+                signal.raise_signal(signum)   # its handler runs here, as if it had just arrived
+
+
+def _restore_handlers(previous: dict) -> None:
+    # signal.signal() first runs the handlers of signals already pending, and one may raise: the
+    # handler is put back all the same, and the first such exception raised once all are.
+    raised: Optional[BaseException] = None
+    for signum, handler in previous.items():
+        while True:
+            try:
+                signal.signal(signum, handler)
+                break
+            except BaseException as error:   # a pending signal's own handler: it ran, and is done
+                raised = raised or error
+    if raised is not None:
+        raise raised
+
+
+def fresh_signals_in_child(held: Sequence[int]) -> None:
+    """In a child forked inside signals_held, once in its own session: the handlers a new
+    interpreter has (Ctrl-C raises KeyboardInterrupt, SIGTERM ends it), then any signal that came
+    while held, so that a SIGTERM sent to the child as it started still ends it."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    for signum in dict.fromkeys(held):
+        signal.raise_signal(signum)
 
 
 def netns_exec_argv(netns: str, argv: Sequence[str]) -> List[str]:
@@ -103,11 +173,14 @@ class Subject:
         env.setdefault("PYTHONUNBUFFERED", "1")
         # Subjects run as `python -m harness...` must import harness even from an uninstalled checkout.
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [PACKAGE_ROOT, env.get("PYTHONPATH")]))
-        self._process = subprocess.Popen(
-            self.argv, stdin=subprocess.PIPE if self._stdin_text is not None else subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True, bufsize=1, cwd=self._cwd,
-            errors="replace", start_new_session=True, preexec_fn=die_with_parent)
         try:
+            # preexec_fn makes subprocess run the at-fork hooks; signals_held keeps a Ctrl-C out of them.
+            with signals_held():
+                self._process = subprocess.Popen(
+                    self.argv, stdin=subprocess.PIPE if self._stdin_text is not None else subprocess.DEVNULL,
+                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True, bufsize=1,
+                    cwd=self._cwd, errors="replace", start_new_session=True,
+                    preexec_fn=functools.partial(die_with_parent, os.getpid()))
             for stream, sink in ((self._process.stdout, self.stdout_lines),
                                  (self._process.stderr, self.stderr_lines)):
                 reader = threading.Thread(target=self._pump, args=(stream, sink), daemon=True,
@@ -333,38 +406,16 @@ class CallableSubject(Subject):
     def start(self) -> "Subject":
         out_read, out_write = os.pipe()
         err_read, err_write = os.pipe()
-        pid = os.fork()
-        if pid == 0:                        # the child: never returns into the caller's code
-            code = 1
-            try:
-                os.setsid()
-                die_with_parent()
-                devnull = os.open(os.devnull, os.O_RDONLY)
-                os.dup2(devnull, 0)
-                os.dup2(out_write, 1)
-                os.dup2(err_write, 2)
-                sys.stdout = os.fdopen(1, "w", buffering=1)
-                sys.stderr = os.fdopen(2, "w", buffering=1)
-                with in_netns(self.netns) if self.netns else _here():
-                    result = self._target()
-                    if inspect.iscoroutine(result):
-                        import asyncio
-                        asyncio.run(result)
-                code = 0
-            except BaseException:
-                import traceback
-                traceback.print_exc()
-            finally:
-                try:
-                    sys.stdout.flush()
-                    sys.stderr.flush()
-                finally:
-                    os._exit(code)
-        os.close(out_write)
-        os.close(err_write)
-        self._process = _Forked(pid, os.fdopen(out_read, "r", errors="replace"),
-                                os.fdopen(err_read, "r", errors="replace"))
+        parent = os.getpid()
         try:
+            with signals_held() as held:
+                pid = os.fork()
+                if pid == 0:
+                    self._run_in_child(parent, held, out_write, err_write)   # never returns
+                os.close(out_write)
+                os.close(err_write)
+                self._process = _Forked(pid, os.fdopen(out_read, "r", errors="replace"),
+                                        os.fdopen(err_read, "r", errors="replace"))
             for stream, sink in ((self._process.stdout, self.stdout_lines), (self._process.stderr, self.stderr_lines)):
                 reader = threading.Thread(target=self._pump, args=(stream, sink), daemon=True, name=f"{self.name}-output")
                 reader.start()
@@ -373,6 +424,34 @@ class CallableSubject(Subject):
             self.stop()
             raise
         return self
+
+    def _run_in_child(self, parent: int, held: List[int], out_write: int, err_write: int) -> None:
+        code = 1
+        try:
+            os.setsid()
+            die_with_parent(parent)
+            fresh_signals_in_child(held)
+            devnull = os.open(os.devnull, os.O_RDONLY)
+            os.dup2(devnull, 0)
+            os.dup2(out_write, 1)
+            os.dup2(err_write, 2)
+            sys.stdout = os.fdopen(1, "w", buffering=1)
+            sys.stderr = os.fdopen(2, "w", buffering=1)
+            with in_netns(self.netns) if self.netns else _here():
+                result = self._target()
+                if inspect.iscoroutine(result):
+                    import asyncio
+                    asyncio.run(result)
+            code = 0
+        except BaseException:
+            import traceback
+            traceback.print_exc()
+        finally:
+            try:
+                sys.stdout.flush()
+                sys.stderr.flush()
+            finally:
+                os._exit(code)
 
 
 LAB_PACKAGE = "harness.lab."
@@ -409,15 +488,18 @@ class ForkedLabProgram(Subject):
         in_read, in_write = os.pipe() if self._stdin_text is not None else (None, None)
         out_read, out_write = os.pipe()
         err_read, err_write = os.pipe()
-        pid = os.fork()
-        if pid == 0:
-            self._run_in_child((in_read, out_write, err_write), (in_write, out_read, err_read))   # never returns
-        for end in (in_read, out_write, err_write):
-            if end is not None:
-                os.close(end)
-        self._process = _Forked(pid, os.fdopen(out_read, "r", errors="replace"),
-                                os.fdopen(err_read, "r", errors="replace"))
+        parent = os.getpid()
         try:
+            with signals_held() as held:
+                pid = os.fork()
+                if pid == 0:
+                    self._run_in_child((in_read, out_write, err_write), (in_write, out_read, err_read),
+                                       parent, held)   # never returns
+                for end in (in_read, out_write, err_write):
+                    if end is not None:
+                        os.close(end)
+                self._process = _Forked(pid, os.fdopen(out_read, "r", errors="replace"),
+                                        os.fdopen(err_read, "r", errors="replace"))
             for stream, sink in ((self._process.stdout, self.stdout_lines), (self._process.stderr, self.stderr_lines)):
                 reader = threading.Thread(target=self._pump, args=(stream, sink), daemon=True, name=f"{self.name}-output")
                 reader.start()
@@ -433,7 +515,8 @@ class ForkedLabProgram(Subject):
             raise
         return self
 
-    def _run_in_child(self, own_ends: Sequence[Optional[int]], parents_ends: Sequence[Optional[int]]) -> None:
+    def _run_in_child(self, own_ends: Sequence[Optional[int]], parents_ends: Sequence[Optional[int]],
+                      parent: int, held: List[int]) -> None:
         in_read, out_write, err_write = own_ends
         code = 1
         try:
@@ -445,7 +528,8 @@ class ForkedLabProgram(Subject):
                 if end is not None:
                     os.close(end)
             os.setsid()
-            die_with_parent()
+            die_with_parent(parent)
+            fresh_signals_in_child(held)
             if self._cwd:
                 os.chdir(self._cwd)
             os.dup2(in_read if in_read is not None else os.open(os.devnull, os.O_RDONLY), 0)

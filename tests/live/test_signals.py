@@ -1,0 +1,86 @@
+"""Signals never lost and never leaving a process behind (issue 15, items 5 and 6): a Ctrl-C landing
+inside a fork's at-fork hooks reaches the caller, a stop interrupted in its grace period still kills
+what is left, a subject that ignores SIGTERM dies with the harness, and soak's busy-core spinner
+dies with soak."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from support import REPO
+
+
+TIMEOUT = 10.0
+STUBBORN = [sys.executable, "-u", "-c",
+            "import os, signal; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+            "os.fork() or signal.pause(); print('ready', flush=True); signal.pause()"]
+
+# Run in a fresh interpreter: a hook registered with os.register_at_fork cannot be removed again.
+# The hook raises a real SIGINT at the named stage of the first fork after it is armed: Python runs
+# the handler at once, inside the hook, which is where a Ctrl-C used to be printed and dropped.
+FORK_HOOK_PROGRAM = r"""
+import json, os, signal, sys
+from pathlib import Path
+
+armed = []
+
+def interrupt():
+    if armed:
+        armed.clear()
+        signal.raise_signal(signal.SIGINT)
+
+os.register_at_fork(**{sys.argv[2]: interrupt})
+
+def live_children():
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == os.getpid() and fields[0] != "Z":
+                found.append(int(entry.name))
+    return found
+
+kind = sys.argv[1]
+from harness.run import process
+from harness.lab.scenarios import lab_program
+from harness.run.scenario import fill
+if kind == "subject":
+    started = process.Subject("hanging", [sys.executable, "-c", "import signal; signal.pause()"])
+elif kind == "forked-lab-program":
+    started = process.ForkedLabProgram("server", fill(lab_program("harness.lab.tcp_server"),
+                                                      host="127.0.0.1", port=0))
+elif kind == "callable":
+    started = process.CallableSubject("pause", signal.pause)
+else:
+    from harness.run.capture import make_capture
+    started = make_capture("dumpcap", Path(sys.argv[3]) / "hook.pcapng", bpf="udp port 9")
+armed.append(True)
+try:
+    (started.begin if kind == "dumpcap" else started.start)()
+except KeyboardInterrupt:
+    print(json.dumps({"interrupted": True, "children": live_children()}))
+else:
+    print(json.dumps({"interrupted": False, "children": live_children()}))
+    (started.abort if kind == "dumpcap" else started.stop)()
+"""
+
+
+@pytest.mark.parametrize("stage", ["before", "after_in_parent"])
+@pytest.mark.parametrize("kind", ["subject", "forked-lab-program", "callable", "dumpcap"])
+def test_ctrl_c_inside_a_fork_hook_reaches_the_caller_and_leaves_nothing_running(kind, stage, tmp_path):
+    if kind == "dumpcap":
+        from harness.run.capture import capture_unavailable_reason
+        reason = capture_unavailable_reason("dumpcap")
+        if reason and not os.environ.get("HARNESS_REQUIRE_CAPTURE"):
+            pytest.skip(reason)
+    done = subprocess.run([sys.executable, "-c", FORK_HOOK_PROGRAM, kind, stage, str(tmp_path)],
+                          capture_output=True, text=True, timeout=60, cwd=REPO,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Exception ignored" not in done.stderr, done.stderr
+    outcome = json.loads(done.stdout.splitlines()[-1])
+    assert outcome == {"interrupted": True, "children": []}, done.stderr
