@@ -277,30 +277,42 @@ class Subject:
 
     def stop(self, grace: float = STOP_GRACE_SECONDS) -> Optional[int]:
         """End the subject's whole session: SIGTERM to every member, SIGKILL to what is left after
-        `grace`; `survivors` then names any member that could not be ended. Safe to call again."""
+        `grace`; `survivors` then names any member that could not be ended. Safe to call again.
+        Interrupted (Ctrl-C, SIGTERM), it still kills what is left at once, then raises."""
         if self._process is None:
             return None
         if self._process.poll() is None:
             self.stopped_by_harness = True
         # Each look at the session scans /proc (some 1.5 ms), so the last one is reused: a session
         # whose leader is reaped and that has no member left can gain none (only members fork).
-        members = self._signal_session(signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        while (self._process.poll() is None or members) and time.monotonic() < deadline:
-            time.sleep(POLL_SECONDS)  # ok: exits of processes not ours to wait() for offer no notification
-            members = self.session_members()
-        if self._process.poll() is None or members:
-            self._signal_session(signal.SIGKILL)
-            deadline = time.monotonic() + KILL_WAIT_SECONDS
-            members = self.session_members()
+        members: List[int] = []
+        interrupted: Optional[BaseException] = None
+        try:
+            members = self._signal_session(signal.SIGTERM)
+            deadline = time.monotonic() + grace
             while (self._process.poll() is None or members) and time.monotonic() < deadline:
-                time.sleep(POLL_SECONDS)  # ok: as above
+                time.sleep(POLL_SECONDS)  # ok: exits of processes not ours to wait() for offer no notification
                 members = self.session_members()
-        self.survivors = [sockets.describe_process(pid) for pid in members]
-        if self._process.poll() is None:
-            self._process.wait(timeout=KILL_WAIT_SECONDS)
-        for reader in self._readers:
-            reader.join(timeout=STOP_GRACE_SECONDS)
+        except BaseException as error:
+            # A Ctrl-C (or SIGTERM) in the grace period cuts it short, never the stop: what is left
+            # is killed below, and the interruption raised once it is.
+            interrupted = error
+        with signals_held():
+            if interrupted is not None or self._process.poll() is None or members:
+                deadline = time.monotonic() + KILL_WAIT_SECONDS
+                members = self._signal_session(signal.SIGKILL)
+                while (self._process.poll() is None or members) and time.monotonic() < deadline:
+                    time.sleep(POLL_SECONDS)  # ok: as above
+                    # Killed again at each look: a member that forked after the last look had left
+                    # its child unkilled.
+                    members = self._signal_session(signal.SIGKILL)
+            self.survivors = [sockets.describe_process(pid) for pid in members]
+            if self._process.poll() is None:
+                self._process.wait(timeout=KILL_WAIT_SECONDS)
+            for reader in self._readers:
+                reader.join(timeout=STOP_GRACE_SECONDS)
+        if interrupted is not None:
+            raise interrupted
         return self._process.returncode
 
     def _signal_session(self, signum: int) -> List[int]:

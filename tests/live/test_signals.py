@@ -4,12 +4,15 @@ what is left, a subject that ignores SIGTERM dies with the harness, and soak's b
 dies with soak."""
 import json
 import os
+import signal
 import subprocess
 import sys
 
 import pytest
 from support import REPO
+from support.procfs import alive
 
+from harness.run import process
 
 TIMEOUT = 10.0
 STUBBORN = [sys.executable, "-u", "-c",
@@ -84,3 +87,40 @@ def test_ctrl_c_inside_a_fork_hook_reaches_the_caller_and_leaves_nothing_running
     assert "Exception ignored" not in done.stderr, done.stderr
     outcome = json.loads(done.stdout.splitlines()[-1])
     assert outcome == {"interrupted": True, "children": []}, done.stderr
+
+
+def _kill_session_of(pid):
+    try:
+        os.killpg(pid, signal.SIGKILL)   # the subject leads its own session and process group
+    except ProcessLookupError:
+        pass
+
+
+def test_a_stop_interrupted_in_its_grace_period_still_kills_the_whole_session(monkeypatch):
+    subject = process.Subject("stubborn", STUBBORN).start()
+    try:
+        subject.wait_for_line("ready", TIMEOUT)
+        members = subject.session_members()
+        assert len(members) == 2, members
+        real_sleep = process.time.sleep
+        interrupted = []
+
+        def sleep_after_a_ctrl_c(seconds):
+            # The first wait of the grace period is where the Ctrl-C lands: a real SIGINT, at once.
+            if not interrupted:
+                interrupted.append(True)
+                signal.raise_signal(signal.SIGINT)
+            real_sleep(seconds)
+
+        monkeypatch.setattr(process.time, "sleep", sleep_after_a_ctrl_c)
+        with pytest.raises(KeyboardInterrupt):
+            subject.stop(grace=30)
+        monkeypatch.undo()
+        assert interrupted
+        # stop() has returned: everything is already gone, nothing left to wait for.
+        assert [pid for pid in members if alive(pid)] == []
+        assert subject.returncode == -signal.SIGKILL and subject.survivors == []
+    finally:
+        monkeypatch.undo()
+        _kill_session_of(subject.pid)
+        subject.stop(grace=0)
