@@ -7,10 +7,11 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from support import REPO
-from support.procfs import alive
+from support.procfs import alive, wait_until
 
 from harness.run import process
 
@@ -124,3 +125,64 @@ def test_a_stop_interrupted_in_its_grace_period_still_kills_the_whole_session(mo
         monkeypatch.undo()
         _kill_session_of(subject.pid)
         subject.stop(grace=0)
+
+
+def _cpu_seconds(pid):
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _descendants(pid):
+    """Every live process under `pid`, from /proc (a spinner may sit under a helper process)."""
+    parents = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if fields[0] != "Z":
+                parents.setdefault(int(fields[1]), []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        children = parents.get(todo.pop(), [])
+        found += children
+        todo += children
+    return found
+
+
+@pytest.mark.capture
+@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT], ids=lambda s: s.name)
+def test_soaks_busy_core_spinner_dies_with_soak(capture_backend, signum):
+    soak = subprocess.Popen([sys.executable, str(REPO / "bench" / "soak.py"), "--runs", "1000", "--scenario",
+                             "tcp-lab", "--backend", capture_backend, "--busy-core", "--max-seconds", "120"],
+                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    spinners = []
+    try:
+        # The spinner is the one process under soak that burns CPU time by the second.
+        def spinning():
+            spinners[:] = [pid for pid in _descendants(soak.pid) if _cpu_seconds(pid) > 0.3]
+            return spinners
+        wait_until(spinning, 30, "soak's busy-core spinner to spin")
+        started = _descendants(soak.pid)
+        soak.send_signal(signum)
+        _, err = soak.communicate(timeout=30)
+        said = {signal.SIGTERM: (143, "soak: terminated (SIGTERM)"), signal.SIGINT: (130, "soak: interrupted"),
+                signal.SIGKILL: (-signal.SIGKILL, "")}[signum]
+        assert (soak.returncode, err.strip()) == said
+        wait_until(lambda: not any(alive(pid) for pid in spinners), TIMEOUT,
+                   f"soak's spinner to die with soak ({signum.name})")
+        wait_until(lambda: not any(alive(pid) for pid in started), TIMEOUT,
+                   f"everything soak started to go ({signum.name})")
+    finally:
+        if soak.poll() is None:
+            soak.kill()
+            soak.wait()
+        for pid in spinners:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
