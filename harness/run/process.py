@@ -131,6 +131,126 @@ def fresh_signals_in_child(held: Sequence[int]) -> None:
         signal.raise_signal(signum)
 
 
+# The session guard: the kernel's parent-death signal reaches a subject only, never what it forked
+# (a shell's server, a wrapper's grandchild), and those that ignore SIGTERM would outlive a harness
+# killed by SIGKILL. So the first subject started launches a small process, outside this one's
+# session and not its child, that reads the subjects' session ids from a pipe; when the pipe ends
+# (this process is gone, however it went) it kills every process still in a session it was told of.
+# A session is forgotten once a stop has left nothing in it.
+GUARD_MARKER = "harness-session-guard"
+GUARD_PROGRAM = r"""
+import os, signal, sys, time
+fd, sessions, pending = int(sys.argv[1]), set(), b""
+while True:
+    try:
+        chunk = os.read(fd, 4096)
+    except InterruptedError:
+        continue
+    if not chunk:
+        break
+    *lines, pending = (pending + chunk).split(b"\n")
+    for line in lines:
+        (sessions.add if line[:1] == b"+" else sessions.discard)(int(line[1:]))
+
+def members():
+    found = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/stat") as stat:
+                    fields = stat.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if fields[0] != "Z" and int(fields[3]) in sessions:
+                found.append(int(name))
+    return found
+
+deadline = time.monotonic() + 10
+while sessions and time.monotonic() < deadline:
+    found = members()
+    if not found:
+        break
+    for pid in found:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    time.sleep(0.01)  # ok: exits of processes not ours to wait() for offer no notification
+"""
+
+
+class _Guard:
+    lock = threading.Lock()
+    owner: Optional[int] = None           # the process whose guard this is (a fork has its own)
+    write_end: Optional[int] = None
+
+
+def _forget_guard_in_child() -> None:
+    # A forked child holding the write end would keep the pipe from ending when the harness dies.
+    if _Guard.write_end is not None and _Guard.owner != os.getpid():
+        try:
+            os.close(_Guard.write_end)
+        except OSError:
+            pass
+        _Guard.write_end = _Guard.owner = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_guard_in_child)
+
+
+def _tell_guard(line: str) -> None:
+    with _Guard.lock:
+        if _Guard.owner != os.getpid():
+            if not os.path.isdir("/proc"):
+                return                    # not Linux: cleanup rests on the harness's own finally blocks
+            read_end, write_end = os.pipe()
+            try:
+                _launch_guard(read_end)
+            except OSError:
+                os.close(write_end)
+                return
+            finally:
+                os.close(read_end)
+            _Guard.owner, _Guard.write_end = os.getpid(), write_end
+        try:
+            os.write(_Guard.write_end, line.encode())   # shorter than PIPE_BUF: written whole
+        except OSError:
+            pass                          # the guard was killed: best effort, as without one
+
+
+def _launch_guard(read_end: int) -> None:
+    # Forked twice, the guard is no child of this process (its exit is no business of the harness's
+    # and no test counts it as left behind); the first child exits at once and is reaped here.
+    argv = [sys.executable, "-I", "-S", "-c", GUARD_PROGRAM, str(read_end), GUARD_MARKER, str(os.getpid())]
+    with signals_held():
+        child = os.fork()
+        if child == 0:
+            try:
+                if os.fork() == 0:
+                    # Its own session, out of reach of a Ctrl-C to the terminal, and on no stream
+                    # of the harness's, which a reader would otherwise wait on to end.
+                    os.setsid()
+                    devnull = os.open(os.devnull, os.O_RDWR)
+                    for stream in (0, 1, 2):
+                        os.dup2(devnull, stream)
+                    os.set_inheritable(read_end, True)
+                    os.execv(sys.executable, argv)
+            finally:
+                os._exit(0)
+    os.waitpid(child, 0)
+
+
+def guard_session(session: int) -> None:
+    """Have the session guard kill what is left of `session` should this process die."""
+    _tell_guard(f"+{session}\n")
+
+
+def release_session(session: int) -> None:
+    """The session is empty: the guard need not (and, its id reusable, must not) act on it."""
+    _tell_guard(f"-{session}\n")
+
+
 def netns_exec_argv(netns: str, argv: Sequence[str]) -> List[str]:
     """`argv` run inside network namespace NETNS by `ip netns exec` (iproute2)."""
     return [tools.require("ip"), "netns", "exec", netns, *argv]
@@ -181,6 +301,7 @@ class Subject:
                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True, bufsize=1,
                     cwd=self._cwd, errors="replace", start_new_session=True,
                     preexec_fn=functools.partial(die_with_parent, os.getpid()))
+            guard_session(self._process.pid)
             for stream, sink in ((self._process.stdout, self.stdout_lines),
                                  (self._process.stderr, self.stderr_lines)):
                 reader = threading.Thread(target=self._pump, args=(stream, sink), daemon=True,
@@ -307,6 +428,8 @@ class Subject:
                     # its child unkilled.
                     members = self._signal_session(signal.SIGKILL)
             self.survivors = [sockets.describe_process(pid) for pid in members]
+            if not members:
+                release_session(self._process.pid)
             if self._process.poll() is None:
                 self._process.wait(timeout=KILL_WAIT_SECONDS)
             for reader in self._readers:
@@ -428,6 +551,7 @@ class CallableSubject(Subject):
                 os.close(err_write)
                 self._process = _Forked(pid, os.fdopen(out_read, "r", errors="replace"),
                                         os.fdopen(err_read, "r", errors="replace"))
+            guard_session(pid)
             for stream, sink in ((self._process.stdout, self.stdout_lines), (self._process.stderr, self.stderr_lines)):
                 reader = threading.Thread(target=self._pump, args=(stream, sink), daemon=True, name=f"{self.name}-output")
                 reader.start()
@@ -512,6 +636,7 @@ class ForkedLabProgram(Subject):
                         os.close(end)
                 self._process = _Forked(pid, os.fdopen(out_read, "r", errors="replace"),
                                         os.fdopen(err_read, "r", errors="replace"))
+            guard_session(pid)
             for stream, sink in ((self._process.stdout, self.stdout_lines), (self._process.stderr, self.stderr_lines)):
                 reader = threading.Thread(target=self._pump, args=(stream, sink), daemon=True, name=f"{self.name}-output")
                 reader.start()

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from support import REPO
-from support.procfs import alive, wait_until
+from support.procfs import alive, running_with, wait_until
 
 from harness.run import process
 
@@ -125,6 +125,41 @@ def test_a_stop_interrupted_in_its_grace_period_still_kills_the_whole_session(mo
         monkeypatch.undo()
         _kill_session_of(subject.pid)
         subject.stop(grace=0)
+
+
+DYING_PARENT_PROGRAM = r"""
+import signal, sys
+from harness.run import process
+from harness.lab.scenarios import lab_program
+from harness.run.scenario import fill
+stubborn = process.Subject("stubborn", sys.argv[1:]).start()
+stubborn.wait_for_line("ready", 10)
+lab = process.ForkedLabProgram("server", fill(lab_program("harness.lab.tcp_server"), host="127.0.0.1", port=0)).start()
+lab.wait_for_line("listening", 10)
+print(" ".join(str(pid) for pid in stubborn.session_members() + lab.session_members()), flush=True)
+signal.pause()
+"""
+
+
+def test_subjects_that_ignore_sigterm_die_with_a_harness_killed_by_sigkill():
+    parent = subprocess.Popen([sys.executable, "-c", DYING_PARENT_PROGRAM, *STUBBORN], cwd=REPO,
+                              stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    members = []
+    try:
+        members = [int(pid) for pid in parent.stdout.readline().split()]
+        assert len(members) == 3, members    # the stubborn subject, its child, the forked lab server
+        parent.kill()
+        parent.wait(timeout=TIMEOUT)
+        wait_until(lambda: not any(alive(pid) for pid in members), TIMEOUT,
+                   "the subjects of a harness killed by SIGKILL, and what they forked, to die with it")
+        wait_until(lambda: not running_with(f"{process.GUARD_MARKER}\0{parent.pid}"), TIMEOUT,
+                   "the session guard of the killed harness to exit")
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait()
+        for pid in members:
+            _kill_session_of(pid)
 
 
 def _cpu_seconds(pid):
