@@ -11,8 +11,11 @@ Rules:
 * Ready means, by default, that a socket of the subject's session is listening (TCP) or bound (UDP)
   on the port, as the kernel's socket table shows (harness.run.sockets): no readiness line needed.
   A readiness line can still be waited for (wait_for_line).
-* If harness dies, the kernel kills the subject it started (PR_SET_PDEATHSIG, SIGKILL: a subject
-  that ignores SIGTERM would otherwise outlive it).
+* If harness dies, however it dies, the kernel kills the subject it started (PR_SET_PDEATHSIG,
+  SIGKILL: a subject that ignores SIGTERM would otherwise outlive it), and the session guard kills
+  whatever else is left in the subject's session (what the subject forked, which the kernel's
+  signal does not reach): see guard_session.
+* A stop interrupted (Ctrl-C, SIGTERM) still kills what is left of the session, then raises.
 * A Ctrl-C or SIGTERM never lands inside a fork's at-fork hooks, where Python would print it and
   drop it: it is held across every fork here and raised just after, in the parent (signals_held).
 * harness's own lab programs (`python -u -m harness.lab.X`, as harness.lab.scenarios writes them)
