@@ -75,7 +75,7 @@ HELD_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 @contextmanager
-def signals_held() -> Iterator[List[int]]:
+def signals_held(hold_in_child: bool = False) -> Iterator[List[int]]:
     """Ctrl-C and SIGTERM held while the block runs, then delivered, in order, to their own handlers.
 
     A fork runs Python's at-fork hooks (logging's lock, for one), and an exception raised by a signal
@@ -84,22 +84,30 @@ def signals_held() -> Iterator[List[int]]:
     fork, in the parent, where the caller's cleanup sees it. The same holds a stop's last steps
     together (SIGKILL, reaping), so that a second Ctrl-C cannot leave a session half killed.
 
-    A child forked in the block leaves it with the signals still held by the same no-raise handler
-    (its at-fork hooks and start-up are covered too); it calls fresh_signals_in_child once it is in
-    a session of its own, with the list this yields. Python runs handlers in the main thread only,
+    A child forked in the block gets, by default, the handlers it would have had (a multiprocessing
+    worker, say, must still end on SIGTERM before its initializer runs). With `hold_in_child`, the
+    child holds them too, until it execs (which drops them) or, once in a session of its own, calls
+    fresh_signals_in_child with the list this yields. Python runs handlers in the main thread only,
     so in any other thread nothing can raise inside a hook and nothing is changed.
     """
     held: List[int] = []
     if threading.current_thread() is not threading.main_thread():
         yield held
         return
+    parent = os.getpid()
     previous = {}
+
+    def hold(signum, frame):
+        if hold_in_child or os.getpid() == parent:
+            held.append(signum)
+        else:
+            previous[signum](signum, frame)
+
     for signum in HELD_SIGNALS:
         handler = signal.getsignal(signum)
         if callable(handler):   # SIG_DFL and SIG_IGN raise nothing in Python code
             previous[signum] = handler
-            signal.signal(signum, lambda number, frame: held.append(number))
-    parent = os.getpid()
+            signal.signal(signum, hold)
     try:
         yield held
     finally:
@@ -226,7 +234,7 @@ def _launch_guard(read_end: int) -> None:
     # Forked twice, the guard is no child of this process (its exit is no business of the harness's
     # and no test counts it as left behind); the first child exits at once and is reaped here.
     argv = [sys.executable, "-I", "-S", "-c", GUARD_PROGRAM, str(read_end), GUARD_MARKER, str(os.getpid())]
-    with signals_held():
+    with signals_held(hold_in_child=True):
         child = os.fork()
         if child == 0:
             try:
@@ -298,7 +306,7 @@ class Subject:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [PACKAGE_ROOT, env.get("PYTHONPATH")]))
         try:
             # preexec_fn makes subprocess run the at-fork hooks; signals_held keeps a Ctrl-C out of them.
-            with signals_held():
+            with signals_held(hold_in_child=True):
                 self._process = subprocess.Popen(
                     self.argv, stdin=subprocess.PIPE if self._stdin_text is not None else subprocess.DEVNULL,
                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True, bufsize=1,
@@ -546,7 +554,7 @@ class CallableSubject(Subject):
         err_read, err_write = os.pipe()
         parent = os.getpid()
         try:
-            with signals_held() as held:
+            with signals_held(hold_in_child=True) as held:
                 pid = os.fork()
                 if pid == 0:
                     self._run_in_child(parent, held, out_write, err_write)   # never returns
@@ -629,7 +637,7 @@ class ForkedLabProgram(Subject):
         err_read, err_write = os.pipe()
         parent = os.getpid()
         try:
-            with signals_held() as held:
+            with signals_held(hold_in_child=True) as held:
                 pid = os.fork()
                 if pid == 0:
                     self._run_in_child((in_read, out_write, err_write), (in_write, out_read, err_read),

@@ -90,7 +90,7 @@ class DumpcapCapture(Capture):
         try:
             # preexec_fn makes subprocess run the at-fork hooks; signals_held keeps a Ctrl-C out of them
             # (raised after the fork instead, once _process is set, so that begin()'s abort kills it).
-            with signals_held():
+            with signals_held(hold_in_child=True):
                 self._process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                                  stderr=subprocess.PIPE, bufsize=0,
                                                  preexec_fn=functools.partial(die_with_parent, os.getpid()))
