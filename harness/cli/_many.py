@@ -56,9 +56,14 @@ def run_each(args: argparse.Namespace, paths: Sequence[Path], work: FileWork) ->
     if jobs <= 1:
         return max((_guarded(work, args, path, position) for position, path in enumerate(paths)), default=OK)
     status = OK
-    # fork: the workers inherit the parsed arguments and the imported analysis, and start at once.
-    pool = multiprocessing.get_context("fork").Pool(jobs, initializer=_worker_signals)
+    # Imported here: the subject machinery costs 28 ms to import, which a single file never needs.
+    from harness.run.process import signals_held
+    pool = None
     try:
+        # fork: the workers inherit the parsed arguments and the imported analysis, and start at once.
+        # A Ctrl-C in a fork's at-fork hooks would be dropped there: held, it is raised here, after.
+        with signals_held():
+            pool = multiprocessing.get_context("fork").Pool(jobs, initializer=_worker_signals)
         for out, err, code in pool.imap(partial(_captured, work, args), enumerate(paths)):
             sys.stdout.flush()
             sys.stderr.write(err)
@@ -67,10 +72,12 @@ def run_each(args: argparse.Namespace, paths: Sequence[Path], work: FileWork) ->
             status = max(status, code)
         pool.close()
     except BaseException:
-        pool.terminate()     # interrupted (Ctrl-C, SIGTERM): no worker goes on reading
+        if pool is not None:
+            pool.terminate()     # interrupted (Ctrl-C, SIGTERM): no worker goes on reading
         raise
     finally:
-        pool.join()
+        if pool is not None:
+            pool.join()
     return status
 
 

@@ -59,6 +59,14 @@ elif kind == "forked-lab-program":
                                                       host="127.0.0.1", port=0))
 elif kind == "callable":
     started = process.CallableSubject("pause", signal.pause)
+elif kind == "many":
+    # summary -j 2 forks its workers: the Ctrl-C is one to the command, which says so with 130.
+    from harness.cli import main
+    corpus = sorted(str(path) for path in Path("captures/corpus").glob("*.pcapng"))[:2]
+    armed.append(True)
+    code = main(["summary", "-j", "2", *corpus])
+    print(json.dumps({"interrupted": code == 130, "children": live_children()}))
+    sys.exit(0)
 else:
     from harness.run.capture import make_capture
     started = make_capture("dumpcap", Path(sys.argv[3]) / "hook.pcapng", bpf="udp port 9")
@@ -74,7 +82,7 @@ else:
 
 
 @pytest.mark.parametrize("stage", ["before", "after_in_parent"])
-@pytest.mark.parametrize("kind", ["subject", "forked-lab-program", "callable", "dumpcap"])
+@pytest.mark.parametrize("kind", ["subject", "forked-lab-program", "callable", "dumpcap", "many"])
 def test_ctrl_c_inside_a_fork_hook_reaches_the_caller_and_leaves_nothing_running(kind, stage, tmp_path):
     if kind == "dumpcap":
         from harness.run.capture import capture_unavailable_reason
