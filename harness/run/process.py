@@ -113,8 +113,17 @@ def signals_held(hold_in_child: bool = False) -> Iterator[List[int]]:
     finally:
         if os.getpid() == parent:
             _restore_handlers(previous)
-            for signum in dict.fromkeys(held):
-                signal.raise_signal(signum)   # its handler runs here, as if it had just arrived
+            _deliver(list(dict.fromkeys(held)))
+
+
+def _deliver(signums: List[int]) -> None:
+    # Each handler runs here, as if its signal had just arrived; when one raises, the next still run
+    # as the exception unwinds, as they would have for signals arriving together.
+    if signums:
+        try:
+            signal.raise_signal(signums[0])
+        finally:
+            _deliver(signums[1:])
 
 
 def _restore_handlers(previous: dict) -> None:
@@ -138,8 +147,7 @@ def fresh_signals_in_child(held: Sequence[int]) -> None:
     while held, so that a SIGTERM sent to the child as it started still ends it."""
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    for signum in dict.fromkeys(held):
-        signal.raise_signal(signum)
+    _deliver(list(dict.fromkeys(held)))
 
 
 # The session guard: the kernel's parent-death signal reaches a subject only, never what it forked

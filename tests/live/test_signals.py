@@ -98,6 +98,29 @@ def test_ctrl_c_inside_a_fork_hook_reaches_the_caller_and_leaves_nothing_running
     assert outcome == {"interrupted": True, "children": []}, done.stderr
 
 
+def test_signals_held_delivers_them_in_order_at_its_end_and_puts_the_handlers_back():
+    class Terminated(BaseException):
+        pass
+
+    def terminated(signum, frame):
+        raise Terminated()
+
+    on_sigterm = signal.signal(signal.SIGTERM, terminated)
+    try:
+        with pytest.raises(Terminated) as raised:
+            with process.signals_held() as held:
+                signal.raise_signal(signal.SIGINT)
+                signal.raise_signal(signal.SIGTERM)
+                assert held == [signal.SIGINT, signal.SIGTERM]    # nothing raised inside the block
+        # Both delivered, in order, as two signals arriving together are: the second's exception
+        # raised while the first's unwound.
+        assert isinstance(raised.value.__context__, KeyboardInterrupt)
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        assert signal.getsignal(signal.SIGTERM) is terminated
+    finally:
+        signal.signal(signal.SIGTERM, on_sigterm)
+
+
 def _kill_session_of(pid):
     try:
         os.killpg(pid, signal.SIGKILL)   # the subject leads its own session and process group
