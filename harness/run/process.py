@@ -226,9 +226,11 @@ def _tell_guard(line: str) -> None:
             read_end, write_end = os.pipe()
             try:
                 _launch_guard(read_end)
-            except OSError:
+            except BaseException as error:
                 os.close(write_end)
-                return
+                if not isinstance(error, OSError):
+                    raise
+                return                    # no guard: best effort, as the parent-death signal is
             finally:
                 os.close(read_end)
             _Guard.owner, _Guard.write_end = os.getpid(), write_end
@@ -257,7 +259,7 @@ def _launch_guard(read_end: int) -> None:
                     os.execv(sys.executable, argv)
             finally:
                 os._exit(0)
-    os.waitpid(child, 0)
+        os.waitpid(child, 0)   # within a millisecond; held, a Ctrl-C cannot leave it unreaped
 
 
 def guard_session(session: int) -> None:
