@@ -10,8 +10,8 @@ those the closing notes quote: runs, incomplete captures, wrong verdicts, latenc
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import shutil
+import signal
 import statistics
 import sys
 import tempfile
@@ -20,14 +20,23 @@ from pathlib import Path
 
 from harness.run.capture import BACKENDS, CaptureIncomplete
 from harness.lab.scenarios import LAB_SCENARIOS
+from harness.run.process import Subject
 from harness.run.runner import run_scenario
 
 EXPECTED_TO_PASS = {"tcp-lab", "udp-lab", "tcp-broken-server"}
 
 
-def _spin(stop_at: float) -> None:
-    while time.time() < stop_at:
-        pass
+# A harness subject: its own session, stopped whole, and killed by the kernel should soak die any
+# other way (SIGKILL included), so it never spins on at 100% CPU behind a killed soak.
+SPIN = "import sys, time\nstop_at = float(sys.argv[1])\nwhile time.time() < stop_at:\n    pass"
+
+
+class _Terminated(BaseException):
+    """SIGTERM, raised where soak is, so that the run under way and the spinner are stopped."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise _Terminated()
 
 
 def percentile(values, fraction):
@@ -51,11 +60,12 @@ def main(argv=None) -> int:
     keep_dir = args.keep_dir or workdir
     began = time.monotonic()
     spinner = None
-    if args.busy_core:
-        spinner = multiprocessing.Process(target=_spin, args=(time.time() + args.max_seconds,), daemon=True)
-        spinner.start()
     status = 0
+    on_sigterm = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
+        if args.busy_core:
+            spinner = Subject("busy core", [sys.executable, "-c", SPIN, str(time.time() + args.max_seconds)])
+            spinner.start()
         for name in scenarios:
             latencies, phases, incomplete, wrong, errors, kept = [], {}, 0, 0, 0, []
             runs = 0
@@ -103,9 +113,16 @@ def main(argv=None) -> int:
                 print("  pcaps of wrong verdicts: " + " ".join(str(p) for p in kept))
             if incomplete or wrong or errors:
                 status = 1
+    except KeyboardInterrupt:
+        print("soak: interrupted", file=sys.stderr)
+        status = 130
+    except _Terminated:
+        print("soak: terminated (SIGTERM)", file=sys.stderr)
+        status = 128 + signal.SIGTERM
     finally:
         if spinner is not None:
-            spinner.terminate()
+            spinner.stop(grace=0)
+        signal.signal(signal.SIGTERM, on_sigterm)
         if not any(workdir.iterdir()):
             workdir.rmdir()
     return status

@@ -214,8 +214,16 @@ def serve(request: pytest.FixtureRequest):
         return served
 
     yield serving
+    # Each is stopped whatever happened to the stop before it (an interruption, survivors named);
+    # the first such error is raised once all are.
+    failed: Optional[BaseException] = None
     for served in reversed(started):
-        served.stop()
+        try:
+            served.stop()
+        except BaseException as error:
+            failed = failed or error
+    if failed is not None:
+        raise failed
 
 
 @pytest.fixture

@@ -74,14 +74,18 @@ class _Workers:
         self._results, results_write = os.pipe()
         sys.stdout.flush()
         sys.stderr.flush()
+        # Imported here: the subject machinery costs 28 ms to import, which a single file never needs.
+        from harness.run.process import signals_held
         try:
-            for _ in range(self.jobs):
-                pid = os.fork()
-                if pid == 0:
-                    os.close(self._tasks)
-                    os.close(self._results)
-                    self._serve(tasks_read, results_write)      # never returns
-                self.pids.append(pid)
+            # A Ctrl-C in a fork's at-fork hooks would be dropped there: held, it is raised here, after.
+            with signals_held():
+                for _ in range(self.jobs):
+                    pid = os.fork()
+                    if pid == 0:
+                        os.close(self._tasks)
+                        os.close(self._results)
+                        self._serve(tasks_read, results_write)      # never returns
+                    self.pids.append(pid)
             os.close(tasks_read)
             os.close(results_write)
             return self._collect()

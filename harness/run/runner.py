@@ -117,13 +117,18 @@ def run_scenario(scenario: Scenario, pcap: Path, backend: str = "dumpcap", timeo
         capture.abort()
         raise
     finally:
-        try:
-            for subject in (client, server):
-                if subject is not None:
+        # Each is stopped whatever happened to the stop before it (a Ctrl-C raised by the client's
+        # stop once that stop is done would otherwise leave the server running); the first raised after.
+        interrupted: Optional[BaseException] = None
+        for subject in (client, server):
+            if subject is not None:
+                try:
                     subject.stop()
-        except BaseException:
+                except BaseException as error:
+                    interrupted = interrupted or error
+        if interrupted is not None:
             capture.abort()
-            raise
+            raise interrupted
     # Whatever stopping the server makes the kernel send comes after the capture's end: dumpcap is
     # by now only releasing its ring, which is what capture.finish() waits for.
     if server.survivors:

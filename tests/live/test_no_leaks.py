@@ -184,3 +184,29 @@ def test_sigterm_mid_capture_stops_everything_and_says_so(capture_backend, tmp_p
     wait_until(lambda: not any(alive(pid) for pid in started), 10, "the terminated run's processes to go")
     assert not pcap.exists(), "a capture cut short is never given the final name"
     assert all(p.stat().st_size > 0 for p in tmp_path.glob("*.partial")), "an empty .partial was left behind"
+
+
+def test_a_stop_interrupted_in_the_runner_still_stops_the_other_subjects(capture_backend, tmp_path, monkeypatch):
+    """Issue 15 item 6: a Ctrl-C landing in the client's stop() (which finishes that stop, then raises)
+    skipped the server's stop, so a server that serves forever was left running in a long-lived
+    process (the pytest plugin's)."""
+    from harness.run import process
+    forever = [sys.executable, "-u", "-c",
+               "import signal, socket; s = socket.create_server(('{host}', {port})); signal.pause()"]
+    scenario = replace(LAB_SCENARIOS["tcp-lab"], server=forever, client=[sys.executable, "-c", "pass"])
+    real_stop = process.Subject.stop
+    interrupted = []
+
+    def stop_then_ctrl_c(subject, *args, **kwargs):
+        code = real_stop(subject, *args, **kwargs)
+        if subject.name.startswith("the client") and not interrupted:
+            interrupted.append(subject.name)
+            raise KeyboardInterrupt     # as stop() raises a Ctrl-C that landed in it, once it is done
+        return code
+
+    monkeypatch.setattr(process.Subject, "stop", stop_then_ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        run_scenario(scenario, tmp_path / "interrupted.pcapng", backend=capture_backend)
+    monkeypatch.undo()
+    assert interrupted
+    assert children_of(os.getpid()) == []

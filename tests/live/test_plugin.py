@@ -181,3 +181,37 @@ def test_your_own_server_test_fails_with_the_cause_first_the_ladder_and_its_outp
         "ready to serve, never to close",
     ])
     assert running_with("ready to serve, never to close") == [], "the server was stopped after the test"
+
+
+SERVE_TWO = """
+import sys
+from harness.run import process
+
+FOREVER = [sys.executable, "-u", "-c",
+           "import signal, socket; s = socket.create_server(('{host}', {port})); signal.pause()"]
+started = []
+
+def test_two_servers(monkeypatch, serve):
+    real_stop = process.Subject.stop
+    failed = []
+
+    def stop_then_fail(subject, *args, **kwargs):
+        code = real_stop(subject, *args, **kwargs)
+        if not failed:
+            failed.append(subject.name)
+            raise RuntimeError("the first stop failed, once it was done")
+        return code
+
+    started.extend([serve(FOREVER), serve(FOREVER)])
+    monkeypatch.setattr(process.Subject, "stop", stop_then_fail)
+
+def test_both_servers_were_stopped():
+    assert [server.pid for server in started if server.subject.returncode is None] == []
+"""
+
+
+def test_every_server_a_test_started_is_stopped_even_when_one_stop_fails(pytester):
+    """Issue 15 item 6: the first stop to raise (a Ctrl-C landing in it, survivors) skipped the rest."""
+    pytester.makepyfile(SERVE_TWO)
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2, errors=1)

@@ -1,6 +1,7 @@
 """The dumpcap backend: Wireshark's capture engine, writing pcapng to a pipe we read block by block."""
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shutil
@@ -13,7 +14,7 @@ from typing import List, Optional
 from harness.run.capture.session import Capture, CaptureError, CaptureUnavailable
 from harness.wire import pcapng
 from harness.run import tools
-from harness.run.process import die_with_parent
+from harness.run.process import die_with_parent, signals_held
 
 # 64 KiB loopback frames overflow dumpcap's default 2 MiB kernel buffer.
 DEFAULT_BUFFER_MIB = 64
@@ -87,8 +88,12 @@ class DumpcapCapture(Capture):
         if full_filter:
             command += ["-f", full_filter]
         try:
-            self._process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                             stderr=subprocess.PIPE, bufsize=0, preexec_fn=die_with_parent)
+            # preexec_fn makes subprocess run the at-fork hooks; signals_held keeps a Ctrl-C out of them
+            # (raised after the fork instead, once _process is set, so that begin()'s abort kills it).
+            with signals_held(hold_in_child=True):
+                self._process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                                 stderr=subprocess.PIPE, bufsize=0,
+                                                 preexec_fn=functools.partial(die_with_parent, os.getpid()))
         except OSError as error:
             raise CaptureUnavailable(cannot_run(command[0], error)) from None
         for target in (self._pump_stdout, self._pump_stderr):
