@@ -47,11 +47,23 @@ def cannot_run(exe: str, error: OSError) -> str:
     return f"{exe} cannot be run ({error.strerror or error}): {fix}"
 
 
-def explain_dumpcap_error(stderr: str) -> str:
-    """dumpcap's own complaint, one line, with what to do about it."""
+def explain_dumpcap_error(stderr: str, returncode: Optional[int] = None) -> str:
+    """dumpcap's own complaint, one line, with what to do about it; a dumpcap killed by a signal is
+    said to be, by the signal's name. Its progress and counters ("Packets: 18", "Packets captured: 0",
+    "Packets received/dropped ...") are no complaint."""
     lines = [line.strip() for line in stderr.splitlines()
-             if line.strip() and not line.startswith(("Capturing on", "File:"))]
-    message = lines[0] if lines else "dumpcap exited without saying why"
+             if line.strip() and not line.startswith(("Capturing on", "File:", "Packets"))]
+    if returncode is not None and returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        said = f" (its last words: {lines[-1]})" if lines else ""
+        return f"dumpcap was killed by {name}{said}: something outside harness stopped it; run again"
+    if not lines:
+        status = f" with status {returncode}" if returncode else ""
+        return f"dumpcap failed: it exited{status} without saying why"
+    message = lines[0]
     if "permission" in stderr.lower() or "operation not permitted" in stderr.lower():
         return f"dumpcap may not capture here ({message}): {PERMISSION_HINT}"
     return f"dumpcap failed: {message}"
@@ -152,7 +164,7 @@ class DumpcapCapture(Capture):
 
     def _why_dead(self) -> str:
         self._join_threads()
-        return explain_dumpcap_error("".join(self._stderr))
+        return explain_dumpcap_error("".join(self._stderr), self._process.poll() if self._process else None)
 
     def _halt(self) -> None:
         # dumpcap writes its statistics block and ends its output within a millisecond of SIGTERM,
@@ -179,7 +191,7 @@ class DumpcapCapture(Capture):
             if self.result.dropped is None:
                 self.result.received, self.result.dropped = int(stats.group(1)), int(stats.group(2))
         if self._process.returncode not in (0, -signal.SIGTERM):
-            self._fail(explain_dumpcap_error("".join(self._stderr)))
+            self._fail(explain_dumpcap_error("".join(self._stderr), self._process.returncode))
 
     def _kill(self) -> None:
         if self._process is not None and self._process.poll() is None:
