@@ -95,7 +95,7 @@ def reset_on_close(tcp_client_socket: socket.socket) -> None:
 
 def exchange(host: str, port: int, timeout: float, close_mode: str,
              read_message: Callable[[], str]) -> None:
-    tcp_client_socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    tcp_client_socket = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     with tcp_client_socket:
         tcp_client_socket.settimeout(timeout)
         tcp_client_socket.connect((host, port))

@@ -41,7 +41,7 @@ PROMPT = ">> "
 
 
 def exchange_all(host: str, port: int, timeout: float, messages: Iterable[str]) -> int:
-    client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    client = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
     with client:
         client.settimeout(timeout)
         try:

@@ -36,7 +36,7 @@ DEFAULT_PORT = 8081
 
 def serve(host: str, port: int, datagrams_to_serve: Optional[int]) -> int:
     # No SO_REUSEADDR: for UDP on Linux it would let a second server share the port silently.
-    server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    server = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
     with server:
         bind_or_explain(server, host, port)
         announce_listening(server)

@@ -119,3 +119,13 @@ def test_the_saved_pcap_keeps_dumpcaps_statistics_through_the_annotation(lab, ca
     counters = statistics[0].counters
     assert counters["dropped"] == result.capture.dropped == 0
     assert counters["received"] == result.capture.received >= len(records)
+
+
+@pytest.mark.parametrize("name", ["tcp-lab", "udp-lab"])
+def test_the_lab_runs_over_ipv6_loopback(name, capture_backend, tmp_path):
+    """Issue 15 item 9: on ::1 the lab's client could not resolve the address, which surfaced 10 s later as
+    the server not exiting; its programs now take the address family from the address."""
+    result = run_scenario(LAB_SCENARIOS[name], tmp_path / f"{name}.pcapng", capture_backend, host="::1")
+    assert result.ok, result.report()
+    conversation = result.conversation
+    assert (conversation.orig.host, conversation.resp.host) == ("::1", "::1")
