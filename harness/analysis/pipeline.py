@@ -38,7 +38,7 @@ from harness.wire.fragments import Reassembler
 from harness.wire.packet import TCP, UDP, Packet
 from harness.wire.tunnel import TunnelSessions
 from harness.wire.reader import CaptureFormatError, open_capture
-from harness.analysis.summary import facts, record, record_json, summarize
+from harness.analysis.summary import facts, record, record_json
 from harness.analysis import zeek
 from harness.analysis.tshark import DEFAULT_OUT_OF_ORDER_THRESHOLD, FAST_RETRANSMISSION_WINDOW
 from harness.analysis.zeek import ZeekSettings
@@ -255,13 +255,10 @@ def stream_summaries(path, emit: Callable[[Dict[str, object]], None], settings: 
     HARNESS_PURE_PYTHON is set: it hands over each conversation's facts (summary.FACTS), which are
     the same either way (tests/unit/test_speedups.py holds the two to that), checksums verified or not.
     """
-    if _speedups is not None and not os.environ.get(PURE_PYTHON_ENV):
-        if as_json:
-            return stream_facts(path, emit, settings, verify_checksums, as_json=True)
-        return stream_facts(path, lambda found: emit(record(found)), settings, verify_checksums)
-    summarized = (lambda conversation: emit(record_json(facts(conversation)))) if as_json else \
-        (lambda conversation: emit(summarize(conversation)))
-    return stream_conversations(path, summarized, settings, verify_checksums)
+    if as_json and _speedups is not None and not os.environ.get(PURE_PYTHON_ENV):
+        return stream_facts(path, emit, settings, verify_checksums, as_json=True)
+    dressed = record_json if as_json else record
+    return conversation_facts(path, lambda found: emit(dressed(found)), settings, verify_checksums)
 
 
 def scanner_limits(settings: ZeekSettings = ZeekSettings(), verify_checksums: bool = False) -> Dict[str, object]:
@@ -323,10 +320,6 @@ class Wanted(NamedTuple):
     port: Optional[int] = None
     proto: Optional[str] = None
     first: bool = False
-
-    @property
-    def everything(self) -> bool:
-        return self.number is None and self.port is None and self.proto is None and not self.first
 
     def takes(self, index: int, proto: int, ports: Tuple[int, int]) -> bool:
         if self.number is not None and index != self.number:
@@ -428,7 +421,6 @@ def conversation_facts(path, on_facts: Callable[[Dict[str, object]], None], sett
                        verify_checksums: bool = False) -> Analysis:
     """Each conversation's facts (summary.FACTS, by name) as it ends: from the C scanner when it is
     compiled, else from the pure analysis; the same either way."""
-    from harness.analysis.summary import facts
     if _speedups is not None and not os.environ.get(PURE_PYTHON_ENV):
         return stream_facts(path, on_facts, settings, verify_checksums)
     return stream_conversations(path, lambda conversation: on_facts(facts(conversation)), settings, verify_checksums)

@@ -270,17 +270,18 @@ class Replay:
         self._ending: List[Tuple[int, int, Key]] = []    # (last frame, number, key), a heap
 
     def feed(self, packet: Packet) -> Optional[Conversation]:
-        conv = self._lookup(packet)
-        if conv is not None:
-            conv._add(packet)
-            conv.last_frame = packet.frame
-            conv.zeek.timers.clear()
-        return conv
+        return self._take(packet, corrupt=False)
 
     def feed_corrupt(self, packet: Packet) -> Optional[Conversation]:
+        return self._take(packet, corrupt=True)
+
+    def _take(self, packet: Packet, corrupt: bool) -> Optional[Conversation]:
         conv = self._lookup(packet)
         if conv is not None:
-            conv._add_corrupt(packet)
+            if corrupt:
+                conv._add_corrupt(packet)
+            else:
+                conv._add(packet)
             conv.last_frame = packet.frame
             conv.zeek.timers.clear()
         return conv

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -206,13 +207,13 @@ def run_check(args) -> int:
     if len(args.files) > 1 and (args.annotate or args.svg):
         raise Unusable(f"--{'annotate' if args.annotate else 'svg'} writes one file: check one capture with it, "
                        f"not {len(args.files)}")
-    expectation(args.expect)     # a bad spec is one line, said once, not once per file
-    return run_each(args, args.files, _check_one)
-
-
-def _check_one(args, path: Path, position: int) -> int:
-    args = argparse.Namespace(**{**vars(args), "file": path})
+    # Read once (a bad spec is one line, said once); the forked workers inherit it.
     wanted = expectation(args.expect)
+    return run_each(args, args.files, functools.partial(_check_one, wanted))
+
+
+def _check_one(wanted, args, path: Path, position: int) -> int:
+    args = argparse.Namespace(**{**vars(args), "file": path})
     if not wanted.about_a_conversation:
         return _check_capture(args, wanted)
     proto = args.proto

@@ -323,12 +323,7 @@ class Subject:
                     cwd=self._cwd, errors="replace", start_new_session=True,
                     preexec_fn=functools.partial(die_with_parent, os.getpid()))
             guard_session(self._process.pid)
-            for stream, sink in ((self._process.stdout, self.stdout_lines),
-                                 (self._process.stderr, self.stderr_lines)):
-                reader = threading.Thread(target=self._pump, args=(stream, sink), daemon=True,
-                                          name=f"{self.name}-output")
-                reader.start()
-                self._readers.append(reader)
+            self._read_output()
             if self._stdin_text is not None:
                 try:
                     self._process.stdin.write(self._stdin_text)
@@ -339,6 +334,13 @@ class Subject:
             self.stop()   # half started (a Ctrl-C, say): not left running behind the caller's back
             raise
         return self
+
+    def _read_output(self) -> None:
+        """A thread each for the started process's stdout and stderr, into stdout_lines and stderr_lines."""
+        for stream, sink in ((self._process.stdout, self.stdout_lines), (self._process.stderr, self.stderr_lines)):
+            reader = threading.Thread(target=self._pump, args=(stream, sink), daemon=True, name=f"{self.name}-output")
+            reader.start()
+            self._readers.append(reader)
 
     def _pump(self, stream, sink: List[str]) -> None:
         for line in iter(stream.readline, ""):
@@ -573,10 +575,7 @@ class CallableSubject(Subject):
                 self._process = _Forked(pid, os.fdopen(out_read, "r", errors="replace"),
                                         os.fdopen(err_read, "r", errors="replace"))
             guard_session(pid)
-            for stream, sink in ((self._process.stdout, self.stdout_lines), (self._process.stderr, self.stderr_lines)):
-                reader = threading.Thread(target=self._pump, args=(stream, sink), daemon=True, name=f"{self.name}-output")
-                reader.start()
-                self._readers.append(reader)
+            self._read_output()
         except BaseException:
             self.stop()
             raise
@@ -658,10 +657,7 @@ class ForkedLabProgram(Subject):
                 self._process = _Forked(pid, os.fdopen(out_read, "r", errors="replace"),
                                         os.fdopen(err_read, "r", errors="replace"))
             guard_session(pid)
-            for stream, sink in ((self._process.stdout, self.stdout_lines), (self._process.stderr, self.stderr_lines)):
-                reader = threading.Thread(target=self._pump, args=(stream, sink), daemon=True, name=f"{self.name}-output")
-                reader.start()
-                self._readers.append(reader)
+            self._read_output()
             if in_write is not None:
                 with os.fdopen(in_write, "w") as stdin:
                     try:
